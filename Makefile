@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (whole pipeline on the synthetic demo cohort) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA_ROOT ?= ./dsan-data
+# The CPU build of torch lies on this machine's disk; any other pin downloads a CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH_PIN)"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/dsan synth --profile demo --out $(DATA_ROOT)/synthetic-cohort
+	$(BIN)/dsan run --profile demo --dicom-root $(DATA_ROOT)/synthetic-cohort/dicom \
+		--labels $(DATA_ROOT)/synthetic-cohort/labels.csv --data-root $(DATA_ROOT)
+	$(BIN)/dsan tables --data-root $(DATA_ROOT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench-install: install
+	$(BIN)/python -m pip install -q -e ".[dev,bench]" "$(TORCH_PIN)"
+
+clean:
+	rm -rf $(VENV) $(DATA_ROOT)

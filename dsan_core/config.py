@@ -1,0 +1,285 @@
+"""Typed configuration: one frozen pydantic model per stage, grouped in `PipelineConfig`.
+
+Profiles (`profiles/<name>.yaml`) hold only the values that differ from the defaults
+below; the defaults are the paper's constants (../shared/METHOD.md). Unknown keys and
+bad values fail at load time with a message that names the field.
+
+Nothing here reads the environment: `load_profile` takes the profile path and an
+optional mapping of overrides; the CLI decides where those come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from dsan_core.errors import ConfigError
+
+#: The published key of the test and demo profiles. Anyone can recompute the
+#: pseudonyms made with it, so it is only for synthetic data.
+PUBLISHED_DEMO_KEY = "dsan-demo-key-PUBLIC-do-not-use-for-real-data"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def fingerprint(self) -> str:
+        """A stable hash of this section's values, for cache keys and lineage."""
+        payload = self.model_dump(mode="json")
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SynthConfig(_Section):
+    """The synthetic chest-CT cohort: a stand-in for a hospital export."""
+
+    seed: int = 20200505
+    n_patients: int = Field(default=60, ge=2)
+    #: Fraction of patients that have 2-3 scans on different dates.
+    repeat_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+    #: In-plane matrix (rows = columns) of the thin-slice series.
+    matrix: int = Field(default=128, ge=32)
+    #: Number of slices of the thin-slice series.
+    n_slices: int = Field(default=96, ge=16)
+    #: Thin-series slice thickness (= spacing) in mm; the paper's range is 0.625-1.5.
+    slice_thickness_mm: float = Field(default=1.25, gt=0)
+    #: Reconstruction field of view in mm (pixel spacing = fov / matrix).
+    fov_mm: float = Field(default=360.0, gt=0)
+    covid_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    sites: tuple[str, ...] = ("site-a", "site-b", "site-c")
+    include_localizer: bool = True
+    include_thick_series: bool = True
+    #: Add deliberately broken inputs (truncated, non-DICOM, missing slice, non-CT).
+    include_broken: bool = True
+    first_date: date = date(2020, 1, 20)
+    last_date: date = date(2020, 4, 30)
+
+
+class IngestConfig(_Section):
+    """DICOM discovery, series choice, geometry checks and pseudonymisation."""
+
+    #: A series is "thin" when its slice thickness is strictly below this (mm).
+    max_slice_thickness_mm: float = Field(default=2.0, gt=0)
+    min_slices: int = Field(default=16, ge=2)
+    #: Allowed relative spread of slice spacing before a series is rejected.
+    spacing_tolerance: float = Field(default=0.05, ge=0)
+    #: Max angle (degrees) between the slice normal and the z axis for "axial".
+    axial_tolerance_deg: float = Field(default=10.0, ge=0)
+    #: Gantry tilt above this (degrees) is flagged; it is never "fixed" silently.
+    max_gantry_tilt_deg: float = Field(default=0.5, ge=0)
+    reject_gantry_tilt: bool = True
+    #: Secret key for HMAC pseudonyms. None means "take it from DSAN_PSEUDONYM_KEY".
+    pseudonym_key: SecretStr | None = None
+    #: Only the test and demo profiles may set this: it allows PUBLISHED_DEMO_KEY.
+    allow_published_key: bool = False
+    #: Files per Dask task when indexing headers.
+    index_chunk_size: int = Field(default=64, ge=1)
+
+
+class VBNetConfig(_Section):
+    """A V-Net with bottleneck convolution units (VB-Net)."""
+
+    base_width: int = Field(default=16, ge=4)
+    depth: int = Field(default=4, ge=2, le=6)
+    #: Bottleneck blocks per resolution level (encoder and decoder).
+    blocks_per_level: int = Field(default=1, ge=1)
+    #: Spacing (x, y, z) mm the network works at; inputs are resampled to it.
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    patch_size: tuple[int, int, int] = (64, 96, 96)
+    batch_size: int = Field(default=2, ge=1)
+    epochs: int = Field(default=40, ge=1)
+    steps_per_epoch: int = Field(default=50, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    #: Fraction of patches centred on an infection voxel (class-aware sampling).
+    infection_patch_fraction: float = Field(default=0.5, ge=0, le=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    #: Sliding-window overlap fraction at inference.
+    overlap: float = Field(default=0.25, ge=0, lt=1)
+    mixed_precision: bool = True
+    seed: int = 7
+
+
+class ClassicalSegConfig(_Section):
+    """HU thresholds for the classical lung / infection segmenter."""
+
+    lung_hu_max: float = -400.0
+    infection_hu_min: float = -750.0
+    infection_hu_max: float = 100.0
+    min_lung_ml: float = Field(default=50.0, ge=0)
+
+
+class SegmentationConfig(_Section):
+    method: Literal["vbnet", "classical", "external"] = "vbnet"
+    #: For method "external": folder of `<scan_id>_lung.nii.gz` / `<scan_id>_infection.nii.gz`.
+    external_mask_dir: Path | None = None
+    vbnet: VBNetConfig = VBNetConfig()
+    classical: ClassicalSegConfig = ClassicalSegConfig()
+    #: Max scans that get an overlay PNG (None = all).
+    max_overlays: int | None = 20
+
+    @model_validator(mode="after")
+    def _external_needs_dir(self) -> SegmentationConfig:
+        if self.method == "external" and self.external_mask_dir is None:
+            raise ValueError("method 'external' needs external_mask_dir")
+        return self
+
+
+class GroupsConfig(_Section):
+    """Thresholds on the infection ratio (METHOD.md "Two kinds of groups")."""
+
+    #: covid_small: ratio < covid_small_below; covid_large otherwise.
+    covid_small_below: float = 0.030
+    #: cap_small: ratio <= cap_small_at_most; cap_large otherwise.
+    cap_small_at_most: float = 0.001
+    #: Analysis bins: < bin_edges[0], bin_edges[0]..bin_edges[1], > bin_edges[1].
+    bin_edges: tuple[float, float] = (0.005, 0.030)
+    #: Ensemble band "extreme" when ratio < band_low or ratio > band_high.
+    band_low: float = 0.001
+    band_high: float = 0.030
+
+
+class SplitConfig(_Section):
+    policy: Literal["date", "site", "column", "random"] = "date"
+    #: policy "date": scans acquired on or after this date go to test.
+    cutoff_date: date | None = None
+    #: policy "site": these sites are held out as test.
+    test_sites: tuple[str, ...] = ()
+    #: policy "column": the labels-manifest column holding "tv" / "test".
+    assignment_column: str = "split"
+    #: policy "random": patient-level hold-out fraction.
+    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    n_folds: int = Field(default=5, ge=2)
+    seed: int = 2020
+    #: Warn when a training fold has fewer scans than this in a sampling group.
+    min_group_scans: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _policy_needs_its_field(self) -> SplitConfig:
+        if self.policy == "date" and self.cutoff_date is None:
+            raise ValueError("policy 'date' needs cutoff_date")
+        if self.policy == "site" and not self.test_sites:
+            raise ValueError("policy 'site' needs test_sites")
+        return self
+
+
+class PreprocessConfig(_Section):
+    """METHOD.md "Pre-processing"; sizes are (z, y, x), spacings (x, y, z) mm."""
+
+    spacing_mm: tuple[float, float, float] = (0.7168, 0.7168, 1.25)
+    #: One factor for all axes. A number (the paper: 0.5) or "fit": the largest
+    #: factor <= 1 that makes the resampled volume fit target_shape.
+    scale: float | Literal["fit"] = 0.5
+    target_shape: tuple[int, int, int] = (138, 256, 256)
+    window_width: float = 1500.0
+    window_level: float = -600.0
+    antialias: bool = True
+    dtype: Literal["float16", "float32"] = "float16"
+
+    @model_validator(mode="after")
+    def _positive(self) -> PreprocessConfig:
+        if isinstance(self.scale, float) and not 0 < self.scale <= 4:
+            raise ValueError(f"scale must be in (0, 4] or 'fit', got {self.scale}")
+        if min(self.target_shape) < 8:
+            raise ValueError(f"target_shape must be at least 8 per axis, got {self.target_shape}")
+        return self
+
+
+class TrainConfig(_Section):
+    """Classifier training (METHOD.md "Training"); used by the training stage."""
+
+    width: int = Field(default=64, ge=4)
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    batch_size: int = Field(default=20, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_step_epochs: int = Field(default=5, ge=1)
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    attention_lambda: float = Field(default=0.5, ge=0)
+    attention_alpha: float = 100.0
+    attention_beta: float = 0.4
+    mixed_precision: bool = True
+    seed: int = 0
+
+
+class EnsembleConfig(_Section):
+    w_extreme: float = Field(default=0.35, ge=0, le=1)
+    w_middle: float = Field(default=0.96, ge=0, le=1)
+    search_step: float = Field(default=0.01, gt=0, le=0.5)
+
+
+class DaskConfig(_Section):
+    #: None: start a local cluster. Otherwise the address of an existing scheduler.
+    address: str | None = None
+    n_workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    processes: bool = True
+    memory_limit: str = "4GiB"
+
+
+class RuntimeConfig(_Section):
+    #: "auto": CUDA when available, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = None
+    dask: DaskConfig = DaskConfig()
+
+
+class PipelineConfig(_Section):
+    profile: str = "custom"
+    synth: SynthConfig = SynthConfig()
+    ingest: IngestConfig = IngestConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    groups: GroupsConfig = GroupsConfig()
+    split: SplitConfig = SplitConfig(cutoff_date=date(2020, 3, 20))
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        found = item.get("input")
+        shown = "" if isinstance(found, dict) else f" (found {found!r})"
+        lines.append(f"  - {field}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    """Validate a nested mapping into a `PipelineConfig`; errors name the field."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def load_profile(path: Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a profile YAML file, apply nested `overrides`, and validate."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"profile file not found: {path.name}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"profile {path.name} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {path.name}: expected a mapping, found {type(raw).__name__}")
+    raw.setdefault("profile", path.stem)
+    return parse_config(_deep_merge(raw, overrides or {}), source=path.name)

@@ -1,0 +1,69 @@
+"""The exceptions dsan raises on purpose.
+
+    DsanError                    base of everything below
+    ├── ConfigError              a profile or option is invalid (names the field)
+    ├── PrivacyError             a run would leak or cannot pseudonymise (e.g. no key)
+    ├── InputError               bad input data; `scan` names it by pseudonymous id
+    │   ├── DicomError           a file or series cannot be used
+    │   │   └── GeometryError    slice spacing, missing/duplicate slices, tilt, matrix
+    │   ├── LabelsError          the labels manifest is malformed
+    │   └── MaskError            a mask does not match its scan (geometry, values)
+    ├── StorageError             a table or artifact is missing or fails validation
+    │   └── SchemaError          a Parquet table's schema is not the expected one
+    └── StageError               a stage cannot run (missing upstream output, etc.)
+
+Messages say what was expected, what was found and which scan - never a patient
+name, a patient id or a raw file path.
+"""
+
+from __future__ import annotations
+
+
+class DsanError(Exception):
+    """Base class of dsan's own errors."""
+
+
+class ConfigError(DsanError):
+    """A configuration value or profile is invalid."""
+
+
+class PrivacyError(DsanError):
+    """Pseudonymisation is impossible or would be unsafe."""
+
+
+class InputError(DsanError):
+    """Input data is unusable. `scan` is a pseudonymous id (or None)."""
+
+    def __init__(self, message: str, *, scan: str | None = None, reason: str = "invalid") -> None:
+        self.scan = scan
+        self.reason = reason
+        prefix = f"scan {scan}: " if scan else ""
+        super().__init__(prefix + message)
+
+
+class DicomError(InputError):
+    """A DICOM file or series cannot be used."""
+
+
+class GeometryError(DicomError):
+    """A series' geometry is inconsistent."""
+
+
+class LabelsError(InputError):
+    """The labels manifest is malformed."""
+
+
+class MaskError(InputError):
+    """A mask does not fit its scan."""
+
+
+class StorageError(DsanError):
+    """A stored table or artifact is missing or invalid."""
+
+
+class SchemaError(StorageError):
+    """A Parquet table does not have the expected schema."""
+
+
+class StageError(DsanError):
+    """A pipeline stage cannot run."""

@@ -1,0 +1,83 @@
+"""The embedded runtime: local Prefect API under the data root, and Dask placement.
+
+`prefect_environment` must run before prefect is imported (Prefect reads its
+settings at import time); the CLI calls it first thing. Defaults, all overridable
+by the user's own PREFECT_* variables:
+
+- PREFECT_HOME under the data root, so nothing is written outside it;
+- server analytics off (there is no network);
+- results not persisted: tasks return small manifests, and the stage cache
+  (storage/stage_cache.py) is what makes reruns cheap;
+- no PREFECT_API_URL: the ephemeral API (a temporary server per process, ~5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from dsan_core.config import DaskConfig
+
+DATA_ROOT_ENV = "DSAN_DATA_ROOT"
+KEY_ENV = "DSAN_PSEUDONYM_KEY"
+DEFAULT_DATA_ROOT = Path("dsan-data")
+
+
+def resolve_data_root(cli_value: Path | None) -> Path:
+    if cli_value is not None:
+        return cli_value.absolute()
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env).absolute() if env else DEFAULT_DATA_ROOT.absolute()
+
+
+def prefect_environment(data_root: Path) -> dict[str, str]:
+    """Set the embedded defaults in os.environ (user values win); return what was set."""
+    defaults = {
+        "PREFECT_HOME": str(data_root / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+    applied = {}
+    for name, value in defaults.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            applied[name] = value
+    (data_root / "prefect").mkdir(parents=True, exist_ok=True)
+    return applied
+
+
+@contextlib.contextmanager
+def quiet_flow_settings() -> Iterator[None]:
+    """Switch off flow heartbeats (>= 1 s per flow run otherwise); only settable here."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@contextlib.contextmanager
+def dask_scheduler(config: DaskConfig) -> Iterator[str]:
+    """Yield the address of a Dask scheduler: the configured one, or a local cluster.
+
+    Flows decide placement and pass only this address to tasks; tasks connect a
+    client and submit plain functions (no Prefect inside Dask workers, so no
+    temporary Prefect server per worker process).
+    """
+    if config.address:
+        yield config.address
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=config.n_workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=config.processes,
+        memory_limit=config.memory_limit,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as cluster:
+        yield cluster.scheduler_address

@@ -1,0 +1,1 @@
+"""storage: the only code that knows where bytes live (see ARCHITECTURE.md)."""

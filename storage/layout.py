@@ -1,0 +1,83 @@
+"""Where every artifact lives under the data root. Paths are deterministic and parseable.
+
+    <root>/tables/<name>.parquet                     the Parquet tables (schemas.py)
+    <root>/volumes/<scan_id>.nii.gz                  decoded HU volumes
+    <root>/ground_truth/<scan_id>_{lung,infection}.nii.gz
+    <root>/masks/<method>__<model>/<scan_id>_{lung,infection}.nii.gz
+    <root>/models/vbnet__<config>/{last,best}.pt     segmentation checkpoints
+    <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
+    <root>/figures/<stage>/...                       PNG figures
+    <root>/reports/<stage>/...                       Markdown / JSON reports
+    <root>/cache/<stage>/<key>.json                  stage manifests (the stage cache)
+    <root>/lineage/<yyyy-mm-dd>/<run>-<stage>.parquet lineage rows (append-only parts)
+    <root>/prefect/                                  PREFECT_HOME of the embedded API
+
+Tables store paths RELATIVE to the root, so a data root can be moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
+    # tables -----------------------------------------------------------------
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str) -> Path:
+        return self.tables_dir / f"{name}.parquet"
+
+    # volumes and masks ------------------------------------------------------
+    def volume(self, scan_id: str) -> Path:
+        return self.root / "volumes" / f"{scan_id}.nii.gz"
+
+    def ground_truth_mask(self, scan_id: str, kind: str) -> Path:
+        return self.root / "ground_truth" / f"{scan_id}_{kind}.nii.gz"
+
+    def mask(self, method_tag: str, scan_id: str, kind: str) -> Path:
+        return self.root / "masks" / method_tag / f"{scan_id}_{kind}.nii.gz"
+
+    def model_dir(self, name: str, config_hash: str) -> Path:
+        return self.root / "models" / f"{name}__{config_hash}"
+
+    def preprocessed_dir(self, config_hash: str, scan_id: str) -> Path:
+        return self.root / "preprocessed" / config_hash / scan_id
+
+    # reports ----------------------------------------------------------------
+    def figure(self, stage: str, name: str) -> Path:
+        return self.root / "figures" / stage / name
+
+    def report(self, stage: str, name: str) -> Path:
+        return self.root / "reports" / stage / name
+
+    # bookkeeping ------------------------------------------------------------
+    def cache_dir(self, stage: str) -> Path:
+        return self.root / "cache" / stage
+
+    @property
+    def lineage_dir(self) -> Path:
+        return self.root / "lineage"
+
+    @property
+    def file_hash_memo(self) -> Path:
+        return self.root / "cache" / "file_hashes.parquet"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    # paths in tables --------------------------------------------------------
+    def relative(self, path: Path) -> str:
+        return Path(path).absolute().relative_to(self.root).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        return self.root / relative

@@ -1,0 +1,175 @@
+"""Explicit pyarrow schemas of every Parquet table. Reading a table validates it.
+
+Privacy: no table holds a patient name, patient id, birth date, raw DICOM UID or
+raw input path. Ids are HMAC pseudonyms; paths are relative to the data root.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_str = pa.string()
+
+SCANS = pa.schema(
+    [
+        ("scan_id", _str),
+        ("patient_id", _str),
+        ("study_id", _str),
+        ("series_id", _str),
+        ("label", _str),  # COVID | CAP
+        ("site", _str),
+        ("acquisition_date", pa.date32()),
+        ("manufacturer", _str),
+        ("age_years", pa.int16()),
+        ("sex", _str),
+        ("n_slices", pa.int32()),
+        ("shape_z", pa.int32()),
+        ("shape_y", pa.int32()),
+        ("shape_x", pa.int32()),
+        ("spacing_x", pa.float64()),
+        ("spacing_y", pa.float64()),
+        ("spacing_z", pa.float64()),
+        ("slice_thickness_mm", pa.float64()),
+        ("spacing_spread", pa.float64()),
+        ("gantry_tilt_deg", pa.float64()),
+        ("geometry_flags", _str),  # comma-separated flags, "" when none
+        ("volume_path", _str),
+        ("volume_hash", _str),
+        ("source_hash", _str),
+        ("label_split", _str),
+    ]
+)
+
+SERIES = pa.schema(
+    [
+        ("series_id", _str),
+        ("study_id", _str),
+        ("patient_id", _str),
+        ("status", _str),  # chosen | skipped | rejected
+        ("reason", _str),
+        ("message", _str),
+        ("modality", _str),
+        ("n_files", pa.int32()),
+        ("slice_thickness_mm", pa.float64()),
+        ("source_hash", _str),
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("kind", _str),  # file | series | study | label
+        ("reason", _str),
+        ("message", _str),
+        ("n_files", pa.int32()),
+        ("study_id", _str),
+        ("series_id", _str),
+        ("source_hash", _str),
+    ]
+)
+
+GROUND_TRUTH = pa.schema(
+    [
+        ("scan_id", _str),
+        ("lung_path", _str),
+        ("lung_hash", _str),
+        ("infection_path", _str),
+        ("infection_hash", _str),
+    ]
+)
+
+INFECTION = pa.schema(
+    [
+        ("scan_id", _str),
+        ("lung_ml", pa.float64()),
+        ("infection_ml", pa.float64()),
+        ("infection_ratio", pa.float64()),
+        ("method", _str),
+        ("model_version", _str),
+        ("lung_path", _str),
+        ("lung_hash", _str),
+        ("infection_path", _str),
+        ("infection_hash", _str),
+    ]
+)
+
+GROUPS = pa.schema(
+    [
+        ("scan_id", _str),
+        ("label", _str),
+        ("infection_ratio", pa.float64()),
+        ("sampling_group", _str),
+        ("analysis_bin", _str),
+        ("ensemble_band", _str),
+    ]
+)
+
+SEG_EVAL = pa.schema(
+    [
+        ("scan_id", _str),
+        ("method", _str),
+        ("lung_dice", pa.float64()),
+        ("infection_dice", pa.float64()),
+        ("ratio_pred", pa.float64()),
+        ("ratio_true", pa.float64()),
+        ("ratio_abs_error", pa.float64()),
+        ("ratio_rel_error", pa.float64()),
+    ]
+)
+
+SPLITS = pa.schema(
+    [
+        ("scan_id", _str),
+        ("patient_id", _str),
+        ("set", _str),  # tv | test
+        ("fold", pa.int8()),  # null for test
+        ("policy", _str),
+        ("seed", pa.int64()),
+        ("split_version", _str),
+    ]
+)
+
+PREPROCESSED = pa.schema(
+    [
+        ("scan_id", _str),
+        ("config_hash", _str),
+        ("input_path", _str),
+        ("input_hash", _str),
+        ("lung_path", _str),
+        ("lung_hash", _str),
+        ("infection_path", _str),
+        ("infection_hash", _str),
+        ("geometry_path", _str),
+        ("shape_z", pa.int32()),
+        ("shape_y", pa.int32()),
+        ("shape_x", pa.int32()),
+        ("scale_factor", pa.float64()),
+    ]
+)
+
+LINEAGE = pa.schema(
+    [
+        ("run_id", _str),
+        ("stage", _str),
+        ("key", _str),
+        ("cache_hit", pa.bool_()),
+        ("input_hashes", _str),  # JSON object name -> hash
+        ("output_hashes", _str),  # JSON object name -> hash
+        ("config_hash", _str),
+        ("code_version", _str),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("ended_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "scans": SCANS,
+    "series": SERIES,
+    "quarantine": QUARANTINE,
+    "ground_truth": GROUND_TRUTH,
+    "infection": INFECTION,
+    "groups": GROUPS,
+    "seg_eval": SEG_EVAL,
+    "splits": SPLITS,
+    "preprocessed": PREPROCESSED,
+    "lineage": LINEAGE,
+}

@@ -1,0 +1,70 @@
+"""Read and write the Parquet tables atomically, validating their schemas."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dsan_core.errors import SchemaError, StorageError
+from storage.atomic import atomic_path
+from storage.layout import DataLayout
+from storage.schemas import SCHEMAS
+
+
+def schema_of(name: str) -> pa.Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise StorageError(f"unknown table {name!r}; known: {sorted(SCHEMAS)}") from None
+
+
+def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
+    """Convert with the table's schema; column mismatches raise SchemaError."""
+    schema = schema_of(name)
+    expected, found = list(schema.names), list(frame.columns)
+    if sorted(expected) != sorted(found):
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        raise SchemaError(f"table {name!r}: missing columns {missing}, unexpected columns {extra}")
+    try:
+        table = pa.Table.from_pandas(frame[expected], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise SchemaError(f"table {name!r}: values do not fit the schema: {error}") from None
+    return table.replace_schema_metadata(None)
+
+
+def write_table(layout: DataLayout, name: str, frame: pd.DataFrame) -> str:
+    """Write `frame` atomically as table `name`; returns the file's sha256."""
+    from storage.hashing import sha256_file
+
+    table = to_arrow(name, frame)
+    destination = layout.table(name)
+    with atomic_path(destination) as temp:
+        pq.write_table(table, temp, compression="zstd")
+    return sha256_file(destination)
+
+
+def read_table(layout: DataLayout, name: str) -> pd.DataFrame:
+    """Read table `name`; raise SchemaError when its schema is not the expected one."""
+    path = layout.table(name)
+    if not path.exists():
+        raise StorageError(f"table {name!r} does not exist yet (run the stage that writes it)")
+    table = pq.read_table(path)
+    expected = schema_of(name)
+    if not table.schema.remove_metadata().equals(expected):
+        raise SchemaError(
+            f"table {name!r}: found schema {table.schema.remove_metadata()}, expected {expected}"
+        )
+    return table.to_pandas(types_mapper=_types_mapper)
+
+
+def table_exists(layout: DataLayout, name: str) -> bool:
+    return layout.table(name).exists()
+
+
+def _types_mapper(arrow_type: pa.DataType) -> object | None:
+    # Nullable integers stay integers (pandas would turn them into floats).
+    if pa.types.is_integer(arrow_type):
+        return pd.api.types.pandas_dtype(f"Int{arrow_type.bit_width}")
+    return None

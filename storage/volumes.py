@@ -1,0 +1,47 @@
+"""NIfTI volumes and masks, memory-mappable arrays, and figures: atomic writes only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from storage.atomic import atomic_path, write_text
+
+
+def write_image(image: sitk.Image, destination: Path) -> None:
+    """Write a SimpleITK image (NIfTI when the name ends in .nii.gz) atomically."""
+    with atomic_path(destination) as temp:
+        sitk.WriteImage(image, str(temp), useCompression=True)
+
+
+def read_image(path: Path) -> sitk.Image:
+    return sitk.ReadImage(str(path))
+
+
+def write_npy(destination: Path, array: np.ndarray) -> None:
+    """Write an array as .npy (memory-mappable with np.load(mmap_mode='r'))."""
+    with atomic_path(destination) as temp:
+        np.save(temp, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def open_npy(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def write_figure(figure: Any, destination: Path, *, dpi: int = 110) -> None:
+    """Save a matplotlib Figure as PNG atomically (no pyplot global state)."""
+    with atomic_path(destination) as temp:
+        figure.savefig(temp, dpi=dpi, format="png", bbox_inches="tight")
+
+
+def write_geometry(destination: Path, geometry: dict[str, Any]) -> None:
+    write_text(destination, json.dumps(geometry, indent=2, sort_keys=True) + "\n")
+
+
+def read_geometry(path: Path) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(path.read_text())
+    return payload

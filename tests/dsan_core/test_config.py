@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsan_core.config import PipelineConfig, load_profile, parse_config
+from dsan_core.errors import ConfigError
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+
+
+@pytest.mark.parametrize("name", ["test", "demo", "paper"])
+def test_shipped_profiles_load(name: str) -> None:
+    config = load_profile(PROFILES / f"{name}.yaml")
+    assert config.profile == name
+
+
+def test_paper_profile_has_the_papers_sizes() -> None:
+    config = load_profile(PROFILES / "paper.yaml")
+    assert config.preprocess.target_shape == (138, 256, 256)
+    assert config.preprocess.spacing_mm == (0.7168, 0.7168, 1.25)
+    assert (config.train.width, config.train.batch_size, config.train.epochs) == (64, 20, 20)
+    assert config.ingest.pseudonym_key is None and not config.ingest.allow_published_key
+
+
+def test_unknown_key_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"preprocess\.target_shap"):
+        parse_config({"preprocess": {"target_shap": [1, 2, 3]}})
+
+
+def test_bad_value_names_the_field_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"split\.n_folds.*found 1"):
+        parse_config({"split": {"n_folds": 1, "cutoff_date": "2020-01-01"}})
+
+
+def test_policy_requires_its_field() -> None:
+    with pytest.raises(ConfigError, match="policy 'site' needs test_sites"):
+        parse_config({"split": {"policy": "site"}})
+
+
+def test_overrides_merge_deeply(tmp_path: Path) -> None:
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("synth:\n  n_patients: 12\n")
+    config = load_profile(profile, {"synth": {"matrix": 64}})
+    assert (config.synth.n_patients, config.synth.matrix, config.profile) == (12, 64, "mine")
+
+
+def test_sections_are_frozen_and_fingerprinted() -> None:
+    config = PipelineConfig()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
+        config.synth.seed = 1  # type: ignore[misc]
+    assert config.synth.fingerprint() == PipelineConfig().synth.fingerprint()
+    assert config.synth.fingerprint() != config.synth.model_copy(update={"seed": 1}).fingerprint()
+
+
+def test_secret_key_is_not_shown() -> None:
+    config = parse_config({"ingest": {"pseudonym_key": "a-very-secret-key-value"}})
+    assert "a-very-secret-key-value" not in repr(config)
+    assert "a-very-secret-key-value" not in config.model_dump_json()
