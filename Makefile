@@ -20,7 +20,8 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/dsan synth --profile demo --out $(DATA_ROOT)/synthetic-cohort
 	$(BIN)/dsan run --profile demo --dicom-root $(DATA_ROOT)/synthetic-cohort/dicom \
-		--labels $(DATA_ROOT)/synthetic-cohort/labels.csv --data-root $(DATA_ROOT)
+		--labels $(DATA_ROOT)/synthetic-cohort/labels.csv \
+		--masks $(DATA_ROOT)/synthetic-cohort/masks --data-root $(DATA_ROOT)
 	$(BIN)/dsan tables --data-root $(DATA_ROOT)
 
 test: install

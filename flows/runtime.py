@@ -70,14 +70,20 @@ def dask_scheduler(config: DaskConfig) -> Iterator[str]:
     if config.address:
         yield config.address
         return
+    import logging
+
     from distributed import LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    # Loopback only; threads-only clusters use the in-process transport (no host).
+    network = {"host": "127.0.0.1"} if config.processes else {}
     with LocalCluster(
         n_workers=config.n_workers,
         threads_per_worker=config.threads_per_worker,
         processes=config.processes,
         memory_limit=config.memory_limit,
         dashboard_address=None,
-        host="127.0.0.1",
+        silence_logs=logging.WARNING,
+        **network,
     ) as cluster:
         yield cluster.scheduler_address

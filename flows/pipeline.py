@@ -1,0 +1,27 @@
+"""The pipeline flow: every stage that exists, in order, each cached by content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from dsan_core.config import PipelineConfig
+from flows.ingestion import format_ingest_summary, ingestion_flow
+from storage.lineage import new_run_id
+
+
+@flow(name="pipeline", validate_parameters=False)
+def pipeline_flow(
+    dicom_root: Path,
+    labels: Path,
+    config: PipelineConfig,
+    data_root: Path,
+    masks: Path | None = None,
+) -> dict[str, Any]:
+    run_id = new_run_id()
+    ingest = ingestion_flow(dicom_root, labels, config.ingest, config.runtime, data_root, masks,
+                            run_id)
+    summary = ["[ingest] " + line for line in format_ingest_summary(ingest["summary"])]
+    return {"run_id": run_id, "ingest": ingest, "summary": summary}

@@ -1,0 +1,180 @@
+"""Rows of the ingestion tables, built from the in-memory plan. Only pseudonyms,
+codes and numbers leave this module: never a raw UID, patient id or path."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+import pandas as pd
+
+from dsan_core.dicom import SeriesPlan, pseudonymise
+from storage.layout import DataLayout
+from storage.stage_cache import Manifest
+
+_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+
+
+def _age_years(text: str) -> int | None:
+    match = _AGE.match(str(text or "").strip().upper())
+    if not match:
+        return None
+    value, unit = int(match.group(1)), match.group(2)
+    return value if unit == "Y" else 0
+
+
+def _sex(text: str) -> str | None:
+    value = str(text or "").strip().upper()
+    return value if value in {"F", "M", "O"} else None
+
+
+def _dicom_date(text: str) -> date | None:
+    try:
+        return pd.to_datetime(str(text), format="%Y%m%d").date()
+    except (ValueError, TypeError):
+        return None
+
+
+def _maybe(kind: str, raw: Any, key: bytes) -> str | None:
+    text = "" if raw is None or (isinstance(raw, float) and pd.isna(raw)) else str(raw)
+    return pseudonymise(kind, text, key) if text else None
+
+
+def scan_row(layout: DataLayout, plan: SeriesPlan, records: pd.DataFrame, label: Any,
+             manifest: Manifest, series_hash: dict[str, str], key: bytes) -> dict[str, Any]:
+    series_uid = str(label_series(plan, label.study_instance_uid))
+    rows = records[records["series_instance_uid"] == series_uid]
+    first = rows.iloc[0]
+    geometry = plan.geometry.get(series_uid)
+    patient_raw = str(first["patient_id"] or "") or str(label.patient_id)
+    acquired = label.acquisition_date
+    if acquired is None or pd.isna(acquired):
+        acquired = _dicom_date(first["acquisition_date"]) or _dicom_date(first["study_date"])
+    shape = manifest.data["shape"]
+    spacing = manifest.data["spacing"]
+    thickness = first["slice_thickness"]
+    return {
+        "scan_id": manifest.data["scan_id"],
+        "patient_id": pseudonymise("patient", patient_raw, key),
+        "study_id": pseudonymise("study", str(label.study_instance_uid), key),
+        "series_id": manifest.data["scan_id"],
+        "label": label.label,
+        "site": str(label.site),
+        "acquisition_date": acquired,
+        "manufacturer": str(first["manufacturer"] or ""),
+        "age_years": _age_years(first["patient_age"]),
+        "sex": _sex(first["patient_sex"]),
+        "n_slices": int(shape[0]),
+        "shape_z": int(shape[0]),
+        "shape_y": int(shape[1]),
+        "shape_x": int(shape[2]),
+        "spacing_x": float(spacing[0]),
+        "spacing_y": float(spacing[1]),
+        "spacing_z": float(spacing[2]),
+        "slice_thickness_mm": None if pd.isna(thickness) else float(thickness),
+        "spacing_spread": None if geometry is None else float(geometry.spacing_spread),
+        "gantry_tilt_deg": None if geometry is None else float(geometry.tilt_deg),
+        "geometry_flags": "" if geometry is None else ",".join(sorted(set(geometry.flags))),
+        "volume_path": manifest.outputs["volume"]["path"],
+        "volume_hash": manifest.outputs["volume"]["sha256"],
+        "source_hash": series_hash[series_uid],
+        "label_split": _label_split(label),
+    }
+
+
+def _label_split(label: Any) -> str | None:
+    value = getattr(label, "split", None)
+    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
+        return None
+    return str(value).strip().lower()
+
+
+def label_series(plan: SeriesPlan, study_uid: str) -> str:
+    studies = plan.studies.set_index("study_instance_uid")
+    return str(studies.at[study_uid, "chosen_series_uid"])
+
+
+def series_rows(plan: SeriesPlan, series_hash: dict[str, str], key: bytes,
+                ingested: dict[str, Manifest], decode_failures: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for d in plan.decisions.itertuples(index=False):
+        uid = str(d.series_instance_uid)
+        status, reason, message = str(d.status), str(d.reason), str(d.message)
+        if status == "chosen" and uid in decode_failures:
+            status, reason, message = "rejected", "decode_failed", decode_failures[uid]
+        elif status == "chosen" and uid not in ingested:
+            status, reason, message = "unlabelled", "dicom_without_label", "study has no label"
+        rows.append({
+            "series_id": pseudonymise("series", uid, key),
+            "study_id": pseudonymise("study", str(d.study_instance_uid), key),
+            "patient_id": _maybe("patient", d.patient_id, key),
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "modality": _modality(d),
+            "n_files": int(d.n_files),
+            "slice_thickness_mm": None if pd.isna(d.slice_thickness) else float(d.slice_thickness),
+            "source_hash": series_hash.get(uid, ""),
+        })
+    frame = pd.DataFrame(rows, columns=[
+        "series_id", "study_id", "patient_id", "status", "reason", "message", "modality",
+        "n_files", "slice_thickness_mm", "source_hash"])
+    return frame.sort_values(["study_id", "series_id"], ignore_index=True)
+
+
+def _modality(decision: Any) -> str:
+    return str(getattr(decision, "modality", "") or "")
+
+
+def quarantine_rows(plan: SeriesPlan, indexed: Any, labels: Any, series_hash: dict[str, str],
+                    key: bytes, decode_failures: dict[str, str],
+                    mask_failures: dict[str, str]) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    for failure in indexed.failures:
+        rows.append({"kind": "file", "reason": failure.reason, "message": failure.message,
+                     "n_files": 1, "study_id": None, "series_id": None,
+                     "source_hash": indexed.file_hash.get(str(failure.path)) or ""})
+    chosen_files = {}
+    for d in plan.decisions.itertuples(index=False):
+        uid = str(d.series_instance_uid)
+        if d.status == "chosen":
+            chosen_files[str(d.study_instance_uid)] = (uid, int(d.n_files))
+        if d.status == "rejected" or uid in decode_failures:
+            rows.append({
+                "kind": "series",
+                "reason": "decode_failed" if uid in decode_failures else str(d.reason),
+                "message": decode_failures.get(uid, str(d.message)),
+                "n_files": int(d.n_files),
+                "study_id": pseudonymise("study", str(d.study_instance_uid), key),
+                "series_id": pseudonymise("series", uid, key),
+                "source_hash": series_hash.get(uid, ""),
+            })
+    for s in plan.studies.itertuples(index=False):
+        if str(s.chosen_series_uid) == "":
+            rows.append({"kind": "study", "reason": str(s.reason), "message": str(s.message),
+                         "n_files": 0, "study_id": pseudonymise("study", str(s.study_instance_uid),
+                                                                key),
+                         "series_id": None, "source_hash": ""})
+    for issue in labels.issues.itertuples(index=False):
+        study_uid = str(issue.study_instance_uid or "")
+        n_files, series_id, source = 0, None, ""
+        kind = "label"
+        if issue.outcome == "dicom_without_label":
+            kind = "study"
+            if study_uid in chosen_files and chosen_files[study_uid][0] not in decode_failures:
+                uid, n_files = chosen_files[study_uid]
+                series_id, source = pseudonymise("series", uid, key), series_hash.get(uid, "")
+        row_number = issue.row_number
+        where = "" if row_number is None or pd.isna(row_number) else f"labels row {int(row_number)}: "
+        rows.append({"kind": kind, "reason": str(issue.outcome),
+                     "message": where + str(issue.message), "n_files": n_files,
+                     "study_id": pseudonymise("study", study_uid, key) if study_uid else None,
+                     "series_id": series_id, "source_hash": source})
+    for scan_id, message in mask_failures.items():
+        rows.append({"kind": "mask", "reason": "mask_geometry_mismatch", "message": message,
+                     "n_files": 0, "study_id": None, "series_id": scan_id, "source_hash": ""})
+    frame = pd.DataFrame(rows, columns=["kind", "reason", "message", "n_files", "study_id",
+                                        "series_id", "source_hash"])
+    return frame.sort_values(["kind", "reason", "study_id", "series_id", "source_hash"],
+                             ignore_index=True, na_position="last")
