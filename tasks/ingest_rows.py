@@ -165,8 +165,8 @@ def quarantine_rows(plan: SeriesPlan, indexed: Any, labels: Any, series_hash: di
             if study_uid in chosen_files and chosen_files[study_uid][0] not in decode_failures:
                 uid, n_files = chosen_files[study_uid]
                 series_id, source = pseudonymise("series", uid, key), series_hash.get(uid, "")
-        row_number = issue.row_number
-        where = "" if row_number is None or pd.isna(row_number) else f"labels row {int(row_number)}: "
+        number = issue.row_number
+        where = "" if number is None or pd.isna(number) else f"labels row {int(number)}: "
         rows.append({"kind": kind, "reason": str(issue.outcome),
                      "message": where + str(issue.message), "n_files": n_files,
                      "study_id": pseudonymise("study", study_uid, key) if study_uid else None,
