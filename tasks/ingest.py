@@ -38,6 +38,7 @@ from dsan_core.dicom import (
 )
 from dsan_core.errors import DsanError, MaskError, StageError
 from storage.hashing import combine_hashes, sha256_file, stat_key
+from storage.schemas import SCANS
 from storage.stage_cache import Manifest, stage_key
 from storage.tables import write_table
 from storage.volumes import read_image, write_image
@@ -267,7 +268,8 @@ def _ingest(run: StageRun, dicom_root: Path, labels_path: Path, masks_root: Path
     scans = pd.DataFrame(
         [scan_row(run.layout, plan, indexed.records, labelled[str(s.study_instance_uid)],
                   manifests[str(s.chosen_series_uid)], series_hash, key)
-         for s in wanted.itertuples(index=False) if str(s.chosen_series_uid) in manifests]
+         for s in wanted.itertuples(index=False) if str(s.chosen_series_uid) in manifests],
+        columns=SCANS.names,
     )
     series = series_rows(plan, series_hash, key, manifests, decode_failures)
     quarantine = quarantine_rows(plan, indexed, labels, series_hash, key, decode_failures,
