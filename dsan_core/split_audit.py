@@ -1,0 +1,215 @@
+"""Audit of a split table: leakage, distributions per partition, SS weights, balance, diff.
+
+`audit_splits` takes the `splits` table of `dsan_core.splits.make_splits`, the scans
+and groups tables it was made from (see that module) and optionally an earlier
+split table to diff against. Optional scans columns (study_id, series_id,
+volume_hash, site, manufacturer, age_years, sex, acquisition_date) widen the audit
+when present. Partitions are "fold 0" .. "fold k-1" and "test"; the training set of
+fold i (for the size-balanced weights) is TV minus fold i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dsan_core.audit_diff import SplitDiff, diff_splits
+from dsan_core.audit_leaks import factorize_identities, find_leaks, find_shared_identities
+from dsan_core.audit_render import json_value, markdown_table, table_records
+from dsan_core.audit_tables import (
+    balance_table,
+    count_table,
+    demographics_table,
+    overview_table,
+    partition_names,
+    sampler_weight_table,
+)
+from dsan_core.config import SplitConfig
+from dsan_core.errors import InputError
+from dsan_core.splits import TEST, TV, arrow_strings, require_columns, sorted_positions
+
+_SCAN_COLUMNS = ("patient_id", "label", "study_id", "series_id", "volume_hash", "site",
+                 "manufacturer", "age_years", "sex", "acquisition_date")
+_COUNT_TABLES = (("sites", "site"), ("manufacturers", "manufacturer"),
+                 ("analysis_bins", "analysis_bin"), ("sampling_groups", "sampling_group"))
+#: Rows of long lists (leaks, moved patients) shown in Markdown / kept in JSON.
+MARKDOWN_ROWS = 50
+JSON_ROWS = 1000
+
+
+@dataclass
+class AuditReport:
+    """Result of `audit_splits`; `tables` maps a name to a DataFrame."""
+
+    split_version: str | None
+    n_folds: int
+    leaks: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    warnings: list[str] = field(default_factory=list)
+    diff: SplitDiff | None = None
+
+    @property
+    def has_leakage(self) -> bool:
+        return not self.leaks.empty
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary; long lists are cut at `JSON_ROWS` rows."""
+        counts = self.leaks["kind"].value_counts().to_dict() if self.has_leakage else {}
+        out: dict[str, Any] = {
+            "split_version": self.split_version,
+            "n_folds": self.n_folds,
+            "has_leakage": self.has_leakage,
+            "leak_counts": json_value(counts),
+            "leaks": table_records(self.leaks, JSON_ROWS),
+            "leaks_truncated": len(self.leaks) > JSON_ROWS,
+            "warnings": list(self.warnings),
+            "tables": {name: table_records(t, JSON_ROWS) for name, t in self.tables.items()},
+            "diff": None,
+        }
+        if self.diff is not None:
+            out["diff"] = json_value({
+                **self.diff.summary(),
+                "moved": table_records(self.diff.moved, JSON_ROWS),
+                "new": list(self.diff.new_patients[:JSON_ROWS]),
+                "disappeared": list(self.diff.disappeared_patients[:JSON_ROWS]),
+            })
+        return out
+
+    def to_markdown(self) -> str:
+        """A readable report: verdict, leaks, warnings, tables, diff."""
+        verdict = "LEAKAGE FOUND" if self.has_leakage else "no leakage found"
+        parts = [f"# Split audit\n\nsplit version `{self.split_version}`, "
+                 f"{self.n_folds} folds: **{verdict}**\n"]
+        parts.append("## Leaks\n\n" + markdown_table(self.leaks, MARKDOWN_ROWS))
+        if self.warnings:
+            parts.append("## Warnings\n\n" + "\n".join(f"- {w}" for w in self.warnings) + "\n")
+        for name, table in self.tables.items():
+            parts.append(f"## {name.replace('_', ' ')}\n\n" + markdown_table(table, MARKDOWN_ROWS))
+        if self.diff is not None:
+            summary = ", ".join(f"{k}: {v}" for k, v in self.diff.summary().items())
+            parts.append(f"## Diff against the earlier split\n\n{summary}\n\n"
+                         + markdown_table(self.diff.moved, MARKDOWN_ROWS))
+        return "\n".join(parts)
+
+
+def _partitions(splits: pd.DataFrame, n_folds: int) -> npt.NDArray[np.int64]:
+    """Partition code per split row (fold i -> i, test -> k); checks set and fold values."""
+    is_test = (splits["set"] == TEST).to_numpy(dtype=bool, na_value=False)
+    is_tv = (splits["set"] == TV).to_numpy(dtype=bool, na_value=False)
+    folds = splits["fold"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
+    bad = ~(is_test | is_tv) | (is_tv & ((folds < 0) | (folds >= n_folds)))
+    bad |= is_test & (folds >= 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"splits: expected set 'test' with no fold or set 'tv' with fold 0..{n_folds - 1}, "
+            f"found set {splits['set'].iloc[row]!r} fold {folds[row] if folds[row] >= 0 else None}",
+            scan=str(splits["scan_id"].iloc[row]), reason="bad_split")
+    partition: npt.NDArray[np.int64] = np.where(is_test, n_folds, folds)
+    return partition
+
+
+def _indexer(ids: pa.Array, wanted: pa.Array) -> npt.NDArray[np.int64]:
+    """Row positions in `ids` of each of `wanted` (-1 when absent; first match wins)."""
+    if ids.equals(wanted):
+        return np.arange(len(ids), dtype=np.int64)
+    found = pc.fill_null(pc.index_in(wanted, value_set=ids), -1)
+    rows: npt.NDArray[np.int64] = found.to_numpy().astype(np.int64)
+    return rows
+
+
+def _first_duplicate(ids: pa.Array) -> str | None:
+    ordered = ids.take(pa.array(sorted_positions(ids)))
+    if len(ordered) < 2:
+        return None
+    same = pc.equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
+    return str(ordered[int(np.flatnonzero(same)[0])]) if same.any() else None
+
+
+def _taken(values: pd.Series, rows: npt.NDArray[np.int64]) -> pd.Series:
+    taken = values.take(np.maximum(rows, 0)).reset_index(drop=True)
+    return taken.mask(pd.Series(rows < 0)) if (rows < 0).any() else taken
+
+
+def _working_table(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame
+                   ) -> tuple[pd.DataFrame, list[str]]:
+    warnings: list[str] = []
+    split_ids = arrow_strings(splits["scan_id"])
+    duplicate = _first_duplicate(split_ids)
+    if duplicate is not None:
+        raise InputError("splits: expected one row per scan, found duplicates", scan=duplicate)
+    rows = _indexer(arrow_strings(scans["scan_id"]), split_ids)
+    if (rows < 0).any():
+        raise InputError("splits: expected every scan in the scans table, found one missing",
+                         scan=str(split_ids[int(np.flatnonzero(rows < 0)[0])]))
+    if len(scans) > len(splits):
+        warnings.append(f"{len(scans) - len(splits)} scan(s) of the scans table have no split")
+    work = pd.DataFrame({"scan_id": splits["scan_id"].reset_index(drop=True)})
+    for column in _SCAN_COLUMNS:
+        if column in scans.columns:
+            work[column] = _taken(scans[column], rows)
+    group_rows = _indexer(arrow_strings(groups["scan_id"]), split_ids)
+    for column in ("analysis_bin", "sampling_group"):
+        if column in groups.columns:
+            work[column] = _taken(groups[column], group_rows)
+    if (group_rows < 0).any():
+        warnings.append(f"{int((group_rows < 0).sum())} scan(s) have no infection-ratio group")
+    if "patient_id" in splits.columns:
+        differs = pc.not_equal(arrow_strings(splits["patient_id"]),
+                               arrow_strings(work["patient_id"]))
+        differs_np = pc.fill_null(differs, True).to_numpy(zero_copy_only=False)
+        if differs_np.any():
+            warnings.append(f"{int(differs_np.sum())} scan(s) have a different patient id in "
+                            "the splits table than in the scans table (first: scan "
+                            f"{split_ids[int(np.flatnonzero(differs_np)[0])]})")
+    return work, warnings
+
+
+def audit_splits(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame,
+                 config: SplitConfig, *, against: pd.DataFrame | None = None) -> AuditReport:
+    """Check a split for leakage and summarise it per partition (see module docstring)."""
+    require_columns(splits, ("scan_id", "set", "fold"), "splits")
+    require_columns(scans, ("scan_id", "patient_id", "label"), "scans")
+    require_columns(groups, ("scan_id",), "groups")
+    k = config.n_folds
+    partition = _partitions(splits, k)
+    work, warnings = _working_table(splits, scans, groups)
+    coded = factorize_identities(work)
+    names = partition_names(k)
+    leaks = find_leaks(work, partition, names, coded)
+    shared = find_shared_identities(work, coded)
+    if not shared.empty:
+        warnings.append(f"{len(shared)} study/series/volume id(s) occur under more than one "
+                        "patient id (see table shared_identities)")
+
+    tables: dict[str, pd.DataFrame] = {
+        "overview": overview_table(partition, k, coded["patient_id"][0], work["label"]),
+    }
+    for name, column in _COUNT_TABLES:
+        if column in work.columns:
+            tables[name] = count_table(partition, k, work[column])
+    tables["demographics"] = demographics_table(partition, k, work, coded["patient_id"][0])
+    if "sampling_groups" in tables:
+        tables["ss_weights"], weight_warnings = sampler_weight_table(
+            tables["sampling_groups"], k, config.min_group_scans)
+        warnings.extend(weight_warnings)
+    tables["balance"] = balance_table(tables, k)
+    tables["shared_identities"] = shared
+    empty = [names[i] for i in range(k + 1) if tables["overview"]["scans"].iloc[i] == 0]
+    if empty:
+        warnings.append(f"empty partition(s): {', '.join(empty)}")
+    if leaks.shape[0]:
+        counts = leaks["kind"].value_counts()
+        warnings.insert(0, "leakage: " + ", ".join(f"{n} {kind} id(s) in several partitions"
+                                                   for kind, n in counts.items()))
+    version = (str(splits["split_version"].iloc[0])
+               if "split_version" in splits.columns and len(splits) else None)
+    diff = diff_splits(splits, against) if against is not None else None
+    return AuditReport(split_version=version, n_folds=k, leaks=leaks, tables=tables,
+                       warnings=warnings, diff=diff)
