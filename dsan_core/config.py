@@ -122,6 +122,8 @@ class SegmentationConfig(_Section):
     classical: ClassicalSegConfig = ClassicalSegConfig()
     #: Max scans that get an overlay PNG (None = all).
     max_overlays: int | None = 20
+    #: Fraction of scans with ground truth held out of VB-Net training, for evaluation.
+    holdout_fraction: float = Field(default=0.2, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _external_needs_dir(self) -> SegmentationConfig:

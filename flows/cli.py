@@ -105,7 +105,7 @@ def ingest(
         result = _run(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
                       masks)
     for line in format_ingest_summary(result["summary"]):
-        console.print(line)
+        console.print(line, markup=False)
 
 
 @app.command()
@@ -125,7 +125,7 @@ def run(
     with quiet_flow_settings():
         result = _run(pipeline_flow, dicom_root, labels, config, root, masks)
     for line in result["summary"]:
-        console.print(line)
+        console.print(line, markup=False)
     console.print(f"outputs under {root}")
 
 

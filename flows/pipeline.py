@@ -9,6 +9,7 @@ from prefect import flow
 
 from dsan_core.config import PipelineConfig
 from flows.ingestion import format_ingest_summary, ingestion_flow
+from flows.segmentation import segmentation_flow
 from storage.lineage import new_run_id
 
 
@@ -24,4 +25,8 @@ def pipeline_flow(
     ingest = ingestion_flow(dicom_root, labels, config.ingest, config.runtime, data_root, masks,
                             run_id)
     summary = ["[ingest] " + line for line in format_ingest_summary(ingest["summary"])]
-    return {"run_id": run_id, "ingest": ingest, "summary": summary}
+    segmentation = segmentation_flow(config.segmentation, config.groups, config.runtime,
+                                     data_root, run_id)
+    summary += ["[segment] " + line for line in segmentation["summary"]]
+    return {"run_id": run_id, "ingest": ingest, "segmentation": segmentation,
+            "summary": summary}

@@ -82,7 +82,7 @@ def dask_scheduler(config: DaskConfig) -> Iterator[str]:
         threads_per_worker=config.threads_per_worker,
         processes=config.processes,
         memory_limit=config.memory_limit,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.WARNING,
         **network,
     ) as cluster:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -37,6 +36,7 @@ from dsan_core.dicom import (
     resolve_pseudonym_key,
 )
 from dsan_core.errors import DsanError, MaskError, StageError
+from dsan_core.segmentation.external import ScanGeometry, validate_external_mask
 from storage.hashing import combine_hashes, sha256_file, stat_key
 from storage.schemas import SCANS
 from storage.stage_cache import Manifest, stage_key
@@ -151,7 +151,9 @@ def _import_ground_truth(
         outputs = {}
         for kind, path in sources.items():
             mask = read_image(path)
-            _check_mask_geometry(mask, reference, scan_id, kind)
+            validate_external_mask(mask.GetSize(), mask.GetSpacing(), mask.GetOrigin(),
+                                   mask.GetDirection(), ScanGeometry.from_image(reference),
+                                   scan_id=scan_id, kind=kind)
             mask.CopyInformation(reference)
             destination = run.layout.ground_truth_mask(scan_id, kind)
             import SimpleITK as sitk
@@ -163,20 +165,6 @@ def _import_ground_truth(
 
     return cached_stage(run, stage=GROUND_TRUTH_STAGE, version=VERSION, config_hash="-",
                         inputs=inputs, compute=compute, record=False)
-
-
-def _check_mask_geometry(mask: Any, reference: Any, scan_id: str, kind: str) -> None:
-    if mask.GetSize() != reference.GetSize():
-        raise MaskError(f"{kind} mask: expected size {reference.GetSize()}, found {mask.GetSize()}",
-                        scan=scan_id, reason="mask_geometry_mismatch")
-    for name, tolerance in (("Spacing", 1e-3), ("Origin", 1e-2), ("Direction", 1e-4)):
-        expected = np.array(getattr(reference, f"Get{name}")())
-        found = np.array(getattr(mask, f"Get{name}")())
-        if not np.allclose(expected, found, atol=tolerance):
-            raise MaskError(
-                f"{kind} mask: expected {name.lower()} {tuple(np.round(expected, 4))}, "
-                f"found {tuple(np.round(found, 4))}", scan=scan_id, reason="mask_geometry_mismatch",
-            )
 
 
 @task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)

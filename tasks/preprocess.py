@@ -1,0 +1,220 @@
+"""Pre-processing stage: HU volumes + lung/infection masks -> fixed-grid network inputs.
+
+Reads the `scans` and `infection` tables, writes per scan
+`preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json` and the
+`preprocessed` table. Each scan is cached by content (`preprocess-scan` manifests keyed
+by the volume, lung and infection file hashes, the scan id, the config fingerprint and
+`VERSION`), so adding 5 scans pre-processes 5.
+
+Parallelism is plain Dask inside this one Prefect task, not a `DaskTaskRunner`: worker
+processes of a DaskTaskRunner would each start a temporary Prefect server. The flow
+hands over a scheduler address; the misses are submitted as the module-level function
+`preprocess_and_write`, which receives PATHS and returns a small manifest (hashes,
+shape, scale factor), so volumes never travel through the scheduler. Each worker thread
+holds one scan at a time, which bounds a worker's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from dsan_core.config import PreprocessConfig
+from dsan_core.errors import DsanError
+from storage.hashing import hash_json, sha256_file, stat_key
+from storage.schemas import PREPROCESSED
+from storage.stage_cache import Manifest, stage_key
+from storage.tables import read_table, write_table
+from storage.volumes import read_image, write_geometry, write_npy
+from tasks.contract import StageRun, cached_stage
+from tasks.dask_map import map_on_dask
+
+STAGE = "preprocess"
+SCAN_STAGE = "preprocess-scan"
+#: Bump when the outputs would change for the same inputs and config.
+VERSION = "1"
+OUTPUTS = ("input", "lung", "infection", "geometry")
+MASK_COLUMNS = ["scan_id", "lung_path", "lung_hash", "infection_path", "infection_hash"]
+
+
+# --- the Dask worker function (plain, picklable; runs without Prefect) ----------------
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved: tuple[int, int] = (0, 0)
+
+
+@contextlib.contextmanager
+def _limited_threads(n: int) -> Iterator[None]:
+    """torch and SimpleITK at `n` threads while any scan of this process runs.
+
+    Both settings are process-wide; a count makes concurrent worker threads of one
+    process agree and restores the previous values when the last one finishes.
+    """
+    import SimpleITK as sitk
+    import torch
+
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = (torch.get_num_threads(),
+                              sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+            torch.set_num_threads(n)
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved[0])
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_threads_saved[1])
+
+
+def preprocess_and_write(volume: str, lung: str, infection: str, destinations: dict[str, str],
+                         scan_id: str, config: PreprocessConfig,
+                         threads: int = 1) -> dict[str, Any]:
+    """Pre-process one scan from its NIfTI files and write the four outputs atomically.
+
+    Returns {"sha256": {output name: hash}, "shape": [z, y, x], "scale_factor": f}.
+    One thread per scan was measured faster than sharing cores inside a scan.
+    """
+    from dsan_core.preprocessing import preprocess_scan
+
+    with _limited_threads(threads):
+        result = preprocess_scan(read_image(Path(volume)), read_image(Path(lung)),
+                                 read_image(Path(infection)), config, scan_id=scan_id)
+    write_npy(Path(destinations["input"]), result.input)
+    write_npy(Path(destinations["lung"]), result.lung)
+    write_npy(Path(destinations["infection"]), result.infection)
+    write_geometry(Path(destinations["geometry"]), result.geometry.to_dict())
+    z, y, x = result.input.shape
+    return {
+        "sha256": {name: sha256_file(Path(destinations[name])) for name in OUTPUTS},
+        "shape": [int(z), int(y), int(x)],
+        "scale_factor": float(result.geometry.scale_factor),
+    }
+
+
+# --- the task -------------------------------------------------------------------------
+
+
+@task(name="preprocess_task", cache_policy=NO_CACHE, persist_result=False)
+def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: str,
+                    run_id: str | None = None) -> dict[str, Any]:
+    """Pre-process every scan with masks (cache misses on Dask); write `preprocessed`."""
+    logger = get_run_logger()
+    run = StageRun.open(data_root, run_id)
+    try:
+        return _preprocess(run, config, dask_address, logger)
+    finally:
+        run.close()
+
+
+def _inputs(run: StageRun) -> pd.DataFrame:
+    scans = read_table(run.layout, "scans")[["scan_id", "volume_path", "volume_hash"]]
+    masks = read_table(run.layout, "infection")[MASK_COLUMNS]
+    return scans.merge(masks, on="scan_id", how="left").sort_values("scan_id", ignore_index=True)
+
+
+def _preprocess(run: StageRun, config: PreprocessConfig, address: str,
+                logger: Any) -> dict[str, Any]:
+    config_hash = config.fingerprint()
+    layout = run.layout
+    failures: dict[str, str] = {}
+    manifests: dict[str, Manifest] = {}
+    todo: list[tuple[str, str, dict[str, str]]] = []  # (scan id, key, destinations)
+    args: list[tuple[Any, ...]] = []
+    stale = 0
+    for row in _inputs(run).itertuples(index=False):
+        scan_id = str(row.scan_id)
+        if pd.isna(row.lung_path):
+            failures[scan_id] = "no lung/infection masks in the infection table"
+            continue
+        sources = {"volume": layout.resolve(str(row.volume_path)),
+                   "lung": layout.resolve(str(row.lung_path)),
+                   "infection": layout.resolve(str(row.infection_path))}
+        missing = [name for name, path in sources.items() if not path.is_file()]
+        if missing:
+            failures[scan_id] = f"input file missing: {', '.join(missing)}"
+            continue
+        hashes = {name: run.memo.hash_file(path) for name, path in sources.items()}
+        recorded = {"volume": row.volume_hash, "lung": row.lung_hash,
+                    "infection": row.infection_hash}
+        stale += int(any(hashes[name] != recorded[name] for name in hashes))
+        key = stage_key(SCAN_STAGE, VERSION, config_hash, {**hashes, "scan_id": scan_id})
+        cached = run.cache.lookup(SCAN_STAGE, key)
+        if cached is not None:
+            manifests[scan_id] = cached
+            continue
+        destinations = {name: str(layout.preprocessed_file(config_hash, scan_id, name))
+                        for name in OUTPUTS}
+        todo.append((scan_id, key, destinations))
+        args.append((str(sources["volume"]), str(sources["lung"]), str(sources["infection"]),
+                     destinations, scan_id, config))
+    if stale:
+        logger.warning("%d scan(s) have input files whose content differs from the hash in "
+                       "their table; the file content is used", stale)
+    n_cached = len(manifests)
+
+    results = map_on_dask(address, preprocess_and_write, args,
+                          description="pre-processing scans", artifact_key="preprocess-progress")
+    for (scan_id, key, destinations), result in zip(todo, results, strict=True):
+        if isinstance(result, BaseException):
+            message = str(result) if isinstance(result, DsanError) else type(result).__name__
+            failures[scan_id] = message
+            continue
+        outputs = {}
+        for name in OUTPUTS:
+            path = Path(destinations[name])
+            run.memo.update({stat_key(path): result["sha256"][name]})
+            outputs[name] = {"path": layout.relative(path), "sha256": result["sha256"][name]}
+        manifest = Manifest(SCAN_STAGE, key, outputs,
+                            {"scan_id": scan_id, "shape": result["shape"],
+                             "scale_factor": result["scale_factor"]})
+        run.cache.store(manifest)
+        manifests[scan_id] = manifest
+    for scan_id, message in sorted(failures.items()):
+        logger.warning("pre-processing failed for scan %s: %s", scan_id,
+                       message.removeprefix(f"scan {scan_id}: "))
+
+    table = pd.DataFrame([_row(config_hash, manifests[s]) for s in sorted(manifests)],
+                         columns=PREPROCESSED.names)
+
+    def write(stage_cache_key: str) -> Manifest:
+        write_table(layout, "preprocessed", table)
+        path = layout.table("preprocessed")
+        return Manifest(STAGE, stage_cache_key, {"preprocessed": {
+            "path": layout.relative(path), "sha256": run.memo.hash_file(path)}}, {})
+
+    inputs = {"rows": hash_json(table.to_dict(orient="records")), "n_scans": str(len(table))}
+    stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
+                         inputs=inputs, compute=write, logger=logger)
+    n_processed = len(manifests) - n_cached
+    logger.info("pre-processing: %d processed, %d cached, %d failed", n_processed, n_cached,
+                len(failures))
+    return {"processed": n_processed, "cached": n_cached, "failed": len(failures),
+            "failures": dict(sorted(failures.items())), "config_hash": config_hash,
+            "stage": stage.to_dict()}
+
+
+def _row(config_hash: str, manifest: Manifest) -> dict[str, Any]:
+    z, y, x = manifest.data["shape"]
+    out = manifest.outputs
+    return {
+        "scan_id": manifest.data["scan_id"], "config_hash": config_hash,
+        "input_path": out["input"]["path"], "input_hash": out["input"]["sha256"],
+        "lung_path": out["lung"]["path"], "lung_hash": out["lung"]["sha256"],
+        "infection_path": out["infection"]["path"], "infection_hash": out["infection"]["sha256"],
+        "geometry_path": out["geometry"]["path"],
+        "shape_z": z, "shape_y": y, "shape_x": x,
+        "scale_factor": float(manifest.data["scale_factor"]),
+    }

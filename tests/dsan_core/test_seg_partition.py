@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from dsan_core.segmentation.partition import HOLDOUT, TRAIN, VAL, partition_cases
+
+
+def test_fractions_and_stability_when_scans_are_added() -> None:
+    ids = [f"X-{i:04d}" for i in range(200)]
+    first = partition_cases(ids, val_fraction=0.2, holdout_fraction=0.2, seed=7)
+    counts = {name: list(first.values()).count(name) for name in (TRAIN, VAL, HOLDOUT)}
+    assert 20 <= counts[HOLDOUT] <= 60 and 15 <= counts[VAL] <= 50
+    more = partition_cases(ids + [f"Y-{i}" for i in range(50)], val_fraction=0.2,
+                           holdout_fraction=0.2, seed=7)
+    assert all(more[s] == first[s] for s in ids)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_small_sets_get_every_partition(n: int) -> None:
+    out = partition_cases([f"s{i}" for i in range(n)], val_fraction=0.2, holdout_fraction=0.2,
+                          seed=1)
+    assert set(out.values()) == {TRAIN, VAL, HOLDOUT}
+
+
+def test_no_holdout_when_fraction_is_zero() -> None:
+    out = partition_cases([f"s{i}" for i in range(10)], val_fraction=0.3, holdout_fraction=0.0,
+                          seed=1)
+    assert HOLDOUT not in out.values()
