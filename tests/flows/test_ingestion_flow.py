@@ -12,20 +12,13 @@ import pandas as pd
 import pydicom
 import pytest
 
-from dsan_core.synthetic import generate_cohort, plan_cohort
+from dsan_core.synthetic import plan_cohort
 from flows.ingestion import ingestion_flow
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # type: ignore[no-untyped-def]
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(test_config.synth, out)
-    return out
 
 
 def _ingest(cohort: Path, root: Path, config) -> dict:  # type: ignore[no-untyped-def]

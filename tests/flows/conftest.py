@@ -1,0 +1,36 @@
+"""A synthetic test-profile cohort and its ingested data root, built once per session.
+Tests that change a data root work on a copy (`ingested_copy`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # type: ignore[no-untyped-def]
+    from dsan_core.synthetic import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(test_config.synth, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ingested_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_config,  # type: ignore[no-untyped-def]
+                  prefect_harness: None) -> Path:
+    from flows.ingestion import ingestion_flow
+
+    root = tmp_path_factory.mktemp("ingested")
+    ingestion_flow(cohort / "dicom", cohort / "labels.csv", test_config.ingest,
+                   test_config.runtime, root, cohort / "masks")
+    return root
+
+
+@pytest.fixture
+def ingested_copy(ingested_root: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(ingested_root, target)
+    return target

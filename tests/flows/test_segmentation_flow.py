@@ -1,0 +1,100 @@
+"""Segmentation through the real Prefect engine on the test-profile cohort."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from flows.segmentation import segmentation_flow, train_segmenter_flow
+from storage.layout import DataLayout
+from storage.lineage import read_lineage
+from storage.stage_cache import Manifest
+from storage.tables import read_table
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
+    root = ingested_copy
+    layout = DataLayout(root)
+    first = segmentation_flow(test_config.segmentation, test_config.groups, test_config.runtime,
+                              root)
+    scans = read_table(layout, "scans")
+    infection = read_table(layout, "infection")
+    groups = read_table(layout, "groups")
+    assert len(infection) == len(scans) == len(groups) == first["masks"]["segmented"]
+    assert infection["infection_ratio"].between(0, 1).all()
+    assert (infection["infection_ml"] <= infection["lung_ml"]).all()
+    # Masks lie on the scan's grid (they open over the CT in 3D Slicer).
+    row = infection.iloc[0]
+    volume = sitk.ReadImage(str(layout.resolve(scans.set_index("scan_id").loc[row.scan_id,
+                                                                              "volume_path"])))
+    mask = sitk.ReadImage(str(layout.resolve(row.lung_path)))
+    assert mask.GetSize() == volume.GetSize()
+    assert np.allclose(mask.GetOrigin(), volume.GetOrigin())
+    assert np.allclose(mask.GetSpacing(), volume.GetSpacing())
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    # The checkpoint loads with weights_only=True.
+    model = Manifest.from_dict(first["model"])
+    state = torch.load(model.output_path(layout, "model"), weights_only=True)
+    assert "best_model" in state
+    assert (layout.figure("segmentation", "infection_ratio_histogram.png")).stat().st_size > 0
+    assert len(read_table(layout, "seg_eval")) >= 2
+
+    second = segmentation_flow(test_config.segmentation, test_config.groups,
+                               test_config.runtime, root)
+    assert second["masks"]["segmented"] == 0 and second["model"]["data"]["cache_hit"]
+    lineage = read_lineage(layout)
+    assert lineage.loc[lineage["stage"] == "train-seg", "cache_hit"].tolist() == [False, True]
+
+
+def test_training_resumes_after_a_kill(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
+    root = ingested_copy
+    layout = DataLayout(root)
+    done = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
+    model_dir = Manifest.from_dict(done).output_path(layout, "model").parent
+    # Simulate a kill after the last epoch but before the final model was written.
+    (model_dir / "best.pt").unlink()
+    shutil.rmtree(layout.cache_dir("train-seg"))
+    resumed = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
+    assert not resumed["data"]["cache_hit"]
+    history = (model_dir / "history.json").read_text()
+    assert history.count('"epoch"') == test_config.segmentation.vbnet.epochs
+
+
+def test_classical_and_external_methods(ingested_copy: Path, test_config,  # type: ignore[no-untyped-def]
+                                        tmp_path: Path) -> None:
+    root = ingested_copy
+    layout = DataLayout(root)
+    classical = test_config.segmentation.model_copy(update={"method": "classical"})
+    result = segmentation_flow(classical, test_config.groups, test_config.runtime, root)
+    assert result["masks"]["method_tag"].startswith("classical__")
+    assert result["model"] is None
+
+    # External masks: the ground truth re-exported under scan ids, one with a wrong grid.
+    truth = read_table(layout, "ground_truth")
+    external = tmp_path / "external"
+    external.mkdir()
+    for row in truth.itertuples(index=False):
+        for kind in ("lung", "infection"):
+            shutil.copyfile(layout.resolve(getattr(row, f"{kind}_path")),
+                            external / f"{row.scan_id}_{kind}.nii.gz")
+    config = test_config.segmentation.model_copy(
+        update={"method": "external", "external_mask_dir": external})
+    imported = segmentation_flow(config, test_config.groups, test_config.runtime, root)
+    assert imported["masks"]["failed"] == 0
+    assert imported["evaluation"]["data"]["medians"]["external"]["lung_dice"] == 1.0
+
+    victim = external / f"{truth.iloc[0].scan_id}_lung.nii.gz"
+    wrong = sitk.ReadImage(str(victim))[:, :, 1:]  # one slice short
+    sitk.WriteImage(wrong, str(victim))
+    refused = segmentation_flow(config, test_config.groups, test_config.runtime, root)
+    assert refused["masks"]["failed"] == 1
+    assert "expected size" in refused["masks"]["failures"][0]
+    assert truth.iloc[0].scan_id in refused["masks"]["failures"][0]
+    assert truth.iloc[0].scan_id not in set(read_table(layout, "infection")["scan_id"])
