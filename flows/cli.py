@@ -129,6 +129,36 @@ def run(
     console.print(f"outputs under {root}")
 
 
+@app.command("train-seg")
+def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
+    """Train the VB-Net on ingested scans with ground-truth masks (cached; resumes)."""
+    root = _stage_entry(data_root)
+    config = _run(load_config, profile)
+    from flows.runtime import quiet_flow_settings
+    from flows.segmentation import train_segmenter_flow
+
+    with quiet_flow_settings():
+        result = _run(train_segmenter_flow, config.segmentation, config.runtime, root)
+    data = result["data"]
+    console.print(f"VB-Net {data['model_version']}: best epoch {data['best_epoch']} "
+                  f"(score {data['best_score']:.4f}), {data['n_train']} train / "
+                  f"{data['n_val']} val scans, cache hit: {data['cache_hit']}", markup=False)
+
+
+@app.command()
+def segment(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
+    """Segment every scan, then the infection, groups and evaluation tables and figures."""
+    root = _stage_entry(data_root)
+    config = _run(load_config, profile)
+    from flows.runtime import quiet_flow_settings
+    from flows.segmentation import segmentation_flow
+
+    with quiet_flow_settings():
+        result = _run(segmentation_flow, config.segmentation, config.groups, config.runtime, root)
+    for line in result["summary"]:
+        console.print(line, markup=False)
+
+
 @app.command()
 def tables(data_root: DataRootOpt = None) -> None:
     """Print every table's row count and where it is."""
@@ -164,3 +194,7 @@ def main() -> None:  # pragma: no cover - console script shim
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+# Stage commands that live in their own modules register themselves on `app`.
+from flows import cli_preprocess, cli_splits  # noqa: E402,F401

@@ -29,7 +29,7 @@ def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
     with quiet_flow_settings():
         result = _run(split_flow, config.split, root, reshuffle=reshuffle)
     for line in result["summary"]:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("audit-splits")
@@ -44,6 +44,6 @@ def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
     with quiet_flow_settings():
         result = _run(audit_splits_flow, config.split, root, against=against)
     for line in result["summary"]:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result["has_leakage"]:
         raise typer.Exit(code=1)

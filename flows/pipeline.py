@@ -10,6 +10,7 @@ from prefect import flow
 from dsan_core.config import PipelineConfig
 from flows.ingestion import format_ingest_summary, ingestion_flow
 from flows.segmentation import segmentation_flow
+from flows.splits import audit_splits_flow, split_flow
 from storage.lineage import new_run_id
 
 
@@ -28,5 +29,8 @@ def pipeline_flow(
     segmentation = segmentation_flow(config.segmentation, config.groups, config.runtime,
                                      data_root, run_id)
     summary += ["[segment] " + line for line in segmentation["summary"]]
+    splits = split_flow(config.split, data_root, run_id=run_id)
+    audit = audit_splits_flow(config.split, data_root, run_id=run_id)
+    summary += ["[split] " + line for line in splits["summary"] + audit["summary"]]
     return {"run_id": run_id, "ingest": ingest, "segmentation": segmentation,
-            "summary": summary}
+            "splits": splits, "audit": audit, "summary": summary}

@@ -8,6 +8,7 @@
     <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
     <root>/figures/<stage>/...                       PNG figures
     <root>/reports/<stage>/...                       Markdown / JSON reports
+    <root>/splits/versions/<split_version>.parquet   every split version ever written
     <root>/cache/<stage>/<key>.json                  stage manifests (the stage cache)
     <root>/lineage/<yyyy-mm-dd>/<run>-<stage>.parquet lineage rows (append-only parts)
     <root>/prefect/                                  PREFECT_HOME of the embedded API
@@ -52,12 +53,34 @@ class DataLayout:
     def preprocessed_dir(self, config_hash: str, scan_id: str) -> Path:
         return self.root / "preprocessed" / config_hash / scan_id
 
+    def preprocessed_file(self, config_hash: str, scan_id: str, name: str) -> Path:
+        """One pre-processed output: `name` input | lung | infection (.npy), geometry (.json)."""
+        suffix = ".json" if name == "geometry" else ".npy"
+        return self.preprocessed_dir(config_hash, scan_id) / f"{name}{suffix}"
+
     # reports ----------------------------------------------------------------
     def figure(self, stage: str, name: str) -> Path:
         return self.root / "figures" / stage / name
 
     def report(self, stage: str, name: str) -> Path:
         return self.root / "reports" / stage / name
+
+    # split versions ---------------------------------------------------------
+    @property
+    def split_versions_dir(self) -> Path:
+        return self.root / "splits" / "versions"
+
+    def split_version(self, version: str) -> Path:
+        """The frozen copy of the splits table of one split version."""
+        return self.split_versions_dir / f"{version}.parquet"
+
+    def split_versions(self, prefix: str = "") -> list[str]:
+        """Stored split versions starting with `prefix`, sorted (temp files skipped)."""
+        if not self.split_versions_dir.is_dir():
+            return []
+        return sorted(path.name.removesuffix(".parquet")
+                      for path in self.split_versions_dir.glob(f"{prefix}*.parquet")
+                      if not path.name.startswith("."))
 
     # bookkeeping ------------------------------------------------------------
     def cache_dir(self, stage: str) -> Path:

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from dsan_core.config import SplitConfig
 from dsan_core.errors import SchemaError, StageError
 from dsan_core.split_audit import audit_splits
-from dsan_core.splits import make_splits
+from dsan_core.splits import SplitResult, make_splits
 from storage.atomic import write_bytes, write_json, write_text
 from storage.layout import DataLayout
 from storage.schemas import SPLITS
@@ -60,6 +60,14 @@ def _partition_counts(table: pd.DataFrame) -> dict[str, list[int]]:
             for name, part in grouped}
 
 
+def _new_patients(result: SplitResult, previous: pd.DataFrame | None) -> int:
+    """Patients absent from the previous split (a reshuffle re-places everyone)."""
+    if previous is None or not result.reshuffled:
+        return len(result.new_patients)
+    known = set(previous["patient_id"].unique().tolist())
+    return sum(patient not in known for patient in result.table["patient_id"].unique())
+
+
 @task(name="split_task", cache_policy=NO_CACHE, persist_result=False)
 def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
                run_id: str | None = None) -> dict[str, Any]:
@@ -90,8 +98,9 @@ def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
             outputs = {"splits": artifact(layout, layout.table("splits"), run.memo),
                        "version": artifact(layout, frozen, run.memo)}
             data = {"version": result.version, "previous_version": previous_version,
-                    "reshuffled": result.reshuffled, "new_patients": len(result.new_patients),
-                    "scans": len(result.table), "partitions": _partition_counts(result.table)}
+                    "reshuffled": result.reshuffled, "scans": len(result.table),
+                    "new_patients": _new_patients(result, previous),
+                    "partitions": _partition_counts(result.table)}
             # A plain rerun on the same inputs reproduces this table byte for byte.
             rerun_key = stage_key(STAGE, VERSION, config_hash,
                                   {**inputs, "previous": result.version, "reshuffle": "no"})
@@ -197,7 +206,7 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
                                   against=earlier[1] if earlier is not None else None)
             name = f"audit-{report.split_version}"
             if earlier is not None:
-                name += f"--against-{earlier[0]}"
+                name += f"--against-{earlier[0][:12]}"
             md, js = layout.report(REPORT_STAGE, name + ".md"), layout.report(REPORT_STAGE,
                                                                               name + ".json")
             write_text(md, report.to_markdown())
