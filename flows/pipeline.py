@@ -9,6 +9,7 @@ from prefect import flow
 
 from dsan_core.config import PipelineConfig
 from flows.ingestion import format_ingest_summary, ingestion_flow
+from flows.preprocessing import preprocess_flow
 from flows.segmentation import segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
 from storage.lineage import new_run_id
@@ -32,5 +33,7 @@ def pipeline_flow(
     splits = split_flow(config.split, data_root, run_id=run_id)
     audit = audit_splits_flow(config.split, data_root, run_id=run_id)
     summary += ["[split] " + line for line in splits["summary"] + audit["summary"]]
+    preprocess = preprocess_flow(config.preprocess, config.runtime, data_root, run_id=run_id)
+    summary += ["[preprocess] " + line for line in preprocess["summary"]]
     return {"run_id": run_id, "ingest": ingest, "segmentation": segmentation,
-            "splits": splits, "audit": audit, "summary": summary}
+            "splits": splits, "audit": audit, "preprocess": preprocess, "summary": summary}

@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import PreprocessConfig
 from dsan_core.errors import DsanError
+from dsan_core.preprocessing import preprocess_scan
 from storage.hashing import hash_json, sha256_file, stat_key
 from storage.schemas import PREPROCESSED
 from storage.stage_cache import Manifest, stage_key
@@ -87,8 +88,6 @@ def preprocess_and_write(volume: str, lung: str, infection: str, destinations: d
     Returns {"sha256": {output name: hash}, "shape": [z, y, x], "scale_factor": f}.
     One thread per scan was measured faster than sharing cores inside a scan.
     """
-    from dsan_core.preprocessing import preprocess_scan
-
     with _limited_threads(threads):
         result = preprocess_scan(read_image(Path(volume)), read_image(Path(lung)),
                                  read_image(Path(infection)), config, scan_id=scan_id)
