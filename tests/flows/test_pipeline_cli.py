@@ -1,0 +1,54 @@
+"""The whole pipeline through the CLI (`dsan run`), then a rerun that is all cache hits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage.layout import DataLayout
+from storage.lineage import read_lineage
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_dsan_run_then_rerun_is_cached(cohort: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = tmp_path / "data"
+    args = ["run", "--profile", "test", "--dicom-root", str(cohort / "dicom"), "--labels",
+            str(cohort / "labels.csv"), "--masks", str(cohort / "masks"), "--data-root", str(root)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for stage in ("[ingest]", "[segment]", "[split]", "[preprocess]"):
+        assert stage in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    lineage = read_lineage(DataLayout(root))
+    latest = lineage.groupby("stage").tail(1)
+    assert latest["cache_hit"].all(), latest[["stage", "cache_hit"]].to_string()
+    assert {"ingest", "train-seg", "segment", "groups", "split", "preprocess"} <= set(
+        lineage["stage"]), sorted(set(lineage["stage"]))
+
+    tables = runner.invoke(app, ["tables", "--data-root", str(root)])
+    assert tables.exit_code == 0 and "scans" in tables.output and "preprocessed" in tables.output
+
+
+def test_bad_profile_value_names_the_field(tmp_path: Path) -> None:
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("preprocess:\n  target_shape: [1, 2]\n")
+    result = CliRunner().invoke(app, ["synth", "--profile", str(profile), "--out",
+                                      str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "preprocess.target_shape" in result.output
+
+
+def test_paper_profile_refuses_without_a_key(cohort: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DSAN_PSEUDONYM_KEY", raising=False)
+    result = CliRunner().invoke(app, [
+        "ingest", "--profile", "paper", "--dicom-root", str(cohort / "dicom"), "--labels",
+        str(cohort / "labels.csv"), "--data-root", str(tmp_path / "data")])
+    assert result.exit_code != 0
+    assert "key" in result.output.lower()
