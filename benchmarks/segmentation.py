@@ -1,0 +1,123 @@
+"""VB-Net inference cost per scan: seconds and peak memory, demo and paper sizes.
+
+    .venv/bin/python benchmarks/segmentation.py [--device auto|cpu|cuda] [--sizes demo paper]
+        [--threads N] [--window-only]
+
+Random weights (timing does not depend on them). Each size runs in its own
+subprocess so its peak RSS is its own; on CUDA the peak allocated memory is
+reported too. Prints the device, then one line per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIZES = {
+    # (z, y, x) input, spacing (x, y, z) mm, VBNetConfig overrides (from the profiles).
+    "demo": ((96, 128, 128), (2.8125, 2.8125, 1.25),
+             {"base_width": 16, "depth": 4, "spacing_mm": (3.0, 3.0, 3.0),
+              "patch_size": (48, 64, 64)}),
+    "paper": ((300, 512, 512), (0.703125, 0.703125, 1.25),
+              {"base_width": 32, "depth": 5, "blocks_per_level": 2,
+               "spacing_mm": (1.0, 1.0, 1.0), "patch_size": (96, 128, 128)}),
+}
+
+
+def _run_one(size: str, device_name: str, threads: int | None,
+             window_only: bool) -> dict[str, object]:
+    import numpy as np
+    import torch
+
+    from dsan_core.config import VBNetConfig
+    from dsan_core.segmentation.inference import _starts, network_shape, segment_volume
+    from dsan_core.segmentation.vbnet import build_vbnet
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    shape, spacing, overrides = SIZES[size]
+    config = VBNetConfig(**overrides)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model = build_vbnet(config).to(device)
+    hu = np.random.default_rng(0).normal(-600, 400, shape).astype(np.float32)
+    grid = network_shape(shape, spacing, config.spacing_mm)
+    n_windows = int(np.prod([len(_starts(max(n, p), p, config.overlap))
+                             for n, p in zip(grid, config.patch_size, strict=True)]))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, *config.patch_size, device=device))  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, *config.patch_size, device=device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    per_window = time.perf_counter() - started
+    if window_only:
+        return {"size": size, "network_grid_zyx": grid, "windows": n_windows,
+                "seconds_per_window": round(per_window, 3),
+                "estimated_seconds": round(per_window * n_windows, 1)}
+    started = time.perf_counter()
+    segment_volume(model, hu, spacing, config, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    result: dict[str, object] = {
+        "size": size,
+        "input_zyx": shape,
+        "network_grid_zyx": grid,
+        "windows": n_windows,
+        "seconds_per_window": round(per_window, 3),
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "seconds": round(seconds, 2),
+        "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+    if device.type == "cuda":
+        result["cuda_max_allocated_GiB"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--window-only", action="store_true",
+                        help="time one window and extrapolate (for paper size on a CPU)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_run_one(args.one, args.device, args.threads, args.window_only)))
+        return
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = args.threads or torch.get_num_threads()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({threads} threads)"
+    print(f"device: {name}; torch {torch.__version__}")
+    for size in args.sizes:
+        command = [sys.executable, __file__, "--one", size, "--device", device]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        if args.window_only:
+            command.append("--window-only")
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{size}: failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        print(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()

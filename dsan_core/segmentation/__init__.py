@@ -1,0 +1,64 @@
+"""Lung and infection segmentation: VB-Net, a classical baseline, external masks,
+and the infection ratio.
+
+Conventions everywhere: arrays (z, y, x); spacings (x, y, z) mm (SimpleITK order);
+images in HU; masks uint8 0/1; labels 0 background / 1 lung / 2 infection.
+"""
+
+from __future__ import annotations
+
+from dsan_core.segmentation.classical import segment_classical
+from dsan_core.segmentation.external import (
+    ScanGeometry,
+    binary_mask,
+    external_masks,
+    split_label_map,
+    validate_external_mask,
+)
+from dsan_core.segmentation.inference import (
+    postprocess_masks,
+    prepare_image,
+    segment_volume,
+    sliding_window_probs,
+)
+from dsan_core.segmentation.metrics import dice, evaluate_segmentation
+from dsan_core.segmentation.ratio import RatioResult, infection_ratio
+from dsan_core.segmentation.training import (
+    EpochReport,
+    PreparedCase,
+    SegCase,
+    SegVolume,
+    TrainResult,
+    load_vbnet,
+    prepare_case,
+    train_vbnet,
+)
+from dsan_core.segmentation.vbnet import BottleneckBlock, VBNet, build_vbnet
+
+__all__ = [
+    "BottleneckBlock",
+    "EpochReport",
+    "PreparedCase",
+    "RatioResult",
+    "ScanGeometry",
+    "SegCase",
+    "SegVolume",
+    "TrainResult",
+    "VBNet",
+    "binary_mask",
+    "build_vbnet",
+    "dice",
+    "evaluate_segmentation",
+    "external_masks",
+    "infection_ratio",
+    "load_vbnet",
+    "postprocess_masks",
+    "prepare_case",
+    "prepare_image",
+    "segment_classical",
+    "segment_volume",
+    "sliding_window_probs",
+    "split_label_map",
+    "train_vbnet",
+    "validate_external_mask",
+]

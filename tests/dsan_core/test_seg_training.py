@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from dsan_core.config import VBNetConfig
+from dsan_core.errors import InputError, StageError
+from dsan_core.segmentation.training import (
+    EpochReport,
+    PreparedCase,
+    SegCase,
+    SegVolume,
+    load_vbnet,
+    prepare_case,
+    sample_patch,
+    segmentation_loss,
+    train_vbnet,
+)
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+CONFIG = VBNetConfig(base_width=4, depth=3, spacing_mm=(6.0, 6.0, 6.0), patch_size=(16, 32, 32),
+                     batch_size=2, epochs=2, steps_per_epoch=2, mixed_precision=False, seed=3)
+
+
+def tiny_volume(seed: int) -> SegVolume:
+    """Lungs at -850 HU in a +40 HU body, a -500 HU infection cube; 6 mm voxels."""
+    rng = np.random.default_rng(seed)
+    hu = np.full((12, 36, 40), -1000.0, np.float32)
+    hu[:, 4:32, 3:37] = 40
+    lung = np.zeros(hu.shape, np.uint8)
+    lung[2:10, 8:28, 6:18] = 1
+    lung[2:10, 8:28, 22:34] = 1
+    infection = np.zeros_like(lung)
+    infection[4:7, 12:16, 8 + seed:12 + seed] = 1
+    hu[lung == 1] = -850
+    hu[infection == 1] = -500
+    hu += rng.normal(0, 10, hu.shape).astype(np.float32)
+    return SegVolume(hu, lung, infection, (6.0, 6.0, 6.0))
+
+
+CASES = [SegCase(f"c{i}", lambda i=i: tiny_volume(i)) for i in range(2)]
+
+
+def test_prepare_case_resamples_to_network_spacing() -> None:
+    volume = tiny_volume(0)
+    coarse = VBNetConfig(spacing_mm=(12.0, 12.0, 12.0))
+    prepared = prepare_case(volume, coarse)
+    assert prepared.image.shape == prepared.labels.shape == (6, 18, 20)
+    assert prepared.image.dtype == np.float32 and 0 <= prepared.image.min() <= 1
+    assert set(np.unique(prepared.labels)) == {0, 1, 2}
+
+
+def test_prepare_case_refuses_mismatched_masks() -> None:
+    volume = tiny_volume(0)
+    bad = SegVolume(volume.hu, volume.lung[:-1], volume.infection, volume.spacing)
+    with pytest.raises(InputError, match="scan c9: expected hu, lung and infection"):
+        prepare_case(bad, CONFIG, case_id="c9")
+
+
+def test_patch_sampler_pads_small_cases_and_centres_on_infection() -> None:
+    labels = np.zeros((4, 6, 8), np.uint8)
+    labels[1, 2, 3] = 2
+    case = PreparedCase("c", np.ones((4, 6, 8), np.float32), labels)
+    for seed in range(5):
+        image, patch_labels = sample_patch(case, (8, 8, 16), 1.0, np.random.default_rng(seed))
+        assert image.shape == patch_labels.shape == (8, 8, 16)
+        assert (patch_labels == 2).sum() == 1
+        assert image[4:].max() == 0  # the padding is air (0)
+
+
+def test_patch_sampler_infection_fraction_zero_is_still_random() -> None:
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[0, 0, 0] = 2
+    case = PreparedCase("c", np.zeros((20, 20, 20), np.float32), labels)
+    hits = sum(
+        (sample_patch(case, (4, 4, 4), 0.0, np.random.default_rng(s))[1] == 2).any()
+        for s in range(20)
+    )
+    assert hits < 10
+
+
+def test_loss_is_lower_for_the_right_answer() -> None:
+    labels = torch.tensor([0, 1, 2, 1]).reshape(1, 1, 2, 2)
+    right = torch.nn.functional.one_hot(labels, 3).permute(0, 4, 1, 2, 3).float() * 10
+    wrong = right.roll(1, dims=1)
+    assert segmentation_loss(right, labels) < 0.01
+    assert segmentation_loss(wrong, labels) > 1.0
+
+
+def _run(resume: dict[str, Any] | None, epochs: int) -> tuple[Any, list[dict[str, Any]]]:
+    saved: list[dict[str, Any]] = []
+
+    def keep(checkpoint: dict[str, Any], report: EpochReport) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
+        saved.append(torch.load(buffer, weights_only=True))
+
+    config = CONFIG.model_copy(update={"epochs": epochs})
+    result = train_vbnet(CASES, CASES[:1], config, device=CPU, resume=resume,
+                         on_epoch_end=keep, log=lambda _: None)
+    return result, saved
+
+
+def test_tiny_training_checkpoints_load_weights_only_and_resume_identically() -> None:
+    result, saved = _run(None, 2)
+    assert [r.epoch for r in result.history] == [1, 2]
+    assert len(saved) == 2 and saved[1]["epoch"] == 2
+    assert 0 <= result.history[-1].val_lung_dice <= 1
+    assert result.best_epoch in (1, 2)
+    assert np.isfinite(result.history[-1].train_loss)
+
+    resumed, saved_again = _run(saved[0], 2)
+    assert len(saved_again) == 1
+    for key, value in saved[1]["model"].items():
+        assert torch.equal(value, saved_again[0]["model"][key]), key
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    assert resumed.history[1].train_loss == result.history[1].train_loss
+
+    model = load_vbnet(saved[1], CONFIG, CPU)
+    assert not model.training
+    best = saved[1]["best_model"]
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_training_without_cases_or_with_a_foreign_checkpoint_fails() -> None:
+    with pytest.raises(StageError, match="at least one training case"):
+        train_vbnet([], [], CONFIG, device=CPU, resume=None, on_epoch_end=lambda c, r: None)
+    with pytest.raises(StageError, match="checkpoint"):
+        train_vbnet(CASES, [], CONFIG, device=CPU, resume={"format": "other"},
+                    on_epoch_end=lambda c, r: None)
