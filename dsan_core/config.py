@@ -99,6 +99,9 @@ class VBNetConfig(_Section):
     #: Fraction of patches centred on an infection voxel (class-aware sampling).
     infection_patch_fraction: float = Field(default=0.5, ge=0, le=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    #: Cap on validation scans (validation runs sliding windows every epoch); the
+    #: rest of the validation fraction trains.
+    max_val_cases: int | None = Field(default=None, ge=1)
     #: Sliding-window overlap fraction at inference.
     overlap: float = Field(default=0.25, ge=0, lt=1)
     mixed_precision: bool = True

@@ -78,7 +78,8 @@ def _loader(run: StageRun, row: Any) -> SegCase:
 
 def seg_partition(cases: pd.DataFrame, config: SegmentationConfig) -> dict[str, str]:
     return partition_cases(cases["scan_id"], val_fraction=config.vbnet.val_fraction,
-                           holdout_fraction=config.holdout_fraction, seed=config.vbnet.seed)
+                           holdout_fraction=config.holdout_fraction, seed=config.vbnet.seed,
+                           max_val=config.vbnet.max_val_cases)
 
 
 @task(name="train_segmenter_task", cache_policy=NO_CACHE, persist_result=False)

@@ -18,11 +18,14 @@ def _unit(seed: int, scan_id: str) -> float:
 
 
 def partition_cases(
-    scan_ids: Iterable[str], *, val_fraction: float, holdout_fraction: float, seed: int
+    scan_ids: Iterable[str], *, val_fraction: float, holdout_fraction: float, seed: int,
+    max_val: int | None = None,
 ) -> dict[str, str]:
     """Map each scan id to train, val or holdout (about the given fractions).
 
     With at least 3 scans every partition that has a non-zero fraction gets one scan.
+    `max_val` caps the validation scans; the ones over the cap train. Holdout
+    membership depends only on (seed, scan id), so added scans never move into it.
     """
     ids = sorted(set(scan_ids))
     units = {scan_id: _unit(seed, scan_id) for scan_id in ids}
@@ -46,4 +49,8 @@ def partition_cases(
                 else:
                     pick_id = candidates[pick]
                 out[pick_id] = name
+    if max_val is not None:
+        val_ids = sorted((s for s in ids if out[s] == VAL), key=units.__getitem__)
+        for scan_id in val_ids[max_val:]:
+            out[scan_id] = TRAIN
     return out

@@ -26,3 +26,11 @@ def test_no_holdout_when_fraction_is_zero() -> None:
     out = partition_cases([f"s{i}" for i in range(10)], val_fraction=0.3, holdout_fraction=0.0,
                           seed=1)
     assert HOLDOUT not in out.values()
+
+
+def test_validation_cap_moves_the_extra_cases_to_training() -> None:
+    ids = [f"s{i}" for i in range(100)]
+    free = partition_cases(ids, val_fraction=0.3, holdout_fraction=0.2, seed=3)
+    capped = partition_cases(ids, val_fraction=0.3, holdout_fraction=0.2, seed=3, max_val=4)
+    assert list(capped.values()).count(VAL) == 4
+    assert {s for s in ids if free[s] == HOLDOUT} == {s for s in ids if capped[s] == HOLDOUT}
