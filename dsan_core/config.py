@@ -124,7 +124,7 @@ class SegmentationConfig(_Section):
     vbnet: VBNetConfig = VBNetConfig()
     classical: ClassicalSegConfig = ClassicalSegConfig()
     #: Max scans that get an overlay PNG (None = all).
-    max_overlays: int | None = 20
+    max_overlays: int | None = None
     #: Fraction of scans with ground truth held out of VB-Net training, for evaluation.
     holdout_fraction: float = Field(default=0.2, ge=0, lt=1)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from dsan_core.dicom import reasons
 from dsan_core.dicom.headers import HeaderRecord, read_header
 from dsan_core.errors import DicomError
 
@@ -103,4 +104,8 @@ def index_headers(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[FileFailure
             records.append(read_header(Path(path)))
         except DicomError as error:
             failures.append(FileFailure(Path(path), error.reason, str(error)))
+        except Exception as error:  # noqa: BLE001 - one odd real-world file must not sink the rest
+            # The exception text may quote the path or header values: keep only its type.
+            failures.append(FileFailure(Path(path), reasons.UNREADABLE,
+                                        f"unexpected {type(error).__name__} while parsing"))
     return records_to_frame(records), failures

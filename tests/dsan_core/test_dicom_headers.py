@@ -125,3 +125,22 @@ def test_index_headers_empty() -> None:
     frame, failures = index_headers([])
     assert frame.empty and failures == []
     assert list(frame.columns) == list(RECORD_COLUMNS)
+
+
+def test_an_unexpected_parser_crash_becomes_a_failure_without_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsan_core.dicom import index as index_module
+
+    target = tmp_path / "MUELLER^ANNA" / "IM0001"
+    target.parent.mkdir()
+    target.write_bytes(b"x" * 200)
+
+    def explode(path: Path, **_: object) -> None:
+        raise RuntimeError(f"boom in {path}")
+
+    monkeypatch.setattr(index_module, "read_header", explode)
+    frame, failures = index_module.index_headers([target])
+    assert frame.empty and len(failures) == 1
+    assert failures[0].reason == "unreadable"
+    assert "MUELLER" not in failures[0].message and "RuntimeError" in failures[0].message
