@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsan_core.splits import arrow_strings, require_columns
+from dsan_core.splits import arrow_strings, factorize_ids, match_positions, require_columns
 
 MOVED_COLUMNS = ("patient_id", "old_assignment", "new_assignment")
 _TEST_CODE = 1_000
@@ -63,14 +63,20 @@ def _assignments(table: pd.DataFrame) -> tuple[pa.Array, IntArray, IntArray]:
     is_test = (table["set"] == "test").to_numpy(dtype=bool, na_value=False)
     folds = table["fold"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
     code = np.where(is_test, _TEST_CODE, folds)
-    encoded = pc.dictionary_encode(arrow_strings(table["patient_id"]))
-    indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    n = len(encoded.dictionary)
+    ids = arrow_strings(table["patient_id"])
+    if isinstance(table["patient_id"].dtype, pd.StringDtype) and not ids.null_count:
+        indices, firsts = factorize_ids(table["patient_id"])
+        dictionary = ids.take(pa.array(firsts))
+    else:
+        encoded = pc.dictionary_encode(ids)
+        indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        dictionary = encoded.dictionary
+    n = len(dictionary)
     low = np.full(n, _TEST_CODE + 1, dtype=np.int64)
     high = np.full(n, -2, dtype=np.int64)
     np.minimum.at(low, indices, code)
     np.maximum.at(high, indices, code)
-    return encoded.dictionary, low, high
+    return dictionary, low, high
 
 
 def patient_assignments(table: pd.DataFrame) -> pd.Series:
@@ -86,8 +92,7 @@ def diff_splits(current: pd.DataFrame, earlier: pd.DataFrame) -> SplitDiff:
     """Compare `current` against `earlier` (both split tables)."""
     patients, low, high = _assignments(current)
     old_patients, old_low, old_high = _assignments(earlier)
-    match = pc.fill_null(pc.index_in(patients, value_set=old_patients), -1).to_numpy()
-    match = match.astype(np.int64)
+    match = match_positions(old_patients, patients)
     both = match >= 0
     safe = np.maximum(match, 0)
     changed = np.flatnonzero(both & ((low != old_low[safe]) | (high != old_high[safe])))
@@ -111,7 +116,6 @@ def diff_splits(current: pd.DataFrame, earlier: pd.DataFrame) -> SplitDiff:
         moved=moved.sort_values("patient_id", ignore_index=True),
         new_patients=tuple(sorted(patients.filter(pa.array(~both)).to_pylist())),
         disappeared_patients=tuple(sorted(old_patients.filter(pa.array(~matched)).to_pylist())),
-        new_scans=int(len(scans) - pc.sum(pc.is_in(scans, value_set=old_scans)).as_py()),
-        disappeared_scans=int(len(old_scans)
-                              - pc.sum(pc.is_in(old_scans, value_set=scans)).as_py()),
+        new_scans=int((match_positions(old_scans, scans) < 0).sum()),
+        disappeared_scans=int((match_positions(scans, old_scans) < 0).sum()),
     )

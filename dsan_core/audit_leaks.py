@@ -55,6 +55,31 @@ def _keys_with_many(codes: npt.NDArray[np.intp], other: npt.NDArray[np.int64], n
     return np.flatnonzero(high > low)
 
 
+def rows_to_describe(coded: Codes, partition: npt.NDArray[np.int64], n_partitions: int
+                     ) -> npt.NDArray[np.bool_]:
+    """Rows whose identity is in several partitions or, for studies, series and volumes,
+    under several patient codes.
+
+    These rows hold every identity that `find_leaks` or `find_shared_identities`
+    reports, with all of its rows, so both give the same answer on these rows alone:
+    a caller needs the id strings of these rows only.
+    """
+    rows = np.zeros(len(partition), dtype=bool)
+    patient_codes, n_patients = coded.get("patient_id", (None, 0))
+    for kind, column in LEAK_KEYS:
+        if column not in coded:
+            continue
+        codes, n_keys = coded[column]
+        flagged = np.zeros(n_keys + 1, dtype=bool)  # the extra slot takes code -1
+        flagged[_keys_with_many(codes, partition, n_partitions, n_keys)] = True
+        if kind != "patient" and patient_codes is not None:
+            flagged[_keys_with_many(codes, patient_codes.astype(np.int64), max(n_patients, 1),
+                                    n_keys)] = True
+        flagged[-1] = False
+        rows |= flagged[codes]
+    return rows
+
+
 def _describe(work: pd.DataFrame, column: str, codes: npt.NDArray[np.intp],
               keys: npt.NDArray[np.intp], extra: dict[str, npt.NDArray[np.object_]]
               ) -> pd.DataFrame:

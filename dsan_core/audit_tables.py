@@ -70,28 +70,76 @@ def overview_table(partition: PartitionArray, n_folds: int, patient_codes: npt.N
     return table
 
 
+def _sex_codes(work: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Per row: 0 for "F", 1 for "M" (any case), 2 otherwise or missing."""
+    if "sex" not in work.columns:
+        return np.full(len(work), 2, dtype=np.int64)
+    sex = work["sex"]
+    if isinstance(sex.dtype, pd.CategoricalDtype):  # decide once per category
+        names = pd.Series(sex.cat.categories).astype("string").str.upper()
+        per_name = np.append(np.select([(names == "F").fillna(False).to_numpy(bool),
+                                        (names == "M").fillna(False).to_numpy(bool)], [0, 1], 2),
+                             2)  # code -1 (missing) -> 2
+        coded: npt.NDArray[np.int64] = per_name[sex.cat.codes.to_numpy()].astype(np.int64)
+        return coded
+    upper = sex.astype("string").str.upper()
+    return np.select([(upper == "F").fillna(False).to_numpy(bool),
+                      (upper == "M").fillna(False).to_numpy(bool)], [0, 1], 2).astype(np.int64)
+
+
+def _scan_order(work: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Per row: a distinct number, smaller for an earlier acquisition date (missing dates
+    last), then for a lower row."""
+    n = len(work)
+    rows = np.arange(n, dtype=np.int64)
+    if "acquisition_date" not in work.columns:
+        return rows
+    dates = pd.to_datetime(work["acquisition_date"], errors="coerce").to_numpy()
+    if dates.dtype.kind != "M":
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(dates, kind="stable")] = rows
+        return rank
+    day_rank, _ = pd.factorize(dates.view(np.int64), sort=True)
+    day_rank = day_rank.astype(np.int64)
+    day_rank[np.isnat(dates)] = int(day_rank.max()) + 1 if n else 0
+    ordered: npt.NDArray[np.int64] = day_rank * n + rows
+    return ordered
+
+
+def _first_rows(group: npt.NDArray[np.int64], n_groups: int, order: npt.NDArray[np.int64],
+                n_rows: int) -> npt.NDArray[np.int64]:
+    """Per group (codes 0..n_groups-1) that occurs: the row with the smallest `order`
+    (`_scan_order` of a table of `n_rows` rows, at the rows of `group`)."""
+    none = np.iinfo(np.int64).max
+    first = np.full(n_groups, none, dtype=np.int64)
+    np.minimum.at(first, group, order)
+    rows: npt.NDArray[np.int64] = first[first != none] % max(n_rows, 1)
+    return rows
+
+
 def demographics_table(partition: PartitionArray, n_folds: int, work: pd.DataFrame,
                        patient_codes: npt.NDArray[np.intp]) -> pd.DataFrame:
     """Per partition: patients, age median / Q1 / Q3 (years) and sex counts, per patient."""
     n_parts = n_folds + 1
-    frame = pd.DataFrame({"part": partition,
-                          "patient": patient_codes.astype(np.int64)})
-    frame["age"] = (pd.to_numeric(work["age_years"], errors="coerce").to_numpy(np.float64,
-                                                                               na_value=np.nan)
-                    if "age_years" in work.columns else np.nan)
-    sex = (work["sex"].astype("string").str.upper() if "sex" in work.columns
-           else pd.Series(pd.NA, index=work.index, dtype="string"))
-    frame["sex"] = np.select([(sex == "F").fillna(False).to_numpy(bool),
-                              (sex == "M").fillna(False).to_numpy(bool)], [0, 1], 2)
-    if "acquisition_date" in work.columns:
-        dates = pd.to_datetime(work["acquisition_date"], errors="coerce")
-        frame = frame.iloc[np.argsort(dates.to_numpy(), kind="stable")]
-    n_patients = int(patient_codes.max()) + 1 if len(patient_codes) else 1
-    firsts = frame[~(frame["part"] * n_patients + frame["patient"]).duplicated()]
-    tv = firsts[firsts["part"] < n_folds]
-    tv = tv[~tv["patient"].duplicated()].assign(part=n_parts)
-    every = frame[~frame["patient"].duplicated()].assign(part=n_parts + 1)
-    stacked = pd.concat([firsts, tv, every], ignore_index=True)
+    # Shifted by one: a missing patient (code -1) gets a group code too.
+    patient = patient_codes.astype(np.int64) + 1
+    age = (pd.to_numeric(work["age_years"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+           if "age_years" in work.columns else np.full(len(work), np.nan))
+    sex = _sex_codes(work)
+    order = _scan_order(work)
+    n_patients = int(patient.max()) + 1 if len(patient) else 1
+    n = len(order)
+    firsts = _first_rows(partition * n_patients + patient, n_parts * n_patients, order, n)
+    tv_firsts = firsts[partition[firsts] < n_folds]
+    tv = _first_rows(patient[tv_firsts], n_patients, order[tv_firsts], n)
+    every = _first_rows(patient, n_patients, order, n)
+    rows = np.concatenate([firsts, tv, every])
+    stacked = pd.DataFrame({
+        "part": np.concatenate([partition[firsts], np.full(len(tv), n_parts, dtype=np.int64),
+                                np.full(len(every), n_parts + 1, dtype=np.int64)]),
+        "age": age[rows],
+        "sex": sex[rows],
+    })
     names = partition_names(n_folds) + [TV_TOTAL, ALL_TOTAL]
     grouped = stacked.groupby("part")
     table = pd.DataFrame({

@@ -20,7 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dsan_core.audit_diff import SplitDiff, diff_splits
-from dsan_core.audit_leaks import factorize_identities, find_leaks, find_shared_identities
+from dsan_core.audit_leaks import (
+    LEAK_KEYS,
+    find_leaks,
+    find_shared_identities,
+    rows_to_describe,
+)
 from dsan_core.audit_render import json_value, markdown_table, table_records
 from dsan_core.audit_tables import (
     balance_table,
@@ -32,10 +37,20 @@ from dsan_core.audit_tables import (
 )
 from dsan_core.config import SplitConfig
 from dsan_core.errors import InputError
-from dsan_core.splits import TEST, TV, arrow_strings, require_columns, sorted_positions
+from dsan_core.splits import (
+    TEST,
+    TV,
+    arrow_strings,
+    match_positions,
+    rank_ids,
+    require_columns,
+    sorted_positions,
+    string_keys,
+)
 
-_SCAN_COLUMNS = ("patient_id", "label", "study_id", "series_id", "volume_hash", "site",
-                 "manufacturer", "age_years", "sex", "acquisition_date")
+#: Scans columns the tables read, per split row: coded once per value, or taken as is.
+_CATEGORY_COLUMNS = ("label", "site", "manufacturer", "sex")
+_VALUE_COLUMNS = ("age_years", "acquisition_date")
 _COUNT_TABLES = (("sites", "site"), ("manufacturers", "manufacturer"),
                  ("analysis_bins", "analysis_bin"), ("sampling_groups", "sampling_group"))
 #: Rows of long lists (leaks, moved patients) shown in Markdown / kept in JSON.
@@ -115,17 +130,9 @@ def _partitions(splits: pd.DataFrame, n_folds: int) -> npt.NDArray[np.int64]:
     return partition
 
 
-def _indexer(ids: pa.Array, wanted: pa.Array) -> npt.NDArray[np.int64]:
-    """Row positions in `ids` of each of `wanted` (-1 when absent; first match wins)."""
-    if ids.equals(wanted):
-        return np.arange(len(ids), dtype=np.int64)
-    found = pc.fill_null(pc.index_in(wanted, value_set=ids), -1)
-    rows: npt.NDArray[np.int64] = found.to_numpy().astype(np.int64)
-    return rows
-
-
 def _first_duplicate(ids: pa.Array) -> str | None:
-    ordered = ids.take(pa.array(sorted_positions(ids)))
+    order = sorted_positions(ids)
+    ordered = ids if np.array_equal(order, np.arange(len(order))) else ids.take(pa.array(order))
     if len(ordered) < 2:
         return None
     same = pc.equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
@@ -137,38 +144,93 @@ def _taken(values: pd.Series, rows: npt.NDArray[np.int64]) -> pd.Series:
     return taken.mask(pd.Series(rows < 0)) if (rows < 0).any() else taken
 
 
-def _working_table(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame
-                   ) -> tuple[pd.DataFrame, list[str]]:
+def _categorical(values: pd.Series, rows: npt.NDArray[np.int64]) -> pd.Series:
+    """`values` at `rows` (-1: missing) as a categorical over the sorted values.
+
+    Same values as `_taken`, but coded once per distinct value, not copied per row.
+    """
+    codes, uniques = pd.factorize(values, sort=True)
+    taken = np.where(rows >= 0, codes[np.maximum(rows, 0)], -1)
+    return pd.Series(pd.Categorical.from_codes(taken, categories=uniques))
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """Split rows joined to the scans and groups tables (one row per split row).
+
+    `work` holds the columns the tables need (categoricals for the string columns),
+    `coded` integer codes of the identity columns (as `factorize_identities`); the
+    identity strings stay in `scans`, at `rows`, until a leak needs them (`_identities`).
+    """
+
+    work: pd.DataFrame
+    coded: dict[str, tuple[npt.NDArray[np.intp], int]]
+    rows: npt.NDArray[np.int64]
+    warnings: list[str]
+
+
+def _identity_codes(values: pd.Series, rows: npt.NDArray[np.int64]
+                    ) -> tuple[npt.NDArray[np.intp], int]:
+    codes, n_keys = rank_ids(values)
+    return codes[rows], n_keys
+
+
+def _patient_differs(splits: pd.DataFrame, scans: pd.DataFrame, rows: npt.NDArray[np.int64]
+                     ) -> npt.NDArray[np.bool_]:
+    """Per split row: patient id differs from the scans table's (or either is missing)."""
+    split_patients = arrow_strings(splits["patient_id"])
+    scan_patients = arrow_strings(scans["patient_id"])
+    keys = string_keys(split_patients, scan_patients)
+    if keys is not None:
+        differs: npt.NDArray[np.bool_] = keys[0] != keys[1][rows]
+        return differs
+    taken = scan_patients.take(pa.array(rows))
+    return pc.fill_null(pc.not_equal(split_patients, taken), True).to_numpy(zero_copy_only=False)
+
+
+def _working_table(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame) -> _Joined:
     warnings: list[str] = []
     split_ids = arrow_strings(splits["scan_id"])
     duplicate = _first_duplicate(split_ids)
     if duplicate is not None:
         raise InputError("splits: expected one row per scan, found duplicates", scan=duplicate)
-    rows = _indexer(arrow_strings(scans["scan_id"]), split_ids)
+    rows = match_positions(arrow_strings(scans["scan_id"]), split_ids)
     if (rows < 0).any():
         raise InputError("splits: expected every scan in the scans table, found one missing",
                          scan=str(split_ids[int(np.flatnonzero(rows < 0)[0])]))
     if len(scans) > len(splits):
         warnings.append(f"{len(scans) - len(splits)} scan(s) of the scans table have no split")
     work = pd.DataFrame({"scan_id": splits["scan_id"].reset_index(drop=True)})
-    for column in _SCAN_COLUMNS:
+    for column in _CATEGORY_COLUMNS:
+        if column in scans.columns:
+            work[column] = _categorical(scans[column], rows)
+    for column in _VALUE_COLUMNS:
         if column in scans.columns:
             work[column] = _taken(scans[column], rows)
-    group_rows = _indexer(arrow_strings(groups["scan_id"]), split_ids)
+    coded = {column: _identity_codes(scans[column], rows)
+             for _, column in LEAK_KEYS if column in scans.columns}
+    group_rows = match_positions(arrow_strings(groups["scan_id"]), split_ids)
     for column in ("analysis_bin", "sampling_group"):
         if column in groups.columns:
-            work[column] = _taken(groups[column], group_rows)
+            work[column] = _categorical(groups[column], group_rows)
     if (group_rows < 0).any():
         warnings.append(f"{int((group_rows < 0).sum())} scan(s) have no infection-ratio group")
     if "patient_id" in splits.columns:
-        differs = pc.not_equal(arrow_strings(splits["patient_id"]),
-                               arrow_strings(work["patient_id"]))
-        differs_np = pc.fill_null(differs, True).to_numpy(zero_copy_only=False)
-        if differs_np.any():
-            warnings.append(f"{int(differs_np.sum())} scan(s) have a different patient id in "
+        differs = _patient_differs(splits, scans, rows)
+        if differs.any():
+            warnings.append(f"{int(differs.sum())} scan(s) have a different patient id in "
                             "the splits table than in the scans table (first: scan "
-                            f"{split_ids[int(np.flatnonzero(differs_np)[0])]})")
-    return work, warnings
+                            f"{split_ids[int(np.flatnonzero(differs)[0])]})")
+    return _Joined(work=work, coded=coded, rows=rows, warnings=warnings)
+
+
+def _identities(splits: pd.DataFrame, scans: pd.DataFrame, joined: _Joined,
+                picked: npt.NDArray[np.intp]) -> pd.DataFrame:
+    """scan_id and the identity columns (strings) of the split rows `picked`."""
+    frame = pd.DataFrame({"scan_id": splits["scan_id"].take(picked).reset_index(drop=True)})
+    for column in joined.coded:
+        frame[column] = scans[column].take(joined.rows[picked]).reset_index(drop=True)
+    return frame
 
 
 def audit_splits(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame,
@@ -179,11 +241,15 @@ def audit_splits(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame
     require_columns(groups, ("scan_id",), "groups")
     k = config.n_folds
     partition = _partitions(splits, k)
-    work, warnings = _working_table(splits, scans, groups)
-    coded = factorize_identities(work)
+    joined = _working_table(splits, scans, groups)
+    work, coded, warnings = joined.work, joined.coded, joined.warnings
     names = partition_names(k)
-    leaks = find_leaks(work, partition, names, coded)
-    shared = find_shared_identities(work, coded)
+    # Leaks and shared ids are found on codes; only their rows' strings are read.
+    picked = np.flatnonzero(rows_to_describe(coded, partition, len(names)))
+    detail = _identities(splits, scans, joined, picked)
+    picked_codes = {column: (codes[picked], n) for column, (codes, n) in coded.items()}
+    leaks = find_leaks(detail, partition[picked], names, picked_codes)
+    shared = find_shared_identities(detail, picked_codes)
     if not shared.empty:
         warnings.append(f"{len(shared)} study/series/volume id(s) occur under more than one "
                         "patient id (see table shared_identities)")
