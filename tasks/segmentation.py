@@ -42,7 +42,8 @@ from tasks.contract import StageRun, cached_stage
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
 STAGE = "segment"
-VERSION = "1"
+#: 2: lung holes filled in 3-D (slice-wise filling added the liver under the dome).
+VERSION = "2"
 
 
 def _array(image: sitk.Image) -> np.ndarray:

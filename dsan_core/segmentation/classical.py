@@ -7,7 +7,7 @@ bootstrap for unlabelled data, not a substitute for the VB-Net:
    outside the body and dropped (so is the background around the table);
 2. the largest two remaining air components are the lungs (the second only when it
    is at least a tenth of the first), components below `min_lung_ml` are ignored;
-3. a 3-D closing (ball of `closing_mm`) and a slice-wise hole fill add vessels and
+3. a 3-D closing (ball of `closing_mm`) and a 3-D hole fill add vessels and
    lesions inside or touching the lung boundary;
 4. infection = lung voxels with HU in [infection_hu_min, infection_hu_max], opened
    with a small ball to drop thin vessels and the partial-volume rim at the pleura.
@@ -87,9 +87,8 @@ def segment_classical(
     pad = ball(closing_mm, spacing).shape[0] // 2 + 1
     padded = np.pad(lung, ((pad, pad), (0, 0), (0, 0)), mode="edge")
     closed = ndimage.binary_closing(padded, structure=ball(closing_mm, spacing))[pad:-pad]
-    lung = closed | lung
-    for k in range(lung.shape[0]):
-        lung[k] = ndimage.binary_fill_holes(lung[k])
+    # Holes are filled in 3-D: slice-wise filling would add the liver under the dome.
+    lung = np.asarray(ndimage.binary_fill_holes(closed | lung), dtype=bool)
     dense = (hu >= config.infection_hu_min) & (hu <= config.infection_hu_max) & lung
     infection = ndimage.binary_opening(dense, structure=ball(opening_mm, spacing))
     return lung.astype(np.uint8), (infection & lung).astype(np.uint8)

@@ -149,11 +149,10 @@ def _keep_lungs(lung: np.ndarray, min_second_fraction: float) -> np.ndarray:
     return np.isin(labels, keep)
 
 
-def _fill_holes_axial(mask: np.ndarray) -> np.ndarray:
-    filled = np.empty_like(mask)
-    for k in range(mask.shape[0]):
-        filled[k] = ndimage.binary_fill_holes(mask[k])
-    return filled
+def _fill_holes_3d(mask: np.ndarray) -> np.ndarray:
+    # In 3-D, not per axial slice: an axial slice through the diaphragm dome shows the
+    # lung as a ring around the liver, and a slice-wise fill would add the liver.
+    return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
 
 
 def postprocess_masks(
@@ -163,13 +162,13 @@ def postprocess_masks(
 
     The lung (which includes the infection) keeps its largest connected component
     and the second largest when that is at least `min_second_fraction` of the first
-    (the two lungs; one when they touch or one is tiny), gets its holes filled per
-    axial slice, and the infection is then restricted to it.
+    (the two lungs; one when they touch or one is tiny), gets its enclosed (3-D)
+    holes filled, and the infection is then restricted to it.
     """
     if lung.shape != infection.shape:
         raise InputError(f"lung {lung.shape} and infection {infection.shape} shapes differ")
     lung_b = lung.astype(bool) | infection.astype(bool)
-    lung_b = _fill_holes_axial(_keep_lungs(lung_b, min_second_fraction))
+    lung_b = _fill_holes_3d(_keep_lungs(lung_b, min_second_fraction))
     infection_b = infection.astype(bool) & lung_b
     return lung_b.astype(np.uint8), infection_b.astype(np.uint8)
 

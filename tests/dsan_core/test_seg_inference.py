@@ -126,3 +126,17 @@ def test_overlay_figure_has_axial_and_coronal_panels() -> None:
     titles = [axes.get_title() for axes in figure.axes]
     assert titles[0].startswith("axial") and titles[1].startswith("coronal")
     assert figure.axes[1].get_aspect() == pytest.approx(0.5)
+
+
+def test_postprocess_does_not_fill_the_diaphragm_dome() -> None:
+    # A dome: lung all around a soft-tissue cap that opens to the bottom slice.
+    # Each low axial slice shows a ring; only a slice-wise fill would close it.
+    z, y, x = np.mgrid[0:20, 0:40, 0:40]
+    lung = ((y - 20) ** 2 + (x - 20) ** 2 <= 15**2).astype(np.uint8)
+    dome = (y - 20) ** 2 + (x - 20) ** 2 + (z * 1.5) ** 2 <= 10**2
+    lung[dome] = 0
+    enclosed = (z - 14) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 2**2  # a vessel inside
+    lung[enclosed] = 0
+    out_lung, _ = postprocess_masks(lung, np.zeros_like(lung))
+    assert not out_lung[dome].any()
+    assert out_lung[enclosed].all()
