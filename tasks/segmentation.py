@@ -42,7 +42,9 @@ from tasks.contract import StageRun, cached_stage
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
 STAGE = "segment"
-#: 2: lung holes filled in 3-D (slice-wise filling added the liver under the dome).
+#: Bump when a trained model would differ for the same data and config.
+TRAIN_VERSION = "1"
+#: Bump when masks would differ for the same model. 2: lung holes filled in 3-D.
 VERSION = "2"
 
 
@@ -103,7 +105,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                 [r.volume_hash, r.lung_hash, r.infection_hash])
             for r in used.itertuples(index=False)
         }
-        key = stage_key(TRAIN_STAGE, VERSION, config.vbnet.fingerprint(), inputs)
+        key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.fingerprint(), inputs)
         model_dir = run.layout.model_dir("vbnet", key[:16])
 
         def compute(stage_cache_key: str) -> Manifest:
@@ -143,7 +145,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                              "n_train": len(train), "n_val": len(val),
                              "model_version": key[:16]})
 
-        manifest = cached_stage(run, stage=TRAIN_STAGE, version=VERSION,
+        manifest = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
                                 config_hash=config.vbnet.fingerprint(), inputs=inputs,
                                 compute=compute, logger=logger)
         return manifest.to_dict()
