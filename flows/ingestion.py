@@ -9,6 +9,7 @@ from prefect import flow
 
 from dsan_core.config import IngestConfig, RuntimeConfig
 from flows.runtime import dask_scheduler
+from storage.layout import DataLayout
 from tasks.ingest import ingest_dicom_task
 
 
@@ -22,7 +23,7 @@ def ingestion_flow(
     masks: Path | None = None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    with dask_scheduler(runtime.dask) as address:
+    with dask_scheduler(runtime.dask, DataLayout(data_root).dask_scratch) as address:
         result: dict[str, Any] = ingest_dicom_task(
             dicom_root, labels, masks, config, data_root, address, run_id
         )

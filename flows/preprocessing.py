@@ -9,6 +9,7 @@ from prefect import flow
 
 from dsan_core.config import PreprocessConfig, RuntimeConfig
 from flows.runtime import dask_scheduler
+from storage.layout import DataLayout
 from tasks.preprocess import preprocess_task
 
 #: Failures listed by scan in the summary; the rest are counted.
@@ -25,7 +26,7 @@ def preprocess_flow(
 ) -> dict[str, Any]:
     """Pre-process every scan that has masks; returns counts, summary lines and the
     stage manifest ("processed", "cached", "failed", "summary", "stage")."""
-    with dask_scheduler(runtime.dask) as address:
+    with dask_scheduler(runtime.dask, DataLayout(data_root).dask_scratch) as address:
         result: dict[str, Any] = preprocess_task(config, data_root, address, run_id)
     return {**result, "summary": format_preprocess_summary(result)}
 

@@ -40,6 +40,8 @@ def prefect_environment(data_root: Path) -> dict[str, str]:
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        # matplotlib would otherwise write its font cache under the home folder.
+        "MPLCONFIGDIR": str(data_root / "cache" / "matplotlib"),
     }
     applied = {}
     for name, value in defaults.items():
@@ -47,6 +49,7 @@ def prefect_environment(data_root: Path) -> dict[str, str]:
             os.environ[name] = value
             applied[name] = value
     (data_root / "prefect").mkdir(parents=True, exist_ok=True)
+    (data_root / "cache" / "matplotlib").mkdir(parents=True, exist_ok=True)
     return applied
 
 
@@ -60,12 +63,13 @@ def quiet_flow_settings() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def dask_scheduler(config: DaskConfig) -> Iterator[str]:
+def dask_scheduler(config: DaskConfig, scratch: Path | None = None) -> Iterator[str]:
     """Yield the address of a Dask scheduler: the configured one, or a local cluster.
 
     Flows decide placement and pass only this address to tasks; tasks connect a
     client and submit plain functions (no Prefect inside Dask workers, so no
-    temporary Prefect server per worker process).
+    temporary Prefect server per worker process). `scratch` is the workers' spill
+    folder (under the data root, so nothing is written elsewhere).
     """
     if config.address:
         yield config.address
@@ -84,6 +88,7 @@ def dask_scheduler(config: DaskConfig) -> Iterator[str]:
         memory_limit=config.memory_limit,
         dashboard_address=":0",
         silence_logs=logging.WARNING,
+        local_directory=str(scratch) if scratch is not None else None,
         **network,
     ) as cluster:
         yield cluster.scheduler_address

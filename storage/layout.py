@@ -95,6 +95,10 @@ class DataLayout:
         return self.root / "cache" / "file_hashes.parquet"
 
     @property
+    def dask_scratch(self) -> Path:
+        return self.root / "cache" / "dask-scratch"
+
+    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 
