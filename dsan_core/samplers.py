@@ -20,9 +20,10 @@ import torch
 from torch.utils.data import Sampler
 
 from dsan_core.errors import InputError
+from dsan_core.groups import CAP_LARGE, CAP_SMALL, COVID_LARGE, COVID_SMALL
 
 #: The four sampling groups in the order of the paper's weight vector W.
-SAMPLING_GROUPS: tuple[str, ...] = ("covid_small", "covid_large", "cap_small", "cap_large")
+SAMPLING_GROUPS: tuple[str, ...] = (COVID_SMALL, COVID_LARGE, CAP_SMALL, CAP_LARGE)
 
 
 def size_balanced_weights(group_counts: Mapping[str, int]) -> dict[str, float]:
@@ -44,10 +45,10 @@ def size_balanced_weights(group_counts: Mapping[str, int]) -> dict[str, float]:
             reason="empty_group",
         )
     return {
-        "covid_small": counts["covid_large"] / counts["covid_small"],
-        "covid_large": 1.0,
-        "cap_small": 1.0,
-        "cap_large": counts["cap_small"] / counts["cap_large"],
+        COVID_SMALL: counts[COVID_LARGE] / counts[COVID_SMALL],
+        COVID_LARGE: 1.0,
+        CAP_SMALL: 1.0,
+        CAP_LARGE: counts[CAP_SMALL] / counts[CAP_LARGE],
     }
 
 

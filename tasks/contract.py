@@ -34,6 +34,13 @@ class StageRun:
     def close(self) -> None:
         self.memo.save()
 
+    def __enter__(self) -> StageRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # The memo is saved even when the stage fails: hashes already computed stay known.
+        self.close()
+
 
 def cached_stage(
     run: StageRun,

@@ -23,8 +23,7 @@ VERSION = "1"
 def assign_groups_task(data_root: Path, config: GroupsConfig,
                        run_id: str | None = None) -> dict[str, Any]:
     """Sampling group, analysis bin and ensemble band of every segmented scan."""
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         inputs = {name: run.memo.hash_file(run.layout.table(name))
                   for name in ("scans", "infection")}
 
@@ -42,5 +41,3 @@ def assign_groups_task(data_root: Path, config: GroupsConfig,
         manifest = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config.fingerprint(),
                                 inputs=inputs, compute=compute, logger=get_run_logger())
         return manifest.to_dict()
-    finally:
-        run.close()

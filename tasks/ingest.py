@@ -185,11 +185,8 @@ def ingest_dicom_task(
             "PSEUDONYM KEY IS THE PUBLISHED DEMO KEY: pseudonyms can be reversed by anyone. "
             "Use it for synthetic data only; set DSAN_PSEUDONYM_KEY for real exports."
         )
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         return _ingest(run, dicom_root, labels_path, masks_root, config, key, dask_address, logger)
-    finally:
-        run.close()
 
 
 def _ingest(run: StageRun, dicom_root: Path, labels_path: Path, masks_root: Path | None,

@@ -111,11 +111,8 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: str
                     run_id: str | None = None) -> dict[str, Any]:
     """Pre-process every scan with masks (cache misses on Dask); write `preprocessed`."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         return _preprocess(run, config, dask_address, logger)
-    finally:
-        run.close()
 
 
 def _inputs(run: StageRun) -> pd.DataFrame:

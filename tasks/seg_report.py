@@ -40,8 +40,7 @@ def _arrays(run: StageRun, *paths: str) -> list[np.ndarray]:
 @task(name="segmentation_figures_task", cache_policy=NO_CACHE, persist_result=False)
 def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
                               run_id: str | None = None) -> dict[str, Any]:
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         inputs = {n: run.memo.hash_file(run.layout.table(n)) for n in ("infection", "scans")}
 
         def compute(key: str) -> Manifest:
@@ -68,8 +67,6 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
                                 config_hash=str(config.max_overlays), inputs=inputs,
                                 compute=compute, logger=get_run_logger())
         return manifest.to_dict()
-    finally:
-        run.close()
 
 
 def _summary_markdown(table: pd.DataFrame) -> str:
@@ -95,8 +92,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                                run_id: str | None = None) -> dict[str, Any]:
     """Per-scan Dice and ratio error of the configured method and the classical baseline."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         cases = ground_truth_cases(run)
         partition = seg_partition(cases, config)
         holdout = cases[cases["scan_id"].map(partition) == HOLDOUT]
@@ -163,5 +159,3 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                                 config_hash=config.classical.fingerprint() + config.method,
                                 inputs=inputs, compute=compute, logger=logger)
         return manifest.to_dict()
-    finally:
-        run.close()

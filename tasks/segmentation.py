@@ -90,8 +90,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                          run_id: str | None = None) -> dict[str, Any]:
     """Train the VB-Net on the train/val scans with ground truth; resumable after a kill."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         cases = ground_truth_cases(run)
         if len(cases) < 2:
             raise StageError(
@@ -149,8 +148,6 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                                 config_hash=config.vbnet.fingerprint(), inputs=inputs,
                                 compute=compute, logger=logger)
         return manifest.to_dict()
-    finally:
-        run.close()
 
 
 def _method_tag(config: SegmentationConfig, model: Manifest | None) -> tuple[str, str]:
@@ -208,8 +205,7 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
                        device: str, run_id: str | None = None) -> dict[str, Any]:
     """Masks for every ingested scan + the `infection` table; cached per scan by content."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         model_manifest = Manifest.from_dict(model) if model else None
         tag, version = _method_tag(config, model_manifest)
         scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
@@ -273,5 +269,3 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
         return {"stage": stage.to_dict(), "segmented": computed,
                 "cached": len(rows) - computed, "failed": len(failures), "method_tag": tag,
                 "failures": failures[:20]}
-    finally:
-        run.close()

@@ -73,8 +73,7 @@ def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
                run_id: str | None = None) -> dict[str, Any]:
     """Assign scans to test / TV folds per patient; write `splits` and its version file."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         layout = run.layout
         for name in ("scans", "groups"):
             if not table_exists(layout, name):
@@ -112,8 +111,6 @@ def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
 
         stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
                              inputs=inputs, compute=compute, logger=logger)
-    finally:
-        run.close()
     data = stage.data
     if data["reshuffled"]:
         logger.warning("RESHUFFLED: new split version %s replaces %s; patients may have moved",
@@ -187,8 +184,7 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
                       run_id: str | None = None) -> dict[str, Any]:
     """Audit the current split (leakage, distributions, diff); write the MD/JSON reports."""
     logger = get_run_logger()
-    run = StageRun.open(data_root, run_id)
-    try:
+    with StageRun.open(data_root, run_id) as run:
         layout = run.layout
         for name in ("splits", "scans", "groups"):
             if not table_exists(layout, name):
@@ -218,8 +214,6 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
         stage = cached_stage(run, stage=AUDIT_STAGE, version=VERSION,
                              config_hash=config.fingerprint(), inputs=inputs, compute=compute,
                              logger=logger)
-    finally:
-        run.close()
     md_rel, json_rel = stage.outputs["markdown"]["path"], stage.outputs["json"]["path"]
     markdown = layout.resolve(md_rel).read_text()
     report = json.loads(layout.resolve(json_rel).read_text())
