@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import pytest
+from _split_cohort import make_cohort
 
 from dsan_core.config import SplitConfig
 from dsan_core.errors import InputError
@@ -12,37 +13,12 @@ from dsan_core.samplers import size_balanced_weights
 from dsan_core.split_audit import audit_splits
 from dsan_core.splits import make_splits
 
-BINS = ("<0.005", "0.005-0.030", ">0.030")
 CONFIG = SplitConfig(policy="date", cutoff_date=date(2020, 2, 10), min_group_scans=2)
-
-
-def make_cohort(n_patients: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Patient i: COVID when i is even; 2 scans when i % 3 == 0; bin cycles with i // 2."""
-    scans, groups = [], []
-    for i in range(n_patients):
-        for repeat in range(1 + (i % 3 == 0)):
-            scan_id = f"s{i:04d}{repeat}"
-            label = "COVID" if i % 2 == 0 else "CAP"
-            scans.append({
-                "scan_id": scan_id, "patient_id": f"p{i:04d}", "study_id": f"st{i:04d}{repeat}",
-                "series_id": f"se{i:04d}{repeat}", "label": label,
-                "site": f"site-{'abc'[i % 3]}", "manufacturer": ["GE", "Siemens"][i % 2],
-                "acquisition_date": pd.Timestamp(date(2020, 1, 1) + timedelta(days=i + repeat)),
-                "age_years": 20 + i, "sex": "FM"[i % 2], "volume_hash": f"h{i:04d}{repeat}",
-                "label_split": None,
-            })
-            bin_ = BINS[(i // 2) % 3]
-            small = bin_ != ">0.030" if label == "COVID" else bin_ == "<0.005"
-            group = f"{label.lower()}_{'small' if small else 'large'}"
-            groups.append({"scan_id": scan_id, "analysis_bin": bin_, "sampling_group": group})
-    frame = pd.DataFrame(scans)
-    frame["age_years"] = frame["age_years"].astype("Int16")
-    return frame, pd.DataFrame(groups)
 
 
 @pytest.fixture(scope="module")
 def cohort() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    scans, groups = make_cohort()
+    scans, groups = make_cohort(60)
     return scans, groups, make_splits(scans, groups, CONFIG).table
 
 
