@@ -59,6 +59,20 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(error)
 
 
+def run_flow(flow_fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a flow without heartbeats; dsan errors become exit code 2."""
+    from flows.runtime import quiet_flow_settings
+
+    with quiet_flow_settings():
+        return _run(flow_fn, *args, **kwargs)
+
+
+def print_lines(lines: list[str]) -> None:
+    # Summaries hold "[stage]" prefixes and ids: print them verbatim, no rich markup.
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="folder for dicom/, masks/, labels.csv")],
@@ -81,10 +95,12 @@ def synth(
     console.print(f"cohort written under {out}")
 
 
-def _stage_entry(data_root: Path | None) -> Path:
+def stage_setup(profile: str, data_root: Path | None,
+                overrides: dict[str, Any] | None = None) -> tuple[Path, Any]:
+    """The data root (with the embedded Prefect environment set for it) and the config."""
     root = resolve_data_root(data_root)
     prefect_environment(root)
-    return root
+    return root, _run(load_config, profile, overrides)
 
 
 @app.command()
@@ -96,16 +112,12 @@ def ingest(
     data_root: DataRootOpt = None,
 ) -> None:
     """Index, choose, validate, decode and pseudonymise DICOM series."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
+    root, config = stage_setup(profile, data_root)
     from flows.ingestion import format_ingest_summary, ingestion_flow
-    from flows.runtime import quiet_flow_settings
 
-    with quiet_flow_settings():
-        result = _run(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
+    result = run_flow(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
                       masks)
-    for line in format_ingest_summary(result["summary"]):
-        console.print(line, markup=False)
+    print_lines(format_ingest_summary(result["summary"]))
 
 
 @app.command()
@@ -117,28 +129,21 @@ def run(
     data_root: DataRootOpt = None,
 ) -> None:
     """Run the whole pipeline (every stage that exists) with caching."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
+    root, config = stage_setup(profile, data_root)
     from flows.pipeline import pipeline_flow
-    from flows.runtime import quiet_flow_settings
 
-    with quiet_flow_settings():
-        result = _run(pipeline_flow, dicom_root, labels, config, root, masks)
-    for line in result["summary"]:
-        console.print(line, markup=False)
+    result = run_flow(pipeline_flow, dicom_root, labels, config, root, masks)
+    print_lines(result["summary"])
     console.print(f"outputs under {root}")
 
 
 @app.command("train-seg")
 def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Train the VB-Net on ingested scans with ground-truth masks (cached; resumes)."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
-    from flows.runtime import quiet_flow_settings
+    root, config = stage_setup(profile, data_root)
     from flows.segmentation import train_segmenter_flow
 
-    with quiet_flow_settings():
-        result = _run(train_segmenter_flow, config.segmentation, config.runtime, root)
+    result = run_flow(train_segmenter_flow, config.segmentation, config.runtime, root)
     data = result["data"]
     console.print(f"VB-Net {data['model_version']}: best epoch {data['best_epoch']} "
                   f"(score {data['best_score']:.4f}), {data['n_train']} train / "
@@ -148,15 +153,11 @@ def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> No
 @app.command()
 def segment(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Segment every scan, then the infection, groups and evaluation tables and figures."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
-    from flows.runtime import quiet_flow_settings
+    root, config = stage_setup(profile, data_root)
     from flows.segmentation import segmentation_flow
 
-    with quiet_flow_settings():
-        result = _run(segmentation_flow, config.segmentation, config.groups, config.runtime, root)
-    for line in result["summary"]:
-        console.print(line, markup=False)
+    result = run_flow(segmentation_flow, config.segmentation, config.groups, config.runtime, root)
+    print_lines(result["summary"])
 
 
 @app.command()

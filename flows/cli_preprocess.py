@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DataRootOpt, ProfileOpt, _run, _stage_entry, app, console, load_config
+from flows.cli import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
 
 DaskAddressOpt = Annotated[
     str | None,
@@ -23,13 +23,9 @@ def preprocess(
     dask_address: DaskAddressOpt = None,
 ) -> None:
     """Resample, window and lung-mask every segmented scan onto the network's grid."""
-    root = _stage_entry(data_root)
     overrides = {"runtime": {"dask": {"address": dask_address}}} if dask_address else None
-    config = _run(load_config, profile, overrides)
+    root, config = stage_setup(profile, data_root, overrides)
     from flows.preprocessing import preprocess_flow
-    from flows.runtime import quiet_flow_settings
 
-    with quiet_flow_settings():
-        result = _run(preprocess_flow, config.preprocess, config.runtime, root)
-    for line in result["summary"]:
-        console.print(line)
+    result = run_flow(preprocess_flow, config.preprocess, config.runtime, root)
+    print_lines(result["summary"])

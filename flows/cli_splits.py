@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DataRootOpt, ProfileOpt, _run, _stage_entry, app, console, load_config
+from flows.cli import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
 
 ReshuffleOpt = Annotated[
     bool, typer.Option("--reshuffle", help="redraw every assignment: a NEW split version")
@@ -21,29 +21,21 @@ AgainstOpt = Annotated[
 def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
           data_root: DataRootOpt = None) -> None:
     """Patient-level TV/test split and CV folds; known patients never move."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
-    from flows.runtime import quiet_flow_settings
+    root, config = stage_setup(profile, data_root)
     from flows.splits import split_flow
 
-    with quiet_flow_settings():
-        result = _run(split_flow, config.split, root, reshuffle=reshuffle)
-    for line in result["summary"]:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    result = run_flow(split_flow, config.split, root, reshuffle=reshuffle)
+    print_lines(result["summary"])
 
 
 @app.command("audit-splits")
 def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
                  data_root: DataRootOpt = None) -> None:
     """Check the current split for leakage; exit 1 when any id crosses partitions."""
-    root = _stage_entry(data_root)
-    config = _run(load_config, profile)
-    from flows.runtime import quiet_flow_settings
+    root, config = stage_setup(profile, data_root)
     from flows.splits import audit_splits_flow
 
-    with quiet_flow_settings():
-        result = _run(audit_splits_flow, config.split, root, against=against)
-    for line in result["summary"]:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    result = run_flow(audit_splits_flow, config.split, root, against=against)
+    print_lines(result["summary"])
     if result["has_leakage"]:
         raise typer.Exit(code=1)
