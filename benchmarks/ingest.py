@@ -49,7 +49,7 @@ def main() -> None:
     files = discover_files(cohort / "dicom")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; files: {len(files)}")
 
-    from tasks.ingest import index_chunk
+    from tasks.workers import index_chunk
 
     chunk = config.ingest.index_chunk_size
     chunks = [([str(p) for p in files[i : i + chunk]], [None] * len(files[i : i + chunk]))

@@ -13,22 +13,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import SimpleITK as sitk
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import IngestConfig
 from dsan_core.dicom import (
-    SeriesPlan,
     choose_series,
-    decode_series,
     discover_files,
-    index_headers,
     is_published_key,
     pseudonymise,
     read_labels,
@@ -45,6 +42,7 @@ from storage.volumes import read_image, write_image
 from tasks.contract import StageRun, cached_stage
 from tasks.dask_map import map_on_dask
 from tasks.ingest_rows import quarantine_rows, scan_row, series_rows
+from tasks.workers import decode_and_write, index_chunk
 
 STAGE = "ingest"
 SERIES_STAGE = "ingest-series"
@@ -52,39 +50,6 @@ GROUND_TRUTH_STAGE = "ingest-ground-truth"
 #: Bump when the decoded volume or the tables would change for the same input.
 VERSION = "1"
 KEY_ENV = "DSAN_PSEUDONYM_KEY"
-
-
-# --- Dask worker functions (plain, picklable; run without Prefect) -----------------
-
-
-def index_chunk(paths: list[str], known: list[str | None]) -> tuple[pd.DataFrame, list, list]:
-    """Header records + failures + content hash of every file of a chunk."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns loudly about odd real-world files
-        frame, failures = index_headers([Path(p) for p in paths])
-    hashes: list[str | None] = []
-    for path, hash_ in zip(paths, known, strict=True):
-        if hash_ is None and os.path.isfile(path):
-            try:
-                hash_ = sha256_file(Path(path))
-            except OSError:
-                hash_ = None
-        hashes.append(hash_)
-    return frame, failures, hashes
-
-
-def decode_and_write(paths: list[str], destination: str, scan_id: str) -> dict[str, Any]:
-    """Decode one series to HU and write it as NIfTI; returns its small manifest."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        volume = decode_series([Path(p) for p in paths], scan_id=scan_id)
-    write_image(volume.to_sitk(), Path(destination))
-    z, y, x = volume.hu.shape
-    return {
-        "sha256": sha256_file(Path(destination)),
-        "shape": [int(z), int(y), int(x)],
-        "spacing": [float(s) for s in volume.spacing],
-    }
 
 
 # --- the task -------------------------------------------------------------------------
@@ -128,7 +93,7 @@ def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str)
     return _Indexed(records, failures, file_hash, len(files))
 
 
-def _series_hash(plan: SeriesPlan, records: pd.DataFrame, file_hash: dict) -> dict[str, str]:
+def _series_hash(records: pd.DataFrame, file_hash: dict) -> dict[str, str]:
     """Content hash of every series: combined hashes of its files."""
     out: dict[str, str] = {}
     for uid, group in records.groupby("series_instance_uid", sort=False):
@@ -156,8 +121,6 @@ def _import_ground_truth(
                                    scan_id=scan_id, kind=kind)
             mask.CopyInformation(reference)
             destination = run.layout.ground_truth_mask(scan_id, kind)
-            import SimpleITK as sitk
-
             write_image(sitk.Cast(mask > 0, sitk.sitkUInt8), destination)
             outputs[kind] = {"path": run.layout.relative(destination),
                              "sha256": run.memo.hash_file(destination)}
@@ -197,7 +160,7 @@ def _ingest(run: StageRun, dicom_root: Path, labels_path: Path, masks_root: Path
     indexed = _index(run, files, config, address)
     plan = choose_series(indexed.records, config)
     labels = reconcile_labels(read_labels(labels_path), plan.studies)
-    series_hash = _series_hash(plan, indexed.records, indexed.file_hash)
+    series_hash = _series_hash(indexed.records, indexed.file_hash)
     labelled = {str(r.study_instance_uid): r for r in labels.labels.itertuples(index=False)}
 
     # Per chosen series: cache lookup, then decode the misses on Dask.
@@ -250,10 +213,13 @@ def _ingest(run: StageRun, dicom_root: Path, labels_path: Path, masks_root: Path
             if found is not None:
                 ground_truth[scan_id] = found
 
+    first_records = indexed.records.drop_duplicates("series_instance_uid").set_index(
+        "series_instance_uid", drop=False)
     scans = pd.DataFrame(
-        [scan_row(run.layout, plan, indexed.records, labelled[str(s.study_instance_uid)],
-                  manifests[str(s.chosen_series_uid)], series_hash, key)
-         for s in wanted.itertuples(index=False) if str(s.chosen_series_uid) in manifests],
+        [scan_row(first_records.loc[uid], plan.geometry.get(uid),
+                  labelled[str(s.study_instance_uid)], manifests[uid], series_hash[uid], key)
+         for s in wanted.itertuples(index=False)
+         if (uid := str(s.chosen_series_uid)) in manifests],
         columns=SCANS.names,
     )
     series = series_rows(plan, series_hash, key, manifests, decode_failures)

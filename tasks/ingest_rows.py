@@ -9,8 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from dsan_core.dicom import SeriesPlan, pseudonymise
-from storage.layout import DataLayout
+from dsan_core.dicom import GeometryReport, SeriesPlan, pseudonymise
 from storage.stage_cache import Manifest
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
@@ -41,12 +40,9 @@ def _maybe(kind: str, raw: Any, key: bytes) -> str | None:
     return pseudonymise(kind, text, key) if text else None
 
 
-def scan_row(layout: DataLayout, plan: SeriesPlan, records: pd.DataFrame, label: Any,
-             manifest: Manifest, series_hash: dict[str, str], key: bytes) -> dict[str, Any]:
-    series_uid = str(label_series(plan, label.study_instance_uid))
-    rows = records[records["series_instance_uid"] == series_uid]
-    first = rows.iloc[0]
-    geometry = plan.geometry.get(series_uid)
+def scan_row(first: pd.Series, geometry: GeometryReport | None, label: Any,
+             manifest: Manifest, source_hash: str, key: bytes) -> dict[str, Any]:
+    """One `scans` row: `first` is the header record of one file of the chosen series."""
     patient_raw = str(first["patient_id"] or "") or str(label.patient_id)
     acquired = label.acquisition_date
     if acquired is None or pd.isna(acquired):
@@ -78,7 +74,7 @@ def scan_row(layout: DataLayout, plan: SeriesPlan, records: pd.DataFrame, label:
         "geometry_flags": "" if geometry is None else ",".join(sorted(set(geometry.flags))),
         "volume_path": manifest.outputs["volume"]["path"],
         "volume_hash": manifest.outputs["volume"]["sha256"],
-        "source_hash": series_hash[series_uid],
+        "source_hash": source_hash,
         "label_split": _label_split(label),
     }
 
@@ -88,11 +84,6 @@ def _label_split(label: Any) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
         return None
     return str(value).strip().lower()
-
-
-def label_series(plan: SeriesPlan, study_uid: str) -> str:
-    studies = plan.studies.set_index("study_instance_uid")
-    return str(studies.at[study_uid, "chosen_series_uid"])
 
 
 def series_rows(plan: SeriesPlan, series_hash: dict[str, str], key: bytes,

@@ -8,17 +8,14 @@ by the volume, lung and infection file hashes, the scan id, the config fingerpri
 
 Parallelism is plain Dask inside this one Prefect task, not a `DaskTaskRunner`: worker
 processes of a DaskTaskRunner would each start a temporary Prefect server. The flow
-hands over a scheduler address; the misses are submitted as the module-level function
-`preprocess_and_write`, which receives PATHS and returns a small manifest (hashes,
+hands over a scheduler address; the misses are submitted as
+`tasks.workers.preprocess_and_write`, which receives PATHS and returns a small manifest (hashes,
 shape, scale factor), so volumes never travel through the scheduler. Each worker thread
 holds one scan at a time, which bounds a worker's memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,79 +25,20 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import PreprocessConfig
 from dsan_core.errors import DsanError
-from dsan_core.preprocessing import preprocess_scan
-from storage.hashing import hash_json, sha256_file, stat_key
+from storage.hashing import hash_json, stat_key
 from storage.schemas import PREPROCESSED
 from storage.stage_cache import Manifest, stage_key
 from storage.tables import read_table, write_table
-from storage.volumes import read_image, write_geometry, write_npy
 from tasks.contract import StageRun, cached_stage
 from tasks.dask_map import map_on_dask
+from tasks.workers import PREPROCESS_OUTPUTS as OUTPUTS
+from tasks.workers import preprocess_and_write
 
 STAGE = "preprocess"
 SCAN_STAGE = "preprocess-scan"
 #: Bump when the outputs would change for the same inputs and config.
 VERSION = "1"
-OUTPUTS = ("input", "lung", "infection", "geometry")
 MASK_COLUMNS = ["scan_id", "lung_path", "lung_hash", "infection_path", "infection_hash"]
-
-
-# --- the Dask worker function (plain, picklable; runs without Prefect) ----------------
-
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved: tuple[int, int] = (0, 0)
-
-
-@contextlib.contextmanager
-def _limited_threads(n: int) -> Iterator[None]:
-    """torch and SimpleITK at `n` threads while any scan of this process runs.
-
-    Both settings are process-wide; a count makes concurrent worker threads of one
-    process agree and restores the previous values when the last one finishes.
-    """
-    import SimpleITK as sitk
-    import torch
-
-    global _threads_users, _threads_saved
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = (torch.get_num_threads(),
-                              sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
-            torch.set_num_threads(n)
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved[0])
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_threads_saved[1])
-
-
-def preprocess_and_write(volume: str, lung: str, infection: str, destinations: dict[str, str],
-                         scan_id: str, config: PreprocessConfig,
-                         threads: int = 1) -> dict[str, Any]:
-    """Pre-process one scan from its NIfTI files and write the four outputs atomically.
-
-    Returns {"sha256": {output name: hash}, "shape": [z, y, x], "scale_factor": f}.
-    One thread per scan was measured faster than sharing cores inside a scan.
-    """
-    with _limited_threads(threads):
-        result = preprocess_scan(read_image(Path(volume)), read_image(Path(lung)),
-                                 read_image(Path(infection)), config, scan_id=scan_id)
-    write_npy(Path(destinations["input"]), result.input)
-    write_npy(Path(destinations["lung"]), result.lung)
-    write_npy(Path(destinations["infection"]), result.infection)
-    write_geometry(Path(destinations["geometry"]), result.geometry.to_dict())
-    z, y, x = result.input.shape
-    return {
-        "sha256": {name: sha256_file(Path(destinations[name])) for name in OUTPUTS},
-        "shape": [int(z), int(y), int(x)],
-        "scale_factor": float(result.geometry.scale_factor),
-    }
 
 
 # --- the task -------------------------------------------------------------------------
