@@ -178,7 +178,7 @@ def _external_sources(config: SegmentationConfig, scan_id: str) -> dict[str, Pat
     )
 
 
-def _segment_one(run: StageRun, config: SegmentationConfig, model: torch.nn.Module | None,
+def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None,
                  device: str, scan_id: str, image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     hu = _array(image).astype(np.float32)
     spacing = _spacing(image)
@@ -222,7 +222,7 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
 
             def compute(key: str, scan: Any = scan) -> Manifest:
                 image = read_image(run.layout.resolve(scan.volume_path))
-                lung, infection = _segment_one(run, config, network, device, scan.scan_id, image)
+                lung, infection = _segment_one(config, network, device, scan.scan_id, image)
                 ratio = infection_ratio(lung, infection, _spacing(image), scan_id=scan.scan_id)
                 outputs = {}
                 for kind, mask in (("lung", lung), ("infection", infection)):
