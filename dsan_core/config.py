@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dsan_core.errors import ConfigError
 
@@ -104,8 +112,25 @@ class VBNetConfig(_Section):
     max_val_cases: int | None = Field(default=None, ge=1)
     #: Sliding-window overlap fraction at inference.
     overlap: float = Field(default=0.25, ge=0, lt=1)
+    #: Infection is called where its probability exceeds this threshold (inside the
+    #: lung). "calibrate": the one training picked on the validation scans (the best
+    #: epoch's; a plain argmax under-segments faint lesion borders). A number
+    #: overrides it at inference only: changing it never retrains.
+    infection_threshold: float | Literal["calibrate"] = "calibrate"
     mixed_precision: bool = True
     seed: int = 7
+
+    @field_validator("infection_threshold")
+    @classmethod
+    def _threshold_in_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError(f"expected a probability in (0, 1) or 'calibrate', found {value}")
+        return value
+
+
+    def training_fingerprint(self) -> str:
+        """Fingerprint of the fields that change a trained model (not inference-only ones)."""
+        return self.model_copy(update={"infection_threshold": "calibrate"}).fingerprint()
 
 
 class ClassicalSegConfig(_Section):

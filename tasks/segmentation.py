@@ -22,6 +22,7 @@ from dsan_core.segmentation import (
     SegVolume,
     external_masks,
     infection_ratio,
+    infection_threshold_of,
     load_vbnet,
     segment_classical,
     segment_volume,
@@ -43,9 +44,11 @@ TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
 STAGE = "segment"
 #: Bump when a trained model would differ for the same data and config.
-TRAIN_VERSION = "1"
+#: 2: epochs scored (and the infection threshold calibrated) at the best threshold.
+TRAIN_VERSION = "2"
 #: Bump when masks would differ for the same model. 2: lung holes filled in 3-D.
-VERSION = "2"
+#: 3: lung = background probability < 0.5, infection = probability > threshold.
+VERSION = "3"
 
 
 def _array(image: sitk.Image) -> np.ndarray:
@@ -104,7 +107,8 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                 [r.volume_hash, r.lung_hash, r.infection_hash])
             for r in used.itertuples(index=False)
         }
-        key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.fingerprint(), inputs)
+        config_hash = config.vbnet.training_fingerprint()
+        key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config_hash, inputs)
         model_dir = run.layout.model_dir("vbnet", key[:16])
 
         def compute(stage_cache_key: str) -> Manifest:
@@ -135,17 +139,19 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
             save_checkpoint({"format": "dsan-vbnet-weights-v1",
                              "best_model": result.model.state_dict(),
                              "best_epoch": result.best_epoch,
-                             "best_score": float(result.best_score)}, best)
+                             "best_score": float(result.best_score),
+                             "infection_threshold": result.infection_threshold}, best)
             return Manifest(TRAIN_STAGE, stage_cache_key,
                             {"model": artifact(run.layout, best, run.memo),
                              "history": artifact(run.layout, history_path, run.memo)},
                             {"best_epoch": result.best_epoch,
                              "best_score": float(result.best_score),
+                             "infection_threshold": result.infection_threshold,
                              "n_train": len(train), "n_val": len(val),
                              "model_version": key[:16]})
 
         manifest = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
-                                config_hash=config.vbnet.fingerprint(), inputs=inputs,
+                                config_hash=config_hash, inputs=inputs,
                                 compute=compute, logger=logger)
         return manifest.to_dict()
 
@@ -178,13 +184,14 @@ def _external_sources(config: SegmentationConfig, scan_id: str) -> dict[str, Pat
     )
 
 
-def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None,
+def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None, threshold: float,
                  device: str, scan_id: str, image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     hu = _array(image).astype(np.float32)
     spacing = _spacing(image)
     if config.method == "vbnet":
         assert model is not None
-        return segment_volume(model, hu, spacing, config.vbnet, torch.device(device))
+        return segment_volume(model, hu, spacing, config.vbnet, torch.device(device),
+                              infection_threshold=threshold)
     if config.method == "classical":
         return segment_classical(hu, spacing, config.classical, scan_id=scan_id)
     sources = _external_sources(config, scan_id)
@@ -209,20 +216,27 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
         model_manifest = Manifest.from_dict(model) if model else None
         tag, version = _method_tag(config, model_manifest)
         scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
-        network = None
+        network, threshold = None, 0.5
         if config.method == "vbnet" and model_manifest is not None:
             weights = load_checkpoint(model_manifest.output_path(run.layout, "model"))
             network = load_vbnet(weights, config.vbnet, torch.device(device))
+            threshold = infection_threshold_of(weights, config.vbnet)
+            logger.info("VB-Net infection threshold %.2f (%s)", threshold,
+                        "calibrated" if config.vbnet.infection_threshold == "calibrate"
+                        else "configured")
         rows, computed, failures = [], 0, []
         for scan in scans.itertuples(index=False):
             inputs = {"volume": scan.volume_hash, "segmenter": version}
+            if network is not None:
+                inputs["infection_threshold"] = f"{threshold:.6g}"
             if config.method == "external":
                 sources = _external_sources(config, scan.scan_id)
                 inputs |= {k: run.memo.hash_file(p) for k, p in sources.items()}
 
             def compute(key: str, scan: Any = scan) -> Manifest:
                 image = read_image(run.layout.resolve(scan.volume_path))
-                lung, infection = _segment_one(config, network, device, scan.scan_id, image)
+                lung, infection = _segment_one(config, network, threshold, device,
+                                               scan.scan_id, image)
                 ratio = infection_ratio(lung, infection, _spacing(image), scan_id=scan.scan_id)
                 outputs = {}
                 for kind, mask in (("lung", lung), ("infection", infection)):

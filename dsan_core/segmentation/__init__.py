@@ -16,6 +16,7 @@ from dsan_core.segmentation.external import (
     validate_external_mask,
 )
 from dsan_core.segmentation.inference import (
+    masks_from_probs,
     postprocess_masks,
     prepare_image,
     segment_volume,
@@ -29,6 +30,7 @@ from dsan_core.segmentation.training import (
     SegCase,
     SegVolume,
     TrainResult,
+    infection_threshold_of,
     load_vbnet,
     prepare_case,
     train_vbnet,
@@ -51,7 +53,9 @@ __all__ = [
     "evaluate_segmentation",
     "external_masks",
     "infection_ratio",
+    "infection_threshold_of",
     "load_vbnet",
+    "masks_from_probs",
     "postprocess_masks",
     "prepare_case",
     "prepare_image",

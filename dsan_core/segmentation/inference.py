@@ -3,8 +3,8 @@
 Arrays are (z, y, x); spacings are (x, y, z) in mm (SimpleITK order); images are HU.
 The network works at `VBNetConfig.spacing_mm`: `prepare_image` resamples there
 (linear) and scales intensities; `segment_volume` resamples the class probabilities
-back to the original grid (linear) before the argmax, so masks come out in the
-scan's own geometry.
+back to the original grid (linear) before thresholding them (`masks_from_probs`), so
+masks come out in the scan's own geometry.
 """
 
 from __future__ import annotations
@@ -109,13 +109,14 @@ def sliding_window_probs(
 
     Windows of `config.patch_size` overlap by `config.overlap` and are blended with
     Gaussian weights; the image is zero-padded (air) when smaller than a patch.
+    Blending happens on `device` (one copy back at the end, not one per window).
     """
     patch = config.patch_size
     padded = pad_to(image, patch)
-    volume = torch.as_tensor(padded, dtype=torch.float32)
-    weights = _gaussian_weights(patch)
-    acc = torch.zeros((N_CLASSES, *padded.shape), dtype=torch.float32)
-    norm = torch.zeros(padded.shape, dtype=torch.float32)
+    volume = torch.as_tensor(padded, dtype=torch.float32).to(device)
+    weights = _gaussian_weights(patch).to(device)
+    acc = torch.zeros((N_CLASSES, *padded.shape), dtype=torch.float32, device=device)
+    norm = torch.zeros(padded.shape, dtype=torch.float32, device=device)
     use_amp = device.type == "cuda" and config.mixed_precision
     was_training = model.training
     model.eval()
@@ -125,16 +126,29 @@ def sliding_window_probs(
         )
         for corner in corners:
             window = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
-            batch = volume[window][None, None].to(device)
+            batch = volume[window][None, None]
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 logits = model(batch)
-            probs = torch.softmax(logits.float(), dim=1)[0].cpu()
+            probs = torch.softmax(logits.float(), dim=1)[0]
             acc[(slice(None), *window)] += probs * weights
             norm[window] += weights
     finally:
         model.train(was_training)
     z, y, x = image.shape
-    return (acc / norm)[:, :z, :y, :x]
+    return (acc / norm)[:, :z, :y, :x].cpu()
+
+
+def masks_from_probs(
+    probs: torch.Tensor, infection_threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw boolean (lung, infection) masks from (3, z, y, x) class probabilities.
+
+    Lung (infection included) where background is not the majority (p_lung +
+    p_infection > p_background, the region the Dice loss trains); infection where
+    its probability exceeds `infection_threshold`, inside that lung.
+    """
+    lung = probs[0] < 0.5
+    return lung, lung & (probs[2] > infection_threshold)
 
 
 def _keep_lungs(lung: np.ndarray, min_second_fraction: float) -> np.ndarray:
@@ -180,15 +194,22 @@ def segment_volume(
     config: VBNetConfig,
     device: torch.device,
     *,
+    infection_threshold: float = 0.5,
     postprocess: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lung and infection uint8 masks (z, y, x) on the grid of `volume_hu` (HU, `spacing`)."""
+    """Lung and infection uint8 masks (z, y, x) on the grid of `volume_hu` (HU, `spacing`).
+
+    `infection_threshold` is the trained model's calibrated threshold (its checkpoint's
+    `infection_threshold`); see `masks_from_probs`.
+    """
     if volume_hu.ndim != 3:
         raise InputError(f"expected a 3-D (z, y, x) volume, found shape {volume_hu.shape}")
     image = prepare_image(volume_hu, spacing, config)
     probs = sliding_window_probs(model, image, config, device)
-    labels = resize_linear(probs, volume_hu.shape).argmax(dim=0).numpy()
-    lung, infection = labels >= 1, labels == 2
+    # Upsampling paper-size probabilities is ~1 GB of work: do it where the model ran.
+    lung_t, infection_t = masks_from_probs(resize_linear(probs.to(device), volume_hu.shape),
+                                           infection_threshold)
+    lung, infection = lung_t.cpu().numpy(), infection_t.cpu().numpy()
     if postprocess:
         return postprocess_masks(lung, infection)
     return lung.astype(np.uint8), infection.astype(np.uint8)

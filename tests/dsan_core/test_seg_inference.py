@@ -140,3 +140,16 @@ def test_postprocess_does_not_fill_the_diaphragm_dome() -> None:
     out_lung, _ = postprocess_masks(lung, np.zeros_like(lung))
     assert not out_lung[dome].any()
     assert out_lung[enclosed].all()
+
+
+def test_masks_from_probs_thresholds_infection_inside_the_lung() -> None:
+    from dsan_core.segmentation.inference import masks_from_probs
+
+    probs = torch.tensor([[0.7, 0.4, 0.2, 0.6],   # background
+                          [0.1, 0.4, 0.5, 0.1],   # lung
+                          [0.2, 0.2, 0.3, 0.3]])[:, :, None, None]  # infection
+    lung, infection = masks_from_probs(probs, 0.25)
+    assert lung[:, 0, 0].tolist() == [False, True, True, False]
+    # Voxel 3 has p_infection 0.3 > 0.25 but is background-majority: not infection.
+    assert infection[:, 0, 0].tolist() == [False, False, True, False]
+    assert masks_from_probs(probs)[1].sum() == 0  # 0.5: the majority rule

@@ -134,3 +134,57 @@ def test_training_without_cases_or_with_a_foreign_checkpoint_fails() -> None:
     with pytest.raises(StageError, match="checkpoint"):
         train_vbnet(CASES, [], CONFIG, device=CPU, resume={"format": "other"},
                     on_epoch_end=lambda c, r: None)
+
+
+class ProbabilityOracle(torch.nn.Module):
+    """Background where the image is 0, else lung, with infection probability 0.3 on
+    infection voxels (intensity 1.0) and 0.05 elsewhere: only a threshold < 0.3 finds it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lung = (x > 0).float()
+        p_inf = torch.where(x > 0.9, 0.3, 0.05) * lung
+        p_bg = 1 - lung * 0.9
+        probs = torch.cat([p_bg, 1 - p_bg - p_inf, p_inf], dim=1).clamp_min(1e-6)
+        return probs.log()
+
+
+def test_validation_calibrates_the_infection_threshold() -> None:
+    from dsan_core.segmentation.training import THRESHOLD_GRID, _CaseCache, _validate
+
+    labels = np.zeros((8, 16, 16), np.uint8)
+    labels[2:6, 2:14, 2:14] = 1
+    labels[3:5, 4:8, 4:8] = 2
+    image = (labels > 0).astype(np.float32) * 0.5
+    image[labels == 2] = 1.0
+    cache = _CaseCache([], CONFIG, 4)
+    cache._items[0] = PreparedCase("v0", image, labels)
+    config = CONFIG.model_copy(update={"patch_size": (8, 16, 16)})
+    lung_dice, inf_dice, threshold = _validate(ProbabilityOracle(), cache, 1, config, CPU)
+    assert lung_dice == pytest.approx(1.0)
+    assert inf_dice == pytest.approx(1.0)  # argmax (or 0.5) would find no infection at all
+    assert threshold in THRESHOLD_GRID and 0.05 < threshold < 0.3
+
+
+def test_the_best_epochs_threshold_is_kept_and_config_can_override_it() -> None:
+    from dsan_core.segmentation.training import THRESHOLD_GRID, infection_threshold_of
+
+    result, saved = _run(None, 2)
+    best = result.history[result.best_epoch - 1]
+    assert result.infection_threshold == best.infection_threshold
+    assert result.infection_threshold in THRESHOLD_GRID
+    assert saved[-1]["best_infection_threshold"] == result.infection_threshold
+    assert infection_threshold_of(saved[-1], CONFIG) == result.infection_threshold
+    fixed = CONFIG.model_copy(update={"infection_threshold": 0.42})
+    assert infection_threshold_of(saved[-1], fixed) == 0.42
+    # Only inference-side settings changed: the model's training identity does not.
+    assert fixed.training_fingerprint() == CONFIG.training_fingerprint()
+    assert fixed.fingerprint() != CONFIG.fingerprint()
+    with pytest.raises(StageError, match="infection_threshold"):
+        infection_threshold_of({"best_model": {}}, CONFIG)
+
+
+def test_infection_threshold_must_be_a_probability() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="probability"):
+        VBNetConfig(infection_threshold=1.2)

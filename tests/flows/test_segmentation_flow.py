@@ -51,6 +51,19 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     assert second["masks"]["segmented"] == 0 and second["model"]["data"]["cache_hit"]
     lineage = read_lineage(layout)
     assert lineage.loc[lineage["stage"] == "train-seg", "cache_hit"].tolist() == [False, True]
+    threshold = torch.load(model.output_path(layout, "model"),
+                           weights_only=True)["infection_threshold"]
+    assert 0 < threshold < 1
+
+    # A fixed inference threshold re-segments every scan but never retrains.
+    fixed = test_config.segmentation.model_copy(update={
+        "vbnet": test_config.segmentation.vbnet.model_copy(update={"infection_threshold": 0.95})})
+    third = segmentation_flow(fixed, test_config.groups, test_config.runtime, root)
+    assert third["model"]["data"]["cache_hit"]
+    assert third["masks"]["segmented"] == len(scans)
+    strict = read_table(layout, "infection").set_index("scan_id")["infection_ml"]
+    loose = infection.set_index("scan_id")["infection_ml"]
+    assert (strict <= loose + 1e-9).all()  # calibrated thresholds are <= 0.7: masks shrink
 
 
 def test_training_resumes_after_a_kill(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
