@@ -1,11 +1,12 @@
 """VB-Net inference cost per scan: seconds and peak memory, demo and paper sizes.
 
     .venv/bin/python benchmarks/segmentation.py [--device auto|cpu|cuda] [--sizes demo paper]
-        [--threads N] [--window-only]
+        [--threads N] [--window-only] [--amp on|off]
 
 Random weights (timing does not depend on them). Each size runs in its own
 subprocess so its peak RSS is its own; on CUDA the peak allocated memory is
-reported too. Prints the device, then one line per size.
+reported too, and `--amp` picks mixed precision (default on, as in VBNetConfig;
+it only applies on CUDA). Prints the device, then one line per size.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SIZES = {
 
 
 def _run_one(size: str, device_name: str, threads: int | None,
-             window_only: bool) -> dict[str, object]:
+             window_only: bool, amp: bool) -> dict[str, object]:
     import numpy as np
     import torch
 
@@ -44,21 +45,23 @@ def _run_one(size: str, device_name: str, threads: int | None,
         torch.set_num_threads(threads)
     device = torch.device(device_name)
     shape, spacing, overrides = SIZES[size]
-    config = VBNetConfig(**overrides)  # type: ignore[arg-type]
+    config = VBNetConfig(**overrides, mixed_precision=amp)  # type: ignore[arg-type]
+    use_amp = device.type == "cuda" and amp
     torch.manual_seed(0)
     model = build_vbnet(config).to(device)
     hu = np.random.default_rng(0).normal(-600, 400, shape).astype(np.float32)
     grid = network_shape(shape, spacing, config.spacing_mm)
     n_windows = int(np.prod([len(_starts(max(n, p), p, config.overlap))
                              for n, p in zip(grid, config.patch_size, strict=True)]))
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 1, *config.patch_size, device=device))  # warm-up
+    window = torch.zeros(1, 1, *config.patch_size, device=device)
+    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=use_amp):
+        model.eval()(window)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    with torch.no_grad():
-        model(torch.zeros(1, 1, *config.patch_size, device=device))
+    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=use_amp):
+        model(window)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     per_window = time.perf_counter() - started
@@ -73,6 +76,7 @@ def _run_one(size: str, device_name: str, threads: int | None,
     seconds = time.perf_counter() - started
     result: dict[str, object] = {
         "size": size,
+        "amp": use_amp,
         "input_zyx": shape,
         "network_grid_zyx": grid,
         "windows": n_windows,
@@ -93,10 +97,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--window-only", action="store_true",
                         help="time one window and extrapolate (for paper size on a CPU)")
+    parser.add_argument("--amp", choices=["on", "off"], default="on",
+                        help="mixed precision on CUDA (ignored on CPU)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_run_one(args.one, args.device, args.threads, args.window_only)))
+        print(json.dumps(_run_one(args.one, args.device, args.threads, args.window_only,
+                                  args.amp == "on")))
         return
     import torch
 
@@ -107,7 +114,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({threads} threads)"
     print(f"device: {name}; torch {torch.__version__}")
     for size in args.sizes:
-        command = [sys.executable, __file__, "--one", size, "--device", device]
+        command = [sys.executable, __file__, "--one", size, "--device", device,
+                   "--amp", args.amp]
         if args.threads:
             command += ["--threads", str(args.threads)]
         if args.window_only:

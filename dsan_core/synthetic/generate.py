@@ -120,7 +120,8 @@ def _junk_files(out_dir: Path, non_ct: StudyPlan | None) -> list[BrokenInput]:
     return found
 
 
-def _study_phantom(config: SynthConfig, study: StudyPlan) -> Phantom:
+def study_phantom(config: SynthConfig, study: StudyPlan) -> Phantom:
+    """The in-memory phantom (HU, lung and infection masks) `generate_cohort` exports for `study`."""
     px = config.fov_mm / config.matrix
     return make_phantom(
         (config.n_slices, config.matrix, config.matrix),
@@ -170,7 +171,7 @@ def generate_cohort(
             broken.append(BrokenInput(study.role, study.study_instance_uid,
                                       str(path.parent.relative_to(out_dir))))
         else:
-            phantom = _study_phantom(config, study)
+            phantom = study_phantom(config, study)
             written = write_ct_study(folder, patient, study, site, phantom, geometry,
                                      include_localizer=config.include_localizer,
                                      include_thick=config.include_thick_series)
