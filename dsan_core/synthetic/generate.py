@@ -121,7 +121,7 @@ def _junk_files(out_dir: Path, non_ct: StudyPlan | None) -> list[BrokenInput]:
 
 
 def study_phantom(config: SynthConfig, study: StudyPlan) -> Phantom:
-    """The in-memory phantom (HU, lung and infection masks) `generate_cohort` exports for `study`."""
+    """The in-memory phantom (HU, lung, infection) that `generate_cohort` exports for `study`."""
     px = config.fov_mm / config.matrix
     return make_phantom(
         (config.n_slices, config.matrix, config.matrix),

@@ -159,13 +159,15 @@ def test_validation_calibrates_the_infection_threshold() -> None:
     cache = _CaseCache([], CONFIG, 4)
     cache._items[0] = PreparedCase("v0", image, labels)
     config = CONFIG.model_copy(update={"patch_size": (8, 16, 16)})
-    lung_dice, inf_dice, threshold = _validate(ProbabilityOracle(), cache, 1, config, CPU)
+    lung_dice, majority, threshold, calibrated = _validate(ProbabilityOracle(), cache, 1, config,
+                                                           CPU)
     assert lung_dice == pytest.approx(1.0)
-    assert inf_dice == pytest.approx(1.0)  # argmax (or 0.5) would find no infection at all
+    assert majority == pytest.approx(0.0)  # p_infection 0.3 never passes 0.5
+    assert calibrated == pytest.approx(1.0)
     assert threshold in THRESHOLD_GRID and 0.05 < threshold < 0.3
 
 
-def test_the_best_epochs_threshold_is_kept_and_config_can_override_it() -> None:
+def test_the_best_epochs_threshold_is_kept_and_used_when_asked() -> None:
     from dsan_core.segmentation.training import THRESHOLD_GRID, infection_threshold_of
 
     result, saved = _run(None, 2)
@@ -173,14 +175,17 @@ def test_the_best_epochs_threshold_is_kept_and_config_can_override_it() -> None:
     assert result.infection_threshold == best.infection_threshold
     assert result.infection_threshold in THRESHOLD_GRID
     assert saved[-1]["best_infection_threshold"] == result.infection_threshold
-    assert infection_threshold_of(saved[-1], CONFIG) == result.infection_threshold
+    assert infection_threshold_of(saved[-1], CONFIG) == 0.5  # the default majority rule
+    calibrate = CONFIG.model_copy(update={"infection_threshold": "calibrate"})
+    assert infection_threshold_of(saved[-1], calibrate) == result.infection_threshold
     fixed = CONFIG.model_copy(update={"infection_threshold": 0.42})
     assert infection_threshold_of(saved[-1], fixed) == 0.42
     # Only inference-side settings changed: the model's training identity does not.
-    assert fixed.training_fingerprint() == CONFIG.training_fingerprint()
+    assert fixed.training_fingerprint() == calibrate.training_fingerprint() \
+        == CONFIG.training_fingerprint()
     assert fixed.fingerprint() != CONFIG.fingerprint()
     with pytest.raises(StageError, match="infection_threshold"):
-        infection_threshold_of({"best_model": {}}, CONFIG)
+        infection_threshold_of({"best_model": {}}, calibrate)
 
 
 def test_infection_threshold_must_be_a_probability() -> None:
