@@ -7,14 +7,15 @@
 
 Builds the profile's synthetic cohort in memory: the same seeds and phantoms as
 `dsan synth` (HU rounded to integers as the DICOM export stores them), without
-writing DICOM. Partitions the scans with the pipeline's hash partition (keyed by
-series UID, not the pseudonymous scan id, so the held-out scans are a different
-draw of the same size), trains with `train_vbnet` and scores every held-out scan
-as `segment_volume` does (+ `evaluate_segmentation`), both at the majority rule (threshold
-0.5) and at the threshold calibrated on the validation scans. Unset budget options
-come from the profile. Prints the device, the budget, the training seconds and the
-medians: lung Dice, infection Dice and relative infection-ratio error. The goal of
-issue 3 on the demo profile: lung >= 0.98, infection >= 0.90, ratio error < 10 %.
+writing DICOM. Partitions the scans as the pipeline does (its hash partition of the
+pseudonymous scan ids under the profile's key, or DSAN_PSEUDONYM_KEY), so with the
+demo profile the held-out scans are those of `make demo`'s evaluation. Trains with
+`train_vbnet` and scores every held-out scan as `segment_volume` does (with
+`evaluate_segmentation`), at the majority rule (threshold 0.5) and at the threshold
+calibrated on the validation scans. Unset budget options come from the profile.
+Prints the device, the budget, the training seconds and the medians: lung Dice,
+infection Dice and relative infection-ratio error. Issue 3's goal on the demo
+cohort: lung >= 0.98, infection >= 0.90, ratio error < 10 %.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dsan_core.config import SynthConfig, VBNetConfig, load_profile  # noqa: E402
+from dsan_core.dicom.pseudonym import pseudonymise, resolve_pseudonym_key  # noqa: E402
 from dsan_core.segmentation import (  # noqa: E402
     SegCase,
     SegVolume,
@@ -50,17 +52,18 @@ from dsan_core.segmentation.partition import HOLDOUT, TRAIN, VAL, partition_case
 from dsan_core.synthetic import plan_cohort  # noqa: E402
 from dsan_core.synthetic.generate import study_phantom  # noqa: E402
 
-#: Study roles whose thin series the pipeline ingests with ground truth.
-USABLE_ROLES = ("cohort", "dicom_without_label")
+#: Study roles the pipeline ingests as scans (a series without a label is quarantined).
+USABLE_ROLES = ("cohort",)
 
 
-def _volume(args: tuple[SynthConfig, Any]) -> tuple[str, SegVolume]:
-    config, study = args
+def _volume(args: tuple[SynthConfig, bytes, Any]) -> tuple[str, SegVolume]:
+    config, key, study = args
     phantom = study_phantom(config, study)
     px = config.fov_mm / config.matrix
     volume = SegVolume(np.round(phantom.hu).astype(np.float32), phantom.lung.astype(np.uint8),
                        phantom.infection.astype(np.uint8), (px, px, config.slice_thickness_mm))
-    return study.series_uid(2), volume
+    # The thin series is SE0002; its scan id is the pipeline's pseudonym of its UID.
+    return pseudonymise("series", study.series_uid(2), key), volume
 
 
 def _medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -109,9 +112,10 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}", flush=True)
 
     started = time.perf_counter()
+    key = resolve_pseudonym_key(profile.ingest, os.environ.get("DSAN_PSEUDONYM_KEY"))
     studies = [s for s in plan_cohort(profile.synth).studies if s.role in USABLE_ROLES]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        volumes = dict(pool.map(_volume, [(profile.synth, s) for s in studies]))
+        volumes = dict(pool.map(_volume, [(profile.synth, key, s) for s in studies]))
     partition = partition_cases(volumes, val_fraction=config.val_fraction,
                                 holdout_fraction=seg.holdout_fraction, seed=config.seed,
                                 max_val=config.max_val_cases)
