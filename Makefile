@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA_ROOT ?= ./dsan-data
+# demo (minutes on 2 CPU cores) or demo-gpu (same cohort, a VB-Net budget for a CUDA GPU).
+PROFILE ?= demo
 # The CPU build of torch lies on this machine's disk; any other pin downloads a CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
@@ -18,8 +20,8 @@ $(BIN)/.installed: pyproject.toml Makefile
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/dsan synth --profile demo --out $(DATA_ROOT)/synthetic-cohort
-	$(BIN)/dsan run --profile demo --dicom-root $(DATA_ROOT)/synthetic-cohort/dicom \
+	$(BIN)/dsan synth --profile $(PROFILE) --out $(DATA_ROOT)/synthetic-cohort
+	$(BIN)/dsan run --profile $(PROFILE) --dicom-root $(DATA_ROOT)/synthetic-cohort/dicom \
 		--labels $(DATA_ROOT)/synthetic-cohort/labels.csv \
 		--masks $(DATA_ROOT)/synthetic-cohort/masks --data-root $(DATA_ROOT)
 	$(BIN)/dsan tables --data-root $(DATA_ROOT)

@@ -1,12 +1,14 @@
 """VB-Net inference cost per scan: seconds and peak memory, demo and paper sizes.
 
     .venv/bin/python benchmarks/segmentation.py [--device auto|cpu|cuda] [--sizes demo paper]
-        [--threads N] [--window-only] [--amp on|off]
+        [--threads N] [--window-only] [--amp on|off] [--train-steps N]
 
 Random weights (timing does not depend on them). Each size runs in its own
 subprocess so its peak RSS is its own; on CUDA the peak allocated memory is
 reported too, and `--amp` picks mixed precision (default on, as in VBNetConfig;
-it only applies on CUDA). Prints the device, then one line per size.
+it only applies on CUDA). `--train-steps N` also times N training steps (batch of
+2 patches, Dice + CE loss, Adam; after 2 warm-up steps) and their peak memory.
+Prints the device, then one line per size.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,14 +29,56 @@ SIZES = {
     "demo": ((96, 128, 128), (2.8125, 2.8125, 1.25),
              {"base_width": 16, "depth": 4, "spacing_mm": (3.0, 3.0, 3.0),
               "patch_size": (48, 64, 64)}),
+    "demo-gpu": ((96, 128, 128), (2.8125, 2.8125, 1.25),
+                 {"base_width": 16, "depth": 4, "spacing_mm": (2.8125, 2.8125, 1.5),
+                  "patch_size": (64, 96, 96)}),
     "paper": ((300, 512, 512), (0.703125, 0.703125, 1.25),
               {"base_width": 32, "depth": 5, "blocks_per_level": 2,
                "spacing_mm": (1.0, 1.0, 1.0), "patch_size": (96, 128, 128)}),
 }
 
 
+def _train_timing(model: Any, config: Any, device: Any, use_amp: bool,
+                  steps: int) -> dict[str, object]:
+    import torch
+
+    from dsan_core.segmentation.training import segmentation_loss
+
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 1, *config.patch_size, generator=generator).to(device)
+    labels = torch.randint(0, 3, (2, *config.patch_size), generator=generator).to(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            loss = segmentation_loss(model(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    result: dict[str, object] = {
+        "train_seconds_per_step": round((time.perf_counter() - started) / steps, 4)}
+    if device.type == "cuda":
+        result["train_cuda_max_allocated_GiB"] = round(
+            torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return result
+
+
 def _run_one(size: str, device_name: str, threads: int | None,
-             window_only: bool, amp: bool) -> dict[str, object]:
+             window_only: bool, amp: bool, train_steps: int = 0) -> dict[str, object]:
     import numpy as np
     import torch
 
@@ -87,6 +132,8 @@ def _run_one(size: str, device_name: str, threads: int | None,
     }
     if device.type == "cuda":
         result["cuda_max_allocated_GiB"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if train_steps:
+        result |= _train_timing(model, config, device, use_amp, train_steps)
     return result
 
 
@@ -99,11 +146,13 @@ def main() -> None:
                         help="time one window and extrapolate (for paper size on a CPU)")
     parser.add_argument("--amp", choices=["on", "off"], default="on",
                         help="mixed precision on CUDA (ignored on CPU)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="also time this many training steps")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(_run_one(args.one, args.device, args.threads, args.window_only,
-                                  args.amp == "on")))
+                                  args.amp == "on", args.train_steps)))
         return
     import torch
 
@@ -115,7 +164,7 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}")
     for size in args.sizes:
         command = [sys.executable, __file__, "--one", size, "--device", device,
-                   "--amp", args.amp]
+                   "--amp", args.amp, "--train-steps", str(args.train_steps)]
         if args.threads:
             command += ["--threads", str(args.threads)]
         if args.window_only:

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 
 from dsan_core.config import GroupsConfig, RuntimeConfig, SegmentationConfig
+from dsan_core.errors import StageError
 from tasks.groups import assign_groups_task
 from tasks.seg_report import evaluate_segmentation_task, segmentation_figures_task
 from tasks.segmentation import segment_scans_task, train_segmenter_task
@@ -20,8 +21,12 @@ def pick_device(runtime: RuntimeConfig) -> str:
 
     if runtime.torch_threads:
         torch.set_num_threads(runtime.torch_threads)
+    available = torch.cuda.is_available()
     if runtime.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if available else "cpu"
+    if runtime.device == "cuda" and not available:
+        raise StageError(f"runtime.device is cuda, but torch {torch.__version__} sees no CUDA "
+                         "device; set runtime.device to auto or cpu (or use a CPU profile)")
     return runtime.device
 
 

@@ -10,10 +10,19 @@ from dsan_core.errors import ConfigError
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
-@pytest.mark.parametrize("name", ["test", "demo", "paper"])
+@pytest.mark.parametrize("name", ["test", "demo", "demo-gpu", "paper"])
 def test_shipped_profiles_load(name: str) -> None:
     config = load_profile(PROFILES / f"{name}.yaml")
     assert config.profile == name
+
+
+def test_demo_gpu_differs_from_demo_only_in_the_segmenter_and_device() -> None:
+    demo, gpu = load_profile(PROFILES / "demo.yaml"), load_profile(PROFILES / "demo-gpu.yaml")
+    same = {"synth", "ingest", "groups", "split", "preprocess", "train", "ensemble"}
+    for section in same:
+        assert getattr(demo, section) == getattr(gpu, section), section
+    assert gpu.runtime.device == "cuda"
+    assert gpu.segmentation.vbnet.spacing_mm[2] < demo.segmentation.vbnet.spacing_mm[2]
 
 
 def test_paper_profile_has_the_papers_sizes() -> None:

@@ -111,3 +111,16 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     assert "expected size" in refused["masks"]["failures"][0]
     assert truth.iloc[0].scan_id in refused["masks"]["failures"][0]
     assert truth.iloc[0].scan_id not in set(read_table(layout, "infection")["scan_id"])
+
+
+def test_asking_for_cuda_without_one_is_a_clear_error(test_config) -> None:  # type: ignore[no-untyped-def]
+    from dsan_core.errors import StageError
+    from flows.segmentation import pick_device
+
+    runtime = test_config.runtime.model_copy(update={"device": "cuda"})
+    if torch.cuda.is_available():
+        assert pick_device(runtime) == "cuda"
+        return
+    with pytest.raises(StageError, match="sees no CUDA device"):
+        pick_device(runtime)
+    assert pick_device(test_config.runtime.model_copy(update={"device": "auto"})) == "cpu"
