@@ -42,7 +42,7 @@ def _train_timing(model: Any, config: Any, device: Any, use_amp: bool,
                   steps: int) -> dict[str, object]:
     import torch
 
-    from dsan_core.segmentation.training import segmentation_loss
+    from dsan_core.segmentation.training import train_step
 
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -52,12 +52,7 @@ def _train_timing(model: Any, config: Any, device: Any, use_amp: bool,
     labels = torch.randint(0, 3, (2, *config.patch_size), generator=generator).to(device)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            loss = segmentation_loss(model(images), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, optimizer, scaler, images, labels, use_amp=use_amp)
 
     for _ in range(2):
         step()

@@ -189,6 +189,19 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 # --- training loop ----------------------------------------------------------------------
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, images: torch.Tensor, labels: torch.Tensor,
+               *, use_amp: bool) -> torch.Tensor:
+    """One optimiser step on a batch (autocast + gradient scaling when `use_amp`); the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=images.device.type, enabled=use_amp):
+        loss = segmentation_loss(model(images), labels)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 class _CaseCache:
     """Prepared cases by index, least recently used evicted beyond `capacity`."""
 
@@ -326,12 +339,7 @@ def train_vbnet(
             ]
             images = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None]).to(device)
             labels = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                loss = segmentation_loss(model(images), labels)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, optimizer, scaler, images, labels, use_amp=use_amp)
             losses.append(float(loss.detach()))
         train_loss = float(np.mean(losses))
         threshold, inf_cal = default_threshold, float("nan")
