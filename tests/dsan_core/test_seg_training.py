@@ -193,3 +193,25 @@ def test_infection_threshold_must_be_a_probability() -> None:
 
     with pytest.raises(ValidationError, match="probability"):
         VBNetConfig(infection_threshold=1.2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_mixed_precision_training_checkpoint_and_inference() -> None:
+    from dsan_core.segmentation.inference import segment_volume
+
+    cuda = torch.device("cuda")
+    config = CONFIG.model_copy(update={"mixed_precision": True})
+    saved: list[dict[str, Any]] = []
+    result = train_vbnet(CASES, CASES[:1], config, device=cuda, resume=None,
+                         on_epoch_end=lambda checkpoint, report: saved.append(checkpoint),
+                         log=lambda _: None)
+    assert np.isfinite(result.history[-1].train_loss)
+    assert saved[-1]["scaler"] and "torch_cuda" in saved[-1]["rng"]
+    buffer = io.BytesIO()
+    torch.save(saved[-1], buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=True)
+    model = load_vbnet(restored, config, cuda)
+    volume = tiny_volume(0)
+    lung, infection = segment_volume(model, volume.hu, volume.spacing, config, cuda)
+    assert lung.shape == volume.hu.shape and not (infection & ~lung.astype(bool)).any()
