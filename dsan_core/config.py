@@ -127,7 +127,6 @@ class VBNetConfig(_Section):
             raise ValueError(f"expected a probability in (0, 1) or 'calibrate', found {value}")
         return value
 
-
     def training_fingerprint(self) -> str:
         """Fingerprint of the fields that change a trained model (not inference-only ones)."""
         return self.model_copy(update={"infection_threshold": "calibrate"}).fingerprint()

@@ -199,8 +199,8 @@ def segment_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lung and infection uint8 masks (z, y, x) on the grid of `volume_hu` (HU, `spacing`).
 
-    `infection_threshold` is the trained model's calibrated threshold (its checkpoint's
-    `infection_threshold`); see `masks_from_probs`.
+    `infection_threshold`: 0.5 is the majority rule; `infection_threshold_of` gives the
+    configured or calibrated one for a checkpoint (see `masks_from_probs`).
     """
     if volume_hu.ndim != 3:
         raise InputError(f"expected a 3-D (z, y, x) volume, found shape {volume_hu.shape}")

@@ -89,7 +89,7 @@ class EpochReport:
     best_score: float
     is_best: bool
     seconds: float
-    #: The infection threshold this epoch's validation Dice was measured at.
+    #: The threshold that maximised this epoch's mean validation infection Dice.
     infection_threshold: float = 0.5
     #: Mean validation infection Dice at `infection_threshold`.
     val_infection_dice_calibrated: float = float("nan")
@@ -245,7 +245,6 @@ def _validate(
     model: VBNet, cache: _CaseCache, n_cases: int, config: VBNetConfig, device: torch.device
 ) -> tuple[float, float, float, float]:
     """Mean lung Dice, mean infection Dice at 0.5, the calibrated threshold and its Dice."""
-    thresholds = THRESHOLD_GRID
     lung_scores, inf_scores = [], []
     for index in range(n_cases):
         case = cache.get(index)
@@ -253,11 +252,11 @@ def _validate(
         lung, _ = masks_from_probs(probs)
         labels = torch.from_numpy(case.labels)
         lung_scores.append(dice(lung.numpy(), case.labels >= 1))
-        inf_scores.append(_dice_per_threshold(probs, lung, labels == 2, thresholds))
+        inf_scores.append(_dice_per_threshold(probs, lung, labels == 2, THRESHOLD_GRID))
     per_threshold = np.mean(inf_scores, axis=0)
     best = int(np.argmax(per_threshold))
-    majority = float(per_threshold[thresholds.index(0.5)])
-    return float(np.mean(lung_scores)), majority, thresholds[best], float(per_threshold[best])
+    majority = float(per_threshold[THRESHOLD_GRID.index(0.5)])
+    return float(np.mean(lung_scores)), majority, THRESHOLD_GRID[best], float(per_threshold[best])
 
 
 def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
