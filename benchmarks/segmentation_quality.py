@@ -41,13 +41,10 @@ from dsan_core.segmentation import (  # noqa: E402
     SegCase,
     SegVolume,
     evaluate_segmentation,
-    masks_from_probs,
-    postprocess_masks,
-    prepare_image,
-    sliding_window_probs,
+    masks_at,
     train_vbnet,
+    volume_probs,
 )
-from dsan_core.segmentation.inference import resize_linear  # noqa: E402
 from dsan_core.segmentation.partition import HOLDOUT, TRAIN, VAL, partition_cases  # noqa: E402
 from dsan_core.synthetic import plan_cohort  # noqa: E402
 from dsan_core.synthetic.generate import study_phantom  # noqa: E402
@@ -143,13 +140,10 @@ def main() -> None:
     scores: dict[str, list[dict[str, float]]] = {"majority": [], "calibrated": []}
     for case in cases[HOLDOUT][:args.max_holdout]:
         volume = case.load()
-        # segment_volume's steps, with the probabilities computed once for both rules.
-        image = prepare_image(volume.hu, volume.spacing, config)
-        probs = resize_linear(sliding_window_probs(result.model, image, config, device).to(device),
-                              volume.hu.shape)
+        # segment_volume in its two steps: the probabilities once, masks for both rules.
+        probs = volume_probs(result.model, volume.hu, volume.spacing, config, device)
         for rule, threshold in (("majority", 0.5), ("calibrated", result.infection_threshold)):
-            raw = masks_from_probs(probs, threshold)
-            lung, infection = postprocess_masks(raw[0].cpu().numpy(), raw[1].cpu().numpy())
+            lung, infection = masks_at(probs, threshold)
             scores[rule].append(evaluate_segmentation(lung, infection, volume.lung,
                                                       volume.infection, volume.spacing))
     summary = {

@@ -16,11 +16,13 @@ from dsan_core.segmentation.external import (
     validate_external_mask,
 )
 from dsan_core.segmentation.inference import (
+    masks_at,
     masks_from_probs,
     postprocess_masks,
     prepare_image,
     segment_volume,
     sliding_window_probs,
+    volume_probs,
 )
 from dsan_core.segmentation.metrics import dice, evaluate_segmentation
 from dsan_core.segmentation.ratio import RatioResult, infection_ratio
@@ -55,6 +57,7 @@ __all__ = [
     "infection_ratio",
     "infection_threshold_of",
     "load_vbnet",
+    "masks_at",
     "masks_from_probs",
     "postprocess_masks",
     "prepare_case",
@@ -65,4 +68,5 @@ __all__ = [
     "split_label_map",
     "train_vbnet",
     "validate_external_mask",
+    "volume_probs",
 ]

@@ -187,6 +187,36 @@ def postprocess_masks(
     return lung_b.astype(np.uint8), infection_b.astype(np.uint8)
 
 
+def volume_probs(
+    model: torch.nn.Module,
+    volume_hu: np.ndarray,
+    spacing: Sequence[float],
+    config: VBNetConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """Class probabilities (3, z, y, x) on the grid of `volume_hu`, as a tensor on `device`.
+
+    The network runs at `config.spacing_mm`; its probabilities are resampled back
+    (linear) where the model ran (paper size: ~1 GB of upsampling).
+    """
+    if volume_hu.ndim != 3:
+        raise InputError(f"expected a 3-D (z, y, x) volume, found shape {volume_hu.shape}")
+    image = prepare_image(volume_hu, spacing, config)
+    probs = sliding_window_probs(model, image, config, device)
+    return resize_linear(probs.to(device), volume_hu.shape)
+
+
+def masks_at(probs: torch.Tensor, infection_threshold: float = 0.5, *,
+             postprocess: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (lung, infection) masks from `volume_probs`: `masks_from_probs`, then
+    (by default) `postprocess_masks`."""
+    lung_t, infection_t = masks_from_probs(probs, infection_threshold)
+    lung, infection = lung_t.cpu().numpy(), infection_t.cpu().numpy()
+    if postprocess:
+        return postprocess_masks(lung, infection)
+    return lung.astype(np.uint8), infection.astype(np.uint8)
+
+
 def segment_volume(
     model: torch.nn.Module,
     volume_hu: np.ndarray,
@@ -202,14 +232,5 @@ def segment_volume(
     `infection_threshold`: 0.5 is the majority rule; `infection_threshold_of` gives the
     configured or calibrated one for a checkpoint (see `masks_from_probs`).
     """
-    if volume_hu.ndim != 3:
-        raise InputError(f"expected a 3-D (z, y, x) volume, found shape {volume_hu.shape}")
-    image = prepare_image(volume_hu, spacing, config)
-    probs = sliding_window_probs(model, image, config, device)
-    # Upsampling paper-size probabilities is ~1 GB of work: do it where the model ran.
-    lung_t, infection_t = masks_from_probs(resize_linear(probs.to(device), volume_hu.shape),
-                                           infection_threshold)
-    lung, infection = lung_t.cpu().numpy(), infection_t.cpu().numpy()
-    if postprocess:
-        return postprocess_masks(lung, infection)
-    return lung.astype(np.uint8), infection.astype(np.uint8)
+    probs = volume_probs(model, volume_hu, spacing, config, device)
+    return masks_at(probs, infection_threshold, postprocess=postprocess)
