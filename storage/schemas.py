@@ -85,6 +85,8 @@ INFECTION = pa.schema(
         ("infection_ratio", pa.float64()),
         ("method", _str),
         ("model_version", _str),
+        # VB-Net's infection probability threshold (null for classical / external masks).
+        ("infection_threshold", pa.float64()),
         ("lung_path", _str),
         ("lung_hash", _str),
         ("infection_path", _str),

@@ -263,6 +263,7 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
                 "infection_ml": manifest.data["infection_ml"],
                 "infection_ratio": manifest.data["infection_ratio"],
                 "method": config.method, "model_version": version,
+                "infection_threshold": threshold if network is not None else None,
                 "lung_path": manifest.outputs["lung"]["path"],
                 "lung_hash": manifest.outputs["lung"]["sha256"],
                 "infection_path": manifest.outputs["infection"]["path"],
@@ -278,8 +279,10 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
         stage = cached_stage(
             run, stage=STAGE, version=VERSION, config_hash=tag,
             inputs={"masks": combine_hashes(table["lung_hash"].tolist()
-                                            + table["infection_hash"].tolist())},
+                                            + table["infection_hash"].tolist()),
+                    "infection_threshold": str(table["infection_threshold"].tolist())},
             compute=write, logger=logger)
         return {"stage": stage.to_dict(), "segmented": computed,
+                "infection_threshold": threshold if network is not None else None,
                 "cached": len(rows) - computed, "failed": len(failures), "method_tag": tag,
                 "failures": failures[:20]}

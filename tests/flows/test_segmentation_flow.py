@@ -64,6 +64,9 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     strict = read_table(layout, "infection").set_index("scan_id")["infection_ml"]
     loose = infection.set_index("scan_id")["infection_ml"]
     assert (strict <= loose + 1e-9).all()  # from the default 0.5 up to 0.95: masks shrink
+    assert (infection["infection_threshold"] == 0.5).all()
+    assert (read_table(layout, "infection")["infection_threshold"] == 0.95).all()
+    assert third["masks"]["infection_threshold"] == 0.95
 
 
 def test_training_resumes_after_a_kill(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
@@ -88,6 +91,7 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     result = segmentation_flow(classical, test_config.groups, test_config.runtime, root)
     assert result["masks"]["method_tag"].startswith("classical__")
     assert result["model"] is None
+    assert read_table(layout, "infection")["infection_threshold"].isna().all()
 
     # External masks: the ground truth re-exported under scan ids, one with a wrong grid.
     truth = read_table(layout, "ground_truth")
