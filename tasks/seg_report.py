@@ -30,7 +30,7 @@ from tasks.segmentation import ground_truth_cases, seg_partition
 
 FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
-VERSION = "1"
+VERSION = "2"  # 2: the report names the VB-Net infection threshold
 
 
 def _arrays(run: StageRun, *paths: str) -> list[np.ndarray]:
@@ -69,7 +69,7 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
         return manifest.to_dict()
 
 
-def _summary_markdown(table: pd.DataFrame) -> str:
+def _summary_markdown(table: pd.DataFrame, thresholds: list[float]) -> str:
     lines = ["# Segmentation evaluation on held-out scans with ground truth", "",
              "| method | scans | lung Dice (median) | lung Dice (min) | infection Dice (median) "
              "| infection Dice (min) | ratio error (median, relative) |",
@@ -83,8 +83,11 @@ def _summary_markdown(table: pd.DataFrame) -> str:
         )
     lines += ["", "Dice is per scan; the ratio error is |ratio_pred - ratio_true| / ratio_true.",
               "Scans whose true ratio is 0 have an undefined relative error and are left out of "
-              "its median.", ""]
-    return "\n".join(lines)
+              "its median."]
+    if thresholds:
+        lines.append("VB-Net infection threshold (probability): "
+                     + ", ".join(f"{t:.2f}" for t in thresholds) + ".")
+    return "\n".join(lines + [""])
 
 
 @task(name="evaluate_segmentation_task", cache_policy=NO_CACHE, persist_result=False)
@@ -100,7 +103,10 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
             holdout = cases  # nothing was trained on them, or nothing was held out
         infection = read_table(run.layout, "infection").set_index("scan_id")
         holdout = holdout[holdout["scan_id"].isin(infection.index)]
+        used = infection.loc[holdout["scan_id"], "infection_threshold"].dropna()
+        thresholds = sorted(set(used.astype(float)))
         inputs = {
+            "infection_threshold": str(thresholds),
             "cases": combine_hashes(holdout["volume_hash"].tolist() + holdout["lung_hash"].tolist()
                                     + holdout["infection_hash"].tolist()),
             "predictions": combine_hashes(infection.loc[holdout["scan_id"], "lung_hash"].tolist()
@@ -136,7 +142,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                                  "ratio_rel_error": scores["ratio_rel_error"]})
             table = pd.DataFrame(rows, columns=SEG_EVAL.names)
             write_table(run.layout, "seg_eval", table)
-            markdown = _summary_markdown(table)
+            markdown = _summary_markdown(table, thresholds)
             report = run.layout.report("segmentation", "evaluation.md")
             write_text(report, markdown)
             try:

@@ -45,6 +45,8 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     assert "best_model" in state
     assert (layout.figure("segmentation", "infection_ratio_histogram.png")).stat().st_size > 0
     assert len(read_table(layout, "seg_eval")) >= 2
+    report = layout.report("segmentation", "evaluation.md").read_text()
+    assert "VB-Net infection threshold (probability): 0.50." in report
 
     second = segmentation_flow(test_config.segmentation, test_config.groups,
                                test_config.runtime, root)
