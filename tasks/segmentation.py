@@ -44,7 +44,8 @@ TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
 STAGE = "segment"
 #: Bump when a trained model would differ for the same data and config.
-#: 2: epochs scored (and the infection threshold calibrated) at the best threshold.
+#: 2: validation calibrates an infection threshold (kept in the checkpoint) and scores
+#: epochs with the probability rules of `masks_from_probs` instead of an argmax.
 TRAIN_VERSION = "2"
 #: Bump when masks would differ for the same model. 2: lung holes filled in 3-D.
 #: 3: lung = background probability < 0.5, infection = probability > threshold.
