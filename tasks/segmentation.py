@@ -5,6 +5,7 @@ and returns a small manifest; per-scan results are cached by content."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,9 @@ def _external_sources(config: SegmentationConfig, scan_id: str) -> dict[str, Pat
 
 
 def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None, threshold: float,
-                 device: str, scan_id: str, image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+                 sources: dict[str, Path], device: str, scan_id: str,
+                 image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of one scan by the configured method (`sources`: its external mask files)."""
     hu = _array(image).astype(np.float32)
     spacing = _spacing(image)
     if config.method == "vbnet":
@@ -195,7 +198,6 @@ def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None, thre
                               infection_threshold=threshold)
     if config.method == "classical":
         return segment_classical(hu, spacing, config.classical, scan_id=scan_id)
-    sources = _external_sources(config, scan_id)
     geometry = ScanGeometry.from_image(image)
     arrays = {}
     for kind, path in sources.items():
@@ -225,34 +227,36 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[
             logger.info("VB-Net infection threshold %.2f (%s)", threshold,
                         "calibrated" if config.vbnet.infection_threshold == "calibrate"
                         else "configured")
+
+        def compute(key: str, scan: Any, sources: dict[str, Path]) -> Manifest:
+            image = read_image(run.layout.resolve(scan.volume_path))
+            lung, infection = _segment_one(config, network, threshold, sources, device,
+                                           scan.scan_id, image)
+            ratio = infection_ratio(lung, infection, _spacing(image), scan_id=scan.scan_id)
+            outputs = {}
+            for kind, mask in (("lung", lung), ("infection", infection)):
+                out = sitk.GetImageFromArray(mask.astype(np.uint8))
+                out.CopyInformation(image)
+                path = run.layout.mask(tag, scan.scan_id, kind)
+                write_image(out, path)
+                outputs[kind] = artifact(run.layout, path, run.memo)
+            return Manifest(SCAN_STAGE, key, outputs, {
+                "lung_ml": ratio.lung_ml, "infection_ml": ratio.infection_ml,
+                "infection_ratio": ratio.infection_ratio})
+
         rows, computed, failures = [], 0, []
         for scan in scans.itertuples(index=False):
             inputs = {"volume": scan.volume_hash, "segmenter": version}
             if network is not None:
                 inputs["infection_threshold"] = f"{threshold:.6g}"
-            if config.method == "external":
-                sources = _external_sources(config, scan.scan_id)
-                inputs |= {k: run.memo.hash_file(p) for k, p in sources.items()}
-
-            def compute(key: str, scan: Any = scan) -> Manifest:
-                image = read_image(run.layout.resolve(scan.volume_path))
-                lung, infection = _segment_one(config, network, threshold, device,
-                                               scan.scan_id, image)
-                ratio = infection_ratio(lung, infection, _spacing(image), scan_id=scan.scan_id)
-                outputs = {}
-                for kind, mask in (("lung", lung), ("infection", infection)):
-                    out = sitk.GetImageFromArray(mask.astype(np.uint8))
-                    out.CopyInformation(image)
-                    path = run.layout.mask(tag, scan.scan_id, kind)
-                    write_image(out, path)
-                    outputs[kind] = artifact(run.layout, path, run.memo)
-                return Manifest(SCAN_STAGE, key, outputs, {
-                    "lung_ml": ratio.lung_ml, "infection_ml": ratio.infection_ml,
-                    "infection_ratio": ratio.infection_ratio})
-
             try:
+                # Missing external masks fail this scan alone, like a wrong geometry.
+                sources = (_external_sources(config, scan.scan_id)
+                           if config.method == "external" else {})
+                inputs |= {k: run.memo.hash_file(p) for k, p in sources.items()}
                 manifest = cached_stage(run, stage=SCAN_STAGE, version=VERSION,
-                                        config_hash=tag, inputs=inputs, compute=compute,
+                                        config_hash=tag, inputs=inputs,
+                                        compute=partial(compute, scan=scan, sources=sources),
                                         record=False)
             except DsanError as error:
                 failures.append(str(error))

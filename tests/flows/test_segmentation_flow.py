@@ -118,6 +118,15 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     assert truth.iloc[0].scan_id in refused["masks"]["failures"][0]
     assert truth.iloc[0].scan_id not in set(read_table(layout, "infection")["scan_id"])
 
+    # A scan with no external masks at all fails alone; the others are still imported.
+    missing = truth.iloc[1].scan_id
+    for kind in ("lung", "infection"):
+        (external / f"{missing}_{kind}.nii.gz").unlink()
+    partial = segmentation_flow(config, test_config.groups, test_config.runtime, root)
+    assert partial["masks"]["failed"] == 2
+    assert any("no external masks" in f and missing in f for f in partial["masks"]["failures"])
+    assert len(read_table(layout, "infection")) == len(truth) - 2
+
 
 def test_asking_for_cuda_without_one_is_a_clear_error(test_config) -> None:  # type: ignore[no-untyped-def]
     from dsan_core.errors import StageError
