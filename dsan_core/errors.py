@@ -8,9 +8,13 @@
     │   │   └── GeometryError    slice spacing, missing/duplicate slices, tilt, matrix
     │   ├── LabelsError          the labels manifest is malformed
     │   └── MaskError            a mask does not match its scan (geometry, values)
+    ├── ModelError               a model cannot be trained, loaded or applied (no training
+    │                            cases, an empty sampling group, a foreign checkpoint)
     ├── StorageError             a table or artifact is missing or fails validation
     │   └── SchemaError          a Parquet table's schema is not the expected one
-    └── StageError               a stage cannot run (missing upstream output, etc.)
+    └── StageError               a stage cannot run (missing upstream output, etc.);
+                                 raised by the pipeline layer (tasks/, flows/), never by
+                                 dsan_core
 
 Messages say what was expected, what was found and which scan - never a patient
 name, a patient id or a raw file path.
@@ -55,6 +59,10 @@ class LabelsError(InputError):
 
 class MaskError(InputError):
     """A mask does not fit its scan."""
+
+
+class ModelError(DsanError):
+    """A model cannot be trained, loaded or applied."""
 
 
 class StorageError(DsanError):

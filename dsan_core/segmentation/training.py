@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dsan_core.config import VBNetConfig
-from dsan_core.errors import InputError, StageError
+from dsan_core.errors import InputError, ModelError
 from dsan_core.segmentation.inference import (
     masks_from_probs,
     network_shape,
@@ -291,7 +291,7 @@ def train_vbnet(
     back as `resume` continues after that epoch.
     """
     if not train:
-        raise StageError("VB-Net training needs at least one training case, found none")
+        raise ModelError("VB-Net training needs at least one training case, found none")
     torch.manual_seed(config.seed)
     model = build_vbnet(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
@@ -305,7 +305,7 @@ def train_vbnet(
     history: list[EpochReport] = []
     if resume is not None:
         if resume.get("format") != CHECKPOINT_FORMAT:
-            raise StageError(f"expected a {CHECKPOINT_FORMAT} checkpoint, found "
+            raise ModelError(f"expected a {CHECKPOINT_FORMAT} checkpoint, found "
                              f"{resume.get('format')!r}")
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -388,7 +388,7 @@ def infection_threshold_of(checkpoint: dict[str, Any], config: VBNetConfig) -> f
     for key in ("infection_threshold", "best_infection_threshold"):
         if key in checkpoint:
             return float(checkpoint[key])
-    raise StageError("expected a calibrated infection_threshold in the VB-Net checkpoint, found "
+    raise ModelError("expected a calibrated infection_threshold in the VB-Net checkpoint, found "
                      "none (a checkpoint from an older dsan: retrain, or set "
                      "segmentation.vbnet.infection_threshold to a number)")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dsan_core.config import VBNetConfig
-from dsan_core.errors import InputError, StageError
+from dsan_core.errors import InputError, ModelError
 from dsan_core.segmentation.training import (
     EpochReport,
     PreparedCase,
@@ -129,9 +129,9 @@ def test_tiny_training_checkpoints_load_weights_only_and_resume_identically() ->
 
 
 def test_training_without_cases_or_with_a_foreign_checkpoint_fails() -> None:
-    with pytest.raises(StageError, match="at least one training case"):
+    with pytest.raises(ModelError, match="at least one training case"):
         train_vbnet([], [], CONFIG, device=CPU, resume=None, on_epoch_end=lambda c, r: None)
-    with pytest.raises(StageError, match="checkpoint"):
+    with pytest.raises(ModelError, match="checkpoint"):
         train_vbnet(CASES, [], CONFIG, device=CPU, resume={"format": "other"},
                     on_epoch_end=lambda c, r: None)
 
@@ -184,7 +184,7 @@ def test_the_best_epochs_threshold_is_kept_and_used_when_asked() -> None:
     assert fixed.training_fingerprint() == calibrate.training_fingerprint() \
         == CONFIG.training_fingerprint()
     assert fixed.fingerprint() != CONFIG.fingerprint()
-    with pytest.raises(StageError, match="infection_threshold"):
+    with pytest.raises(ModelError, match="infection_threshold"):
         infection_threshold_of({"best_model": {}}, calibrate)
 
 
