@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from dsan_core.config import SplitConfig
-from dsan_core.split_audit import audit_splits
 from dsan_core.splits import make_splits
+from dsan_core.splits.audit import audit_splits
 
 GOAL_SECONDS = 3.0
 GOAL_RSS_GB = 2.0

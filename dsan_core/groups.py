@@ -16,6 +16,8 @@ a profile with other edges keeps the names; the edges used are in the config.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -83,3 +85,29 @@ def assign_groups(df: pd.DataFrame, config: GroupsConfig) -> pd.DataFrame:
     out["analysis_bin"] = pd.Categorical(analysis, categories=list(ANALYSIS_BINS), ordered=True)
     out["ensemble_band"] = pd.Categorical(band, categories=list(ENSEMBLE_BANDS))
     return out
+
+
+def size_balanced_weights(group_counts: Mapping[str, int]) -> dict[str, float]:
+    """W = [N_covid_large / N_covid_small, 1, 1, N_cap_small / N_cap_large] (METHOD.md
+    "Two sampling strategies"), from the number of training scans per sampling group.
+
+    A group that is missing counts as empty. Raises `InputError` when a group is
+    empty (the SS branch needs all four) or a name is not a sampling group.
+    """
+    unknown = sorted(set(group_counts) - set(SAMPLING_GROUPS))
+    if unknown:
+        raise InputError(f"expected sampling groups {list(SAMPLING_GROUPS)}, found {unknown}")
+    counts = {group: int(group_counts.get(group, 0)) for group in SAMPLING_GROUPS}
+    empty = [group for group, count in counts.items() if count <= 0]
+    if empty:
+        raise InputError(
+            "size-balanced sampling needs scans in all four sampling groups; "
+            f"empty: {empty} (counts {counts})",
+            reason="empty_group",
+        )
+    return {
+        COVID_SMALL: counts[COVID_LARGE] / counts[COVID_SMALL],
+        COVID_LARGE: 1.0,
+        CAP_SMALL: 1.0,
+        CAP_LARGE: counts[CAP_SMALL] / counts[CAP_LARGE],
+    }

@@ -25,7 +25,7 @@ def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
     from flows.splits import split_flow
 
     result = run_flow(split_flow, config.split, root, reshuffle=reshuffle)
-    print_lines(result["summary"])
+    print_lines(result.summary())
 
 
 @app.command("audit-splits")
@@ -36,6 +36,6 @@ def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
     from flows.splits import audit_splits_flow
 
     result = run_flow(audit_splits_flow, config.split, root, against=against)
-    print_lines(result["summary"])
-    if result["has_leakage"]:
+    print_lines(result.summary())
+    if result.has_leakage:
         raise typer.Exit(code=1)

@@ -32,7 +32,7 @@ def pipeline_flow(
     summary += ["[segment] " + line for line in segmentation["summary"]]
     splits = split_flow(config.split, data_root, run_id=run_id)
     audit = audit_splits_flow(config.split, data_root, run_id=run_id)
-    summary += ["[split] " + line for line in splits["summary"] + audit["summary"]]
+    summary += ["[split] " + line for line in splits.summary() + audit.summary()]
     preprocess = preprocess_flow(config.preprocess, config.runtime, data_root, run_id=run_id)
     summary += ["[preprocess] " + line for line in preprocess["summary"]]
     return {"run_id": run_id, "ingest": ingest, "segmentation": segmentation,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,13 +53,30 @@ def read_table(layout: DataLayout, name: str) -> pd.DataFrame:
     path = layout.table(name)
     if not path.exists():
         raise StorageError(f"table {name!r} does not exist yet (run the stage that writes it)")
+    return _read_validated(path, name, f"table {name!r}")
+
+
+def _read_validated(path: Path, name: str, what: str) -> pd.DataFrame:
     table = pq.read_table(path)
     expected = schema_of(name)
     if not table.schema.remove_metadata().equals(expected):
         raise SchemaError(
-            f"table {name!r}: found schema {table.schema.remove_metadata()}, expected {expected}"
+            f"{what}: found schema {table.schema.remove_metadata()}, expected {expected}"
         )
     return table.to_pandas(types_mapper=_types_mapper)
+
+
+def read_split_version(layout: DataLayout, prefix: str) -> tuple[str, pd.DataFrame]:
+    """The stored split version whose id starts with `prefix` (unique), and its table."""
+    if not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
+        raise StorageError(f"expected a split version (hex digits), found {prefix!r}")
+    found = layout.split_versions(prefix)
+    if len(found) != 1:
+        known = ", ".join(v[:12] for v in layout.split_versions()) or "none"
+        what = "no stored split version" if not found else f"{len(found)} split versions"
+        raise StorageError(f"{what} start(s) with {prefix!r}; stored versions: {known}")
+    path = layout.split_version(found[0])
+    return found[0], _read_validated(path, "splits", f"split version {found[0][:12]}")
 
 
 def table_exists(layout: DataLayout, name: str) -> bool:

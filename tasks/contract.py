@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dsan_core.errors import StageError
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.stage_cache import Manifest, StageCache, stage_key
+from storage.tables import table_exists
 
 
 @dataclass
@@ -40,6 +42,13 @@ class StageRun:
     def __exit__(self, *exc: object) -> None:
         # The memo is saved even when the stage fails: hashes already computed stay known.
         self.close()
+
+
+def require_tables(layout: DataLayout, *names: str) -> None:
+    """Raise StageError naming the first of the tables `names` that is not written yet."""
+    for name in names:
+        if not table_exists(layout, name):
+            raise StageError(f"table {name!r} is missing: run the stage that writes it first")
 
 
 def cached_stage(

@@ -11,27 +11,23 @@ rerun a verified cache hit. Every version is kept as `splits/versions/<version>.
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import SplitConfig
-from dsan_core.errors import SchemaError, StageError
-from dsan_core.split_audit import audit_splits
-from dsan_core.splits import SplitResult, make_splits
+from dsan_core.splits import make_splits, partition_counts, unseen_patients
+from dsan_core.splits.audit import audit_splits, audit_summary_lines
 from storage.atomic import write_bytes, write_json, write_text
 from storage.layout import DataLayout
-from storage.schemas import SPLITS
 from storage.stage_cache import Manifest, artifact, stage_key
-from storage.tables import read_table, table_exists, write_table
-from tasks.contract import StageRun, cached_stage
+from storage.tables import read_split_version, read_table, table_exists, write_table
+from tasks.contract import StageRun, cached_stage, require_tables
 
 STAGE = "split"
 AUDIT_STAGE = "audit-splits"
@@ -43,127 +39,118 @@ SUMMARY_ROWS = 20
 _ARTIFACT_TABLES = ("overview", "sampling_groups", "ss_weights", "balance")
 
 
-def _current_version(layout: DataLayout) -> tuple[pd.DataFrame | None, str]:
+@dataclass(frozen=True)
+class SplitOutcome:
+    """What `split_task` did: the version, what it extended, counts per partition."""
+
+    stage: Manifest
+    version: str
+    previous_version: str  # "-" when there was none
+    reshuffled: bool
+    new_patients: int
+    scans: int
+    partitions: dict[str, tuple[int, int]]  # name -> (scans, patients)
+
+    @property
+    def cache_hit(self) -> bool:
+        return bool(self.stage.data.get("cache_hit"))
+
+    def summary(self) -> list[str]:
+        version, previous = self.version[:12], self.previous_version[:12]
+        if self.reshuffled:
+            head = f"RESHUFFLED: new split version {version} (was {previous}); patients may move"
+        elif self.previous_version in ("-", self.version):
+            head = f"split version {version}"
+        else:
+            head = f"split version {version} (extends {previous}; nobody moved)"
+        parts = ", ".join(f"{name} {scans} scans / {patients} patients"
+                          for name, (scans, patients) in self.partitions.items())
+        return [f"{head} ({'from cache' if self.cache_hit else 'computed'})",
+                f"{self.scans} scans; {self.new_patients} new patient(s) placed", parts]
+
+
+def _current_split(layout: DataLayout) -> pd.DataFrame | None:
     if not table_exists(layout, "splits"):
-        return None, "-"
+        return None
     previous = read_table(layout, "splits")
-    if previous.empty:
-        return None, "-"
-    return previous, str(previous["split_version"].iloc[0])
+    return None if previous.empty else previous
 
 
-def _partition_counts(table: pd.DataFrame) -> dict[str, list[int]]:
-    """partition name -> [scans, patients]."""
-    names = table["fold"].astype("Int64").map(lambda f: "test" if pd.isna(f) else f"fold {f}")
-    grouped = table.assign(partition=names.to_numpy()).groupby("partition", sort=True)
-    return {str(name): [int(len(part)), int(part["patient_id"].nunique())]
-            for name, part in grouped}
-
-
-def _new_patients(result: SplitResult, previous: pd.DataFrame | None) -> int:
-    """Patients absent from the previous split (a reshuffle re-places everyone)."""
-    if previous is None or not result.reshuffled:
-        return len(result.new_patients)
-    known = set(previous["patient_id"].unique().tolist())
-    return sum(patient not in known for patient in result.table["patient_id"].unique())
+def _version_of(split: pd.DataFrame | None) -> str:
+    return "-" if split is None else str(split["split_version"].iloc[0])
 
 
 @task(name="split_task", cache_policy=NO_CACHE, persist_result=False)
 def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
-               run_id: str | None = None) -> dict[str, Any]:
+               run_id: str | None = None) -> SplitOutcome:
     """Assign scans to test / TV folds per patient; write `splits` and its version file."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         layout = run.layout
-        for name in ("scans", "groups"):
-            if not table_exists(layout, name):
-                raise StageError(f"table {name!r} is missing: run the stage that writes it first")
-        previous, previous_version = _current_version(layout)
+        require_tables(layout, "scans", "groups")
+        previous = _current_split(layout)
         reshuffle = reshuffle and previous is not None
-        inputs = {"scans": run.memo.hash_file(layout.table("scans")),
-                  "groups": run.memo.hash_file(layout.table("groups")),
-                  "previous": previous_version, "reshuffle": "yes" if reshuffle else "no"}
+        inputs = {name: run.memo.hash_file(layout.table(name)) for name in ("scans", "groups")}
+        inputs |= {"previous": _version_of(previous), "reshuffle": "yes" if reshuffle else "no"}
         config_hash = config.fingerprint()
 
         def compute(key: str) -> Manifest:
-            effective = config
             if previous is not None and not reshuffle:  # a version keeps its seed
-                effective = config.model_copy(update={"seed": int(previous["seed"].iloc[0])})
+                seed = int(previous["seed"].iloc[0])
+                effective = config.model_copy(update={"seed": seed})
+            else:
+                effective = config
             result = make_splits(read_table(layout, "scans"), read_table(layout, "groups"),
                                  effective, previous=previous, reshuffle=reshuffle)
             write_table(layout, "splits", result.table)
             frozen = layout.split_version(result.version)
             write_bytes(frozen, layout.table("splits").read_bytes())
-            outputs = {"splits": artifact(layout, layout.table("splits"), run.memo),
-                       "version": artifact(layout, frozen, run.memo)}
-            data = {"version": result.version, "previous_version": previous_version,
-                    "reshuffled": result.reshuffled, "scans": len(result.table),
-                    "new_patients": _new_patients(result, previous),
-                    "partitions": _partition_counts(result.table)}
+            manifest = Manifest(STAGE, key, {
+                "splits": artifact(layout, layout.table("splits"), run.memo),
+                "version": artifact(layout, frozen, run.memo)}, {
+                "version": result.version, "previous_version": _version_of(previous),
+                "reshuffled": result.reshuffled, "scans": len(result.table),
+                "new_patients": unseen_patients(result, previous),
+                "partitions": partition_counts(result.table)})
             # A plain rerun on the same inputs reproduces this table byte for byte.
-            rerun_key = stage_key(STAGE, VERSION, config_hash,
-                                  {**inputs, "previous": result.version, "reshuffle": "no"})
+            rerun = {**inputs, "previous": result.version, "reshuffle": "no"}
+            rerun_key = stage_key(STAGE, VERSION, config_hash, rerun)
             if rerun_key != key:
-                run.cache.store(Manifest(STAGE, rerun_key, outputs,
-                                         {**data, "previous_version": result.version,
-                                          "reshuffled": False, "new_patients": 0}))
-            return Manifest(STAGE, key, outputs, data)
+                run.cache.store(replace(manifest, key=rerun_key, data={
+                    **manifest.data, "previous_version": result.version, "reshuffled": False,
+                    "new_patients": 0}))
+            return manifest
 
         stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
                              inputs=inputs, compute=compute, logger=logger)
     data = stage.data
-    if data["reshuffled"]:
+    outcome = SplitOutcome(stage, data["version"], str(data["previous_version"]),
+                           bool(data["reshuffled"]), int(data["new_patients"]), int(data["scans"]),
+                           {k: (int(v[0]), int(v[1])) for k, v in data["partitions"].items()})
+    if outcome.reshuffled:
         logger.warning("RESHUFFLED: new split version %s replaces %s; patients may have moved",
-                       data["version"][:12], data["previous_version"][:12])
-    logger.info("split version %s: %d new patient(s) placed", data["version"][:12],
-                data["new_patients"])
-    return {"version": data["version"], "reshuffled": bool(data["reshuffled"]),
-            "new_patients": int(data["new_patients"]), "stage": stage.to_dict()}
+                       outcome.version[:12], outcome.previous_version[:12])
+    logger.info("split version %s: %d new patient(s) placed", outcome.version[:12],
+                outcome.new_patients)
+    return outcome
 
 
 # --- audit -------------------------------------------------------------------------
 
 
-def read_split_version(layout: DataLayout, prefix: str) -> tuple[str, pd.DataFrame]:
-    """The stored split version whose id starts with `prefix` (unique), and its table."""
-    if not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
-        raise StageError(f"expected a split version (hex digits), found {prefix!r}")
-    found = layout.split_versions(prefix)
-    if len(found) != 1:
-        known = ", ".join(v[:12] for v in layout.split_versions()) or "none"
-        what = "no stored split version" if not found else f"{len(found)} split versions"
-        raise StageError(f"{what} start(s) with {prefix!r}; stored versions: {known}")
-    table = pq.read_table(layout.split_version(found[0]))
-    if not table.schema.remove_metadata().equals(SPLITS):
-        raise SchemaError(f"split version {found[0][:12]}: schema is not the splits schema")
-    frame = table.to_pandas(types_mapper={pa.int8(): pd.Int8Dtype()}.get)
-    return found[0], frame
+@dataclass(frozen=True)
+class AuditOutcome:
+    """The audit's verdict, where its reports are, and its summary lines."""
 
+    stage: Manifest
+    has_leakage: bool
+    report: str  # Markdown report, relative to the data root
+    json: str
+    leaks: tuple[dict[str, Any], ...]  # the first SUMMARY_ROWS leaks
+    lines: tuple[str, ...]
 
-def _leak_lines(leaks: list[dict[str, Any]]) -> list[str]:
-    lines = [f"leak: {row['kind']} {row['key']} in {row['partitions']} "
-             f"(patients {row['patient_ids']}; scans {row['scan_ids']})"
-             for row in leaks[:SUMMARY_ROWS]]
-    if len(leaks) > SUMMARY_ROWS:
-        lines.append(f"... {len(leaks) - SUMMARY_ROWS} more leak(s) in the report")
-    return lines
-
-
-def _audit_summary(report: dict[str, Any], md_path: str) -> list[str]:
-    version = str(report["split_version"])[:12]
-    verdict = "LEAKAGE FOUND" if report["has_leakage"] else "no leakage found"
-    lines = [f"split audit of version {version}: {verdict}", *_leak_lines(report["leaks"])]
-    if report["warnings"]:
-        lines.append(f"{len(report['warnings'])} warning(s), e.g. {report['warnings'][0]}")
-    diff = report["diff"]
-    if diff is not None:
-        lines.append(f"against {str(diff['old_version'])[:12]}: moved {diff['moved_patients']}, "
-                     f"new {diff['new_patients']}, disappeared {diff['disappeared_patients']} "
-                     "patient(s)")
-        lines += [f"moved: {row['patient_id']} {row['old_assignment']} -> "
-                  f"{row['new_assignment']}" for row in diff["moved"][:SUMMARY_ROWS]]
-    lines.append(f"report: {md_path}")
-    return lines
+    def summary(self) -> list[str]:
+        return list(self.lines)
 
 
 def _publish(markdown: str, report: dict[str, Any]) -> None:
@@ -181,14 +168,12 @@ def _publish(markdown: str, report: dict[str, Any]) -> None:
 
 @task(name="audit_splits_task", cache_policy=NO_CACHE, persist_result=False)
 def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None = None,
-                      run_id: str | None = None) -> dict[str, Any]:
+                      run_id: str | None = None) -> AuditOutcome:
     """Audit the current split (leakage, distributions, diff); write the MD/JSON reports."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         layout = run.layout
-        for name in ("splits", "scans", "groups"):
-            if not table_exists(layout, name):
-                raise StageError(f"table {name!r} is missing: run the stage that writes it first")
+        require_tables(layout, "splits", "scans", "groups")
         earlier = read_split_version(layout, against) if against is not None else None
         inputs = {name: run.memo.hash_file(layout.table(name))
                   for name in ("splits", "scans", "groups")}
@@ -196,15 +181,14 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
                              if earlier is not None else "-")
 
         def compute(key: str) -> Manifest:
-            splits = read_table(layout, "splits")
-            report = audit_splits(splits, read_table(layout, "scans"),
+            report = audit_splits(read_table(layout, "splits"), read_table(layout, "scans"),
                                   read_table(layout, "groups"), config,
                                   against=earlier[1] if earlier is not None else None)
             name = f"audit-{report.split_version}"
             if earlier is not None:
                 name += f"--against-{earlier[0][:12]}"
-            md, js = layout.report(REPORT_STAGE, name + ".md"), layout.report(REPORT_STAGE,
-                                                                              name + ".json")
+            md = layout.report(REPORT_STAGE, name + ".md")
+            js = layout.report(REPORT_STAGE, name + ".json")
             write_text(md, report.to_markdown())
             write_json(js, report.to_json_dict())
             return Manifest(AUDIT_STAGE, key, {"markdown": artifact(layout, md, run.memo),
@@ -218,8 +202,7 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
     markdown = layout.resolve(md_rel).read_text()
     report = json.loads(layout.resolve(json_rel).read_text())
     _publish(markdown, report)
-    summary = _audit_summary(report, md_rel)
+    summary = audit_summary_lines(report, md_rel, SUMMARY_ROWS)
     (logger.error if report["has_leakage"] else logger.info)("%s", summary[0])
-    return {"has_leakage": bool(report["has_leakage"]), "report": md_rel, "json": json_rel,
-            "summary": summary, "leaks": report["leaks"][:SUMMARY_ROWS],
-            "stage": stage.to_dict()}
+    return AuditOutcome(stage, bool(report["has_leakage"]), md_rel, json_rel,
+                        tuple(report["leaks"][:SUMMARY_ROWS]), tuple(summary))

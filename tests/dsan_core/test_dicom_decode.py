@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _dicom_factory import write_series, write_slice
 
 from dsan_core.dicom import reasons
 from dsan_core.dicom.decode import AIR_HU, decode_series, normalise_stored
 from dsan_core.errors import DicomError, GeometryError
+from tests.dsan_core.dicom_factory import write_series, write_slice
 
 STORED = np.array([[0, 24], [1024, 2000]])
 

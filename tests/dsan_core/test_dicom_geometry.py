@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _dicom_factory import write_series, write_slice
 
 from dsan_core.config import IngestConfig
 from dsan_core.dicom import reasons
 from dsan_core.dicom.geometry import check_geometry
 from dsan_core.dicom.index import index_headers
+from tests.dsan_core.dicom_factory import write_series, write_slice
 
 CONFIG = IngestConfig(min_slices=4)
 

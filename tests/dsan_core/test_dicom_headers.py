@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _dicom_factory import write_slice
 
 from dsan_core.dicom import reasons
 from dsan_core.dicom.headers import read_header
 from dsan_core.dicom.index import RECORD_COLUMNS, discover_files, index_headers
 from dsan_core.errors import DicomError
+from tests.dsan_core.dicom_factory import write_slice
 
 
 def test_read_header_fields(tmp_path: Path) -> None:

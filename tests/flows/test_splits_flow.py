@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -79,13 +80,13 @@ def test_cached_rerun_new_patients_reshuffle_and_diff(tmp_path: Path, test_confi
     layout = _data_root(tmp_path / "data", range(30))
     first = split_flow(config, layout.root)
     assert len(read_table(layout, "scans")) == 45
-    assert first["new_patients"] == 30 and not first["reshuffled"]
+    assert first.new_patients == 30 and not first.reshuffled
     splits_bytes = layout.table("splits").read_bytes()
-    assert layout.split_version(first["version"]).read_bytes() == splits_bytes
+    assert layout.split_version(first.version).read_bytes() == splits_bytes
     assert set(read_table(layout, "splits")["set"]) == {"tv", "test"}
 
     again = split_flow(config, layout.root)
-    assert again["version"] == first["version"] and again["new_patients"] == 0
+    assert again.version == first.version and again.new_patients == 0
     assert layout.table("splits").read_bytes() == splits_bytes
     lineage = read_lineage(layout)
     assert list(lineage.loc[lineage["stage"] == "split", "cache_hit"]) == [False, True]
@@ -100,35 +101,35 @@ def test_cached_rerun_new_patients_reshuffle_and_diff(tmp_path: Path, test_confi
     _data_root(layout.root, range(40))
     grown = split_flow(config, layout.root)
     after = _assignment(read_table(layout, "splits"))
-    assert grown["new_patients"] == 10 and len(after) == 55
+    assert grown.new_patients == 10 and len(after) == 55
     assert after.reindex(before.index).equals(before)
-    assert grown["version"] != first["version"]
-    assert "nobody moved" in grown["summary"][0]
+    assert grown.version != first.version
+    assert "nobody moved" in grown.summary()[0]
 
     reshuffled = split_flow(config, layout.root, reshuffle=True)
-    assert reshuffled["reshuffled"] and reshuffled["version"] != grown["version"]
-    assert reshuffled["new_patients"] == 0
-    assert reshuffled["summary"][0].startswith("RESHUFFLED: new split version")
-    assert set(layout.split_versions()) == {first["version"], grown["version"],
-                                            reshuffled["version"]}
+    assert reshuffled.reshuffled and reshuffled.version != grown.version
+    assert reshuffled.new_patients == 0
+    assert reshuffled.summary()[0].startswith("RESHUFFLED: new split version")
+    assert set(layout.split_versions()) == {first.version, grown.version,
+                                            reshuffled.version}
     # A plain rerun after a reshuffle keeps the reshuffled split (and its bytes).
     reshuffled_bytes = layout.table("splits").read_bytes()
-    assert split_flow(config, layout.root)["version"] == reshuffled["version"]
+    assert split_flow(config, layout.root).version == reshuffled.version
     assert layout.table("splits").read_bytes() == reshuffled_bytes
     lineage = read_lineage(layout)
     assert list(lineage.loc[lineage["stage"] == "split", "cache_hit"]) == [
         False, True, False, False, True]
 
-    audit = audit_splits_flow(config, layout.root, against=grown["version"][:10])
-    assert not audit["has_leakage"]
-    report = json.loads(layout.resolve(audit["json"]).read_text())
+    audit = audit_splits_flow(config, layout.root, against=grown.version[:10])
+    assert not audit.has_leakage
+    report = json.loads(layout.resolve(audit.json).read_text())
     moved_now = _assignment(read_table(layout, "splits"))
     scans = read_table(layout, "scans").set_index("scan_id")["patient_id"]
     moved = set(scans[after.index[after != moved_now.reindex(after.index)]])
     assert moved and {row["patient_id"] for row in report["diff"]["moved"]} == moved
-    assert report["diff"]["old_version"] == grown["version"]
-    assert any(line.startswith("moved: ") for line in audit["summary"])
-    markdown = layout.resolve(audit["report"]).read_text()
+    assert report["diff"]["old_version"] == grown.version
+    assert any(line.startswith("moved: ") for line in audit.summary())
+    markdown = layout.resolve(audit.report).read_text()
     assert "Diff against the earlier split" in markdown and sorted(moved)[0] in markdown
     for text in (markdown, json.dumps(report)):
         assert str(tmp_path) not in text and "volumes/" not in text
@@ -140,8 +141,8 @@ def test_cached_rerun_new_patients_reshuffle_and_diff(tmp_path: Path, test_confi
             "split-audit-moved"} <= {artifact.key for artifact in found}
 
     # Same audit again: a verified cache hit.
-    assert audit_splits_flow(config, layout.root, against=grown["version"][:10]) == audit | {
-        "stage": audit["stage"] | {"data": audit["stage"]["data"] | {"cache_hit": True}}}
+    assert audit_splits_flow(config, layout.root, against=grown.version[:10]) == replace(
+        audit, stage=replace(audit.stage, data=audit.stage.data | {"cache_hit": True}))
 
 
 def test_cli_split_audit_and_injected_leakage(tmp_path: Path) -> None:

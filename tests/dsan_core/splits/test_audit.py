@@ -5,13 +5,13 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from _split_cohort import make_cohort
 
 from dsan_core.config import SplitConfig
 from dsan_core.errors import InputError
-from dsan_core.samplers import size_balanced_weights
-from dsan_core.split_audit import audit_splits
+from dsan_core.groups import size_balanced_weights
 from dsan_core.splits import make_splits
+from dsan_core.splits.audit import audit_splits
+from tests.dsan_core.splits.split_cohort import make_cohort
 
 CONFIG = SplitConfig(policy="date", cutoff_date=date(2020, 2, 10), min_group_scans=2)
 

@@ -61,3 +61,31 @@ def markdown_table(table: pd.DataFrame, limit: int | None = None) -> str:
     if len(frame) > len(shown):
         lines.append(f"\n_... {len(frame) - len(shown)} more rows not shown_")
     return "\n".join(lines) + "\n"
+
+
+def _leak_lines(leaks: list[dict[str, Any]], rows: int) -> list[str]:
+    lines = [f"leak: {row['kind']} {row['key']} in {row['partitions']} "
+             f"(patients {row['patient_ids']}; scans {row['scan_ids']})"
+             for row in leaks[:rows]]
+    if len(leaks) > rows:
+        lines.append(f"... {len(leaks) - rows} more leak(s) in the report")
+    return lines
+
+
+def audit_summary_lines(report: dict[str, Any], report_path: str, rows: int = 20) -> list[str]:
+    """Short lines about an audit from its JSON form (`AuditReport.to_json_dict`):
+    the verdict, up to `rows` leaks and moved patients, warnings, where the report is."""
+    version = str(report["split_version"])[:12]
+    verdict = "LEAKAGE FOUND" if report["has_leakage"] else "no leakage found"
+    lines = [f"split audit of version {version}: {verdict}", *_leak_lines(report["leaks"], rows)]
+    if report["warnings"]:
+        lines.append(f"{len(report['warnings'])} warning(s), e.g. {report['warnings'][0]}")
+    diff = report["diff"]
+    if diff is not None:
+        lines.append(f"against {str(diff['old_version'])[:12]}: moved {diff['moved_patients']}, "
+                     f"new {diff['new_patients']}, disappeared {diff['disappeared_patients']} "
+                     "patient(s)")
+        lines += [f"moved: {row['patient_id']} {row['old_assignment']} -> "
+                  f"{row['new_assignment']}" for row in diff["moved"][:rows]]
+    lines.append(f"report: {report_path}")
+    return lines

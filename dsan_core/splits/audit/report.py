@@ -19,34 +19,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsan_core.audit_diff import SplitDiff, diff_splits
-from dsan_core.audit_leaks import (
+from dsan_core.config import SplitConfig
+from dsan_core.errors import InputError
+from dsan_core.splits.audit.diff import SplitDiff, diff_splits
+from dsan_core.splits.audit.leaks import (
     LEAK_KEYS,
     find_leaks,
     find_shared_identities,
     rows_to_describe,
 )
-from dsan_core.audit_render import json_value, markdown_table, table_records
-from dsan_core.audit_tables import (
+from dsan_core.splits.audit.render import json_value, markdown_table, table_records
+from dsan_core.splits.audit.tables import (
     balance_table,
     count_table,
     demographics_table,
     overview_table,
-    partition_names,
     sampler_weight_table,
 )
-from dsan_core.config import SplitConfig
-from dsan_core.errors import InputError
-from dsan_core.splits import (
-    TEST,
-    TV,
+from dsan_core.splits.ids import (
     arrow_strings,
     match_positions,
     rank_ids,
-    require_columns,
     sorted_positions,
     string_keys,
 )
+from dsan_core.splits.partitions import partition_codes, partition_names
+from dsan_core.splits.schema import require_columns
 
 #: Scans columns the tables read, per split row: coded once per value, or taken as is.
 _CATEGORY_COLUMNS = ("label", "site", "manufacturer", "sex")
@@ -111,23 +109,6 @@ class AuditReport:
             parts.append(f"## Diff against the earlier split\n\n{summary}\n\n"
                          + markdown_table(self.diff.moved, MARKDOWN_ROWS))
         return "\n".join(parts)
-
-
-def _partitions(splits: pd.DataFrame, n_folds: int) -> npt.NDArray[np.int64]:
-    """Partition code per split row (fold i -> i, test -> k); checks set and fold values."""
-    is_test = (splits["set"] == TEST).to_numpy(dtype=bool, na_value=False)
-    is_tv = (splits["set"] == TV).to_numpy(dtype=bool, na_value=False)
-    folds = splits["fold"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
-    bad = ~(is_test | is_tv) | (is_tv & ((folds < 0) | (folds >= n_folds)))
-    bad |= is_test & (folds >= 0)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"splits: expected set 'test' with no fold or set 'tv' with fold 0..{n_folds - 1}, "
-            f"found set {splits['set'].iloc[row]!r} fold {folds[row] if folds[row] >= 0 else None}",
-            scan=str(splits["scan_id"].iloc[row]), reason="bad_split")
-    partition: npt.NDArray[np.int64] = np.where(is_test, n_folds, folds)
-    return partition
 
 
 def _first_duplicate(ids: pa.Array) -> str | None:
@@ -240,7 +221,7 @@ def audit_splits(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame
     require_columns(scans, ("scan_id", "patient_id", "label"), "scans")
     require_columns(groups, ("scan_id",), "groups")
     k = config.n_folds
-    partition = _partitions(splits, k)
+    partition = partition_codes(splits, k)
     joined = _working_table(splits, scans, groups)
     work, coded, warnings = joined.work, joined.coded, joined.warnings
     names = partition_names(k)

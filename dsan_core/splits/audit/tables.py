@@ -14,17 +14,13 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from dsan_core.errors import InputError
-from dsan_core.samplers import SAMPLING_GROUPS, size_balanced_weights
+from dsan_core.groups import LABELS, SAMPLING_GROUPS, size_balanced_weights
+from dsan_core.splits.partitions import partition_names
 
 MISSING = "(missing)"
 TV_TOTAL = "tv"
 ALL_TOTAL = "all"
 PartitionArray = npt.NDArray[np.int64]
-
-
-def partition_names(n_folds: int) -> list[str]:
-    """Names of partition codes 0..k: "fold 0" .. "fold k-1", "test"."""
-    return [f"fold {fold}" for fold in range(n_folds)] + ["test"]
 
 
 def _with_totals(counts: npt.NDArray[np.int64], n_folds: int, columns: list[str]) -> pd.DataFrame:
@@ -62,7 +58,7 @@ def overview_table(partition: PartitionArray, n_folds: int, patient_codes: npt.N
     table = count_table(partition, n_folds, labels)
     table.insert(0, "patients", _unique_patients(partition, patient_codes, n_folds))
     table.insert(0, "scans", table.drop(columns="patients").sum(axis=1))
-    for label in ("COVID", "CAP"):
+    for label in LABELS:
         if label not in table.columns:
             table[label] = 0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -194,7 +190,7 @@ def balance_table(tables: dict[str, pd.DataFrame], n_folds: int) -> pd.DataFrame
             continue
         counts = tables[source].iloc[:n_folds]
         if source == "overview":
-            counts = counts[["COVID", "CAP"]]
+            counts = counts[list(LABELS)]
         observed = counts.to_numpy(dtype=np.float64)
         observed = observed[observed.sum(axis=1) > 0][:, observed.sum(axis=0) > 0]
         if observed.shape[0] < 2 or observed.shape[1] < 2:

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from _split_cohort import make_cohort
 
 from dsan_core.config import SplitConfig
 from dsan_core.errors import InputError
@@ -17,6 +16,7 @@ from dsan_core.splits import (
     split_version,
     stratified_group_folds,
 )
+from tests.dsan_core.splits.split_cohort import make_cohort
 
 DATE = SplitConfig(policy="date", cutoff_date=date(2020, 1, 31))
 

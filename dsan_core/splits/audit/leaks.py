@@ -24,8 +24,6 @@ LEAK_KEYS: tuple[tuple[str, str], ...] = (
 )
 LEAK_COLUMNS = ("kind", "key", "partitions", "n_scans", "scan_ids", "patient_ids")
 SHARED_COLUMNS = ("kind", "key", "n_patients", "patient_ids", "scan_ids")
-
-
 Codes = Mapping[str, tuple[npt.NDArray[np.intp], int]]
 
 

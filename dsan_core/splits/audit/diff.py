@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsan_core.splits import arrow_strings, factorize_ids, match_positions, require_columns
+from dsan_core.splits.ids import arrow_strings, factorize_ids, match_positions
+from dsan_core.splits.schema import require_columns
 
 MOVED_COLUMNS = ("patient_id", "old_assignment", "new_assignment")
 _TEST_CODE = 1_000

@@ -1,0 +1,40 @@
+"""Partitions of a split: "fold 0" .. "fold k-1" and "test", as codes 0..k and names."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from dsan_core.errors import InputError
+from dsan_core.splits.schema import TEST, TV
+
+
+def partition_names(n_folds: int) -> list[str]:
+    """Names of partition codes 0..k: "fold 0" .. "fold k-1", "test"."""
+    return [f"fold {fold}" for fold in range(n_folds)] + ["test"]
+
+
+def partition_codes(splits: pd.DataFrame, n_folds: int) -> npt.NDArray[np.int64]:
+    """Partition code per split row (fold i -> i, test -> k); checks set and fold values."""
+    is_test = (splits["set"] == TEST).to_numpy(dtype=bool, na_value=False)
+    is_tv = (splits["set"] == TV).to_numpy(dtype=bool, na_value=False)
+    folds = splits["fold"].astype("Int64").fillna(-1).to_numpy(dtype=np.int64)
+    bad = ~(is_test | is_tv) | (is_tv & ((folds < 0) | (folds >= n_folds)))
+    bad |= is_test & (folds >= 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"splits: expected set 'test' with no fold or set 'tv' with fold 0..{n_folds - 1}, "
+            f"found set {splits['set'].iloc[row]!r} fold {folds[row] if folds[row] >= 0 else None}",
+            scan=str(splits["scan_id"].iloc[row]), reason="bad_split")
+    partition: npt.NDArray[np.int64] = np.where(is_test, n_folds, folds)
+    return partition
+
+
+def partition_counts(splits: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Partition name -> (scans, patients) of a split table, in name order."""
+    names = splits["fold"].astype("Int64").map(lambda f: TEST if pd.isna(f) else f"fold {f}")
+    grouped = splits.assign(partition=names.to_numpy()).groupby("partition", sort=True)
+    return {str(name): (int(len(part)), int(part["patient_id"].nunique()))
+            for name, part in grouped}
