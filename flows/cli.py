@@ -113,11 +113,11 @@ def ingest(
 ) -> None:
     """Index, choose, validate, decode and pseudonymise DICOM series."""
     root, config = stage_setup(profile, data_root)
-    from flows.ingestion import format_ingest_summary, ingestion_flow
+    from flows.ingestion import ingestion_flow
 
     result = run_flow(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
                       masks)
-    print_lines(format_ingest_summary(result["summary"]))
+    print_lines(result.summary.lines())
 
 
 @app.command()

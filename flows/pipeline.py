@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from dsan_core.config import PipelineConfig
-from flows.ingestion import format_ingest_summary, ingestion_flow
+from flows.ingestion import ingestion_flow
 from flows.preprocessing import preprocess_flow
 from flows.segmentation import segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
@@ -26,7 +26,7 @@ def pipeline_flow(
     run_id = new_run_id()
     ingest = ingestion_flow(dicom_root, labels, config.ingest, config.runtime, data_root, masks,
                             run_id)
-    summary = ["[ingest] " + line for line in format_ingest_summary(ingest["summary"])]
+    summary = ["[ingest] " + line for line in ingest.summary.lines()]
     segmentation = segmentation_flow(config.segmentation, config.groups, config.runtime,
                                      data_root, run_id)
     summary += ["[segment] " + line for line in segmentation["summary"]]

@@ -20,7 +20,7 @@ SCANS = pa.schema(
         ("site", _str),
         ("acquisition_date", pa.date32()),
         ("manufacturer", _str),
-        ("age_years", pa.int16()),
+        ("age_years", pa.float64()),  # years, 2 decimals (dsan_core.dicom.demographics)
         ("sex", _str),
         ("n_slices", pa.int32()),
         ("shape_z", pa.int32()),

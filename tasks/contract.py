@@ -2,17 +2,21 @@
 
 `StageRun` bundles the data root's layout, the file-hash memo, the stage cache
 and the run id; `cached_stage` looks a key up, verifies the outputs, computes
-on a miss, stores the manifest and appends the lineage row either way.
+on a miss, stores the manifest and appends the lineage row either way;
+`cached_map` does the same per item of a stage with many independent items (a
+series, a scan, a fold x branch), computing the misses locally or on Dask and
+storing each item's manifest the moment it completes, so a killed run resumes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from dsan_core.errors import StageError
+from dsan_core.errors import DsanError, StageError
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
@@ -94,3 +98,88 @@ def cached_stage(
             ),
         )
     return replace(manifest, data={**manifest.data, "cache_hit": hit})
+
+
+@dataclass(frozen=True)
+class MapItem:
+    """One item of a per-item stage. `name` (a pseudonymous id, unique in the stage)
+    names it in messages; `inputs` (content hashes) make its cache key; `args` are
+    what `compute` receives: paths and small values, picklable for Dask."""
+
+    name: str
+    inputs: Mapping[str, str]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """Manifests of the items that have outputs (cached or computed), in item order,
+    and a reason per item that failed."""
+
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+
+
+def _failure(error: BaseException) -> str:
+    return str(error) if isinstance(error, DsanError) else type(error).__name__
+
+
+def cached_map(
+    run: StageRun,
+    items: Sequence[MapItem],
+    *,
+    stage: str,
+    version: str,
+    config_hash: str,
+    compute: Callable[..., Any],
+    finish: Callable[[MapItem, str, Any], Manifest] | None = None,
+    address: str | None = None,
+    description: str = "",
+    artifact_key: str | None = None,
+) -> MapResult:
+    """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
+
+    `compute` runs here (`address` None) or on the Dask scheduler at `address` (then
+    it must be a plain, picklable function). `finish(item, key, result)` turns its
+    result into the item's Manifest in this process (without `finish`, `compute`
+    returns the Manifest itself). Each manifest is stored as soon as its item
+    completes. A `DsanError` fails its item alone, with its message as the reason.
+    """
+    keys = {item.name: stage_key(stage, version, config_hash, item.inputs) for item in items}
+    found: dict[str, Manifest] = {}
+    todo = []
+    for item in items:
+        hit = run.cache.lookup(stage, keys[item.name])
+        if hit is None:
+            todo.append(item)
+        else:
+            found[item.name] = hit
+    failures: dict[str, str] = {}
+
+    def accept(position: int, result: Any) -> None:
+        item = todo[position]
+        if isinstance(result, BaseException):
+            failures[item.name] = _failure(result)
+            return
+        manifest = finish(item, keys[item.name], result) if finish is not None else result
+        manifest = replace(manifest, stage=stage, key=keys[item.name])
+        run.cache.store(manifest)
+        found[item.name] = manifest
+
+    if address is not None:
+        from tasks.dask_map import map_on_dask
+
+        map_on_dask(address, compute, [item.args for item in todo], description=description,
+                    artifact_key=artifact_key, on_result=accept)
+    else:
+        for position, item in enumerate(todo):
+            try:
+                result = compute(*item.args)
+            except DsanError as error:
+                result = error
+            accept(position, result)
+    manifests = {item.name: found[item.name] for item in items if item.name in found}
+    return MapResult(manifests, failures, computed=len(todo) - len(failures),
+                     cached=len(items) - len(todo))

@@ -35,11 +35,14 @@ def map_on_dask(
     *,
     description: str,
     artifact_key: str | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """Run `fn(*item)` for every item on the scheduler at `address`; results in item order.
 
     An exception inside `fn` is returned in place of the result (as the exception
     object), so one bad scan cannot sink the others; callers decide what it means.
+    `on_result(index, result)` runs in this process as each item completes (in
+    completion order), so a caller can store that item's output before the rest finish.
     """
     if not items:
         return []
@@ -59,7 +62,10 @@ def map_on_dask(
         step = max(1, len(items) // 20)
         try:
             for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
-                results[index[future.key]] = future.result()
+                position = index[future.key]
+                results[position] = future.result()
+                if on_result is not None:
+                    on_result(position, results[position])
                 if progress is not None:
                     progress.update(bar, completed=done)
                 if done % step == 0 or done == len(items):

@@ -3,15 +3,16 @@
 
 One Prefect task on purpose: raw headers (UIDs, patient ids, paths) must never
 cross a Prefect task boundary, where inputs and results can be recorded. Inside
-it, header indexing and decoding fan out over Dask as plain functions, and each
-chosen series is cached by the content of its files (`ingest-series` manifests),
-so changing one file re-ingests only its series.
+it, header indexing and decoding fan out over Dask as plain functions (series
+choice and the tables are built in this process, by `dsan_core.dicom.ingestion`),
+and each chosen series is cached by the content of its files (`ingest-series`
+manifests, stored as each series is decoded), so changing one file re-ingests only
+its series and a killed run resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,60 +25,124 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import IngestConfig
 from dsan_core.dicom import (
-    choose_series,
+    DecodedSeries,
+    FileFailure,
+    IngestPlan,
+    IngestTables,
     discover_files,
+    ingestion_tables,
     is_published_key,
-    pseudonymise,
+    key_fingerprint,
+    plan_ingestion,
     read_labels,
-    reconcile_labels,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import DsanError, MaskError, StageError
+from dsan_core.errors import StageError
 from dsan_core.segmentation.external import ScanGeometry, validate_external_mask
-from storage.hashing import combine_hashes, sha256_file, stat_key
-from storage.schemas import SCANS
-from storage.stage_cache import Manifest, stage_key
+from storage.hashing import combine_hashes, hash_frames, sha256_file, stat_key
+from storage.layout import DataLayout
+from storage.stage_cache import Manifest, artifact
 from storage.tables import write_table
 from storage.volumes import read_image, write_image
-from tasks.contract import StageRun, cached_stage
+from tasks.contract import MapItem, MapResult, StageRun, cached_map, cached_stage
 from tasks.dask_map import map_on_dask
-from tasks.ingest_rows import quarantine_rows, scan_row, series_rows
 from tasks.workers import decode_and_write, index_chunk
 
 STAGE = "ingest"
 SERIES_STAGE = "ingest-series"
 GROUND_TRUTH_STAGE = "ingest-ground-truth"
 #: Bump when the decoded volume or the tables would change for the same input.
-VERSION = "1"
+#: 2: ages in years with 2 decimals (036M was 0 years), age_years a float column.
+VERSION = "2"
+#: The decoded volume of a series depends only on its files and its scan id.
+SERIES_VERSION = "1"
 KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 
-# --- the task -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IngestSummary:
+    files_found: int
+    files_in_scans: int
+    files_in_skipped_series: int
+    files_quarantined: int
+    scans: int
+    series_decoded: int
+    series_cached: int
+    ground_truth_masks: int
+    quarantine_rows: int
+    label_outcomes: dict[str, int]
+
+    def lines(self) -> list[str]:
+        return [
+            f"files found {self.files_found} = in scans {self.files_in_scans}"
+            f" + in skipped series {self.files_in_skipped_series}"
+            f" + quarantined {self.files_quarantined}",
+            f"scans {self.scans} (decoded {self.series_decoded}, from cache"
+            f" {self.series_cached}), ground-truth masks {self.ground_truth_masks},"
+            f" quarantine rows {self.quarantine_rows}",
+            "labels: " + ", ".join(f"{k} {v}" for k, v in self.label_outcomes.items() if v),
+        ]
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    stage: Manifest
+    summary: IngestSummary
 
 
 @dataclass(frozen=True)
 class _Indexed:
     records: pd.DataFrame
-    failures: list
+    failures: list[FileFailure]
     file_hash: dict[str, str | None]  # raw path -> content hash (memory only)
-    n_found: int
 
 
-def _key_fingerprint(key: bytes) -> str:
-    return hmac.new(key, b"dsan-key-fingerprint", hashlib.sha256).hexdigest()[:16]
+@task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)
+def ingest_dicom_task(dicom_root: Path, labels_path: Path, masks_root: Path | None,
+                      config: IngestConfig, data_root: Path, dask_address: str,
+                      run_id: str | None = None) -> IngestOutcome:
+    """Index, choose, validate, decode, pseudonymise; write the ingestion tables."""
+    logger = get_run_logger()
+    key = _pseudonym_key(config, logger)
+    if not dicom_root.is_dir():
+        raise StageError("the DICOM root is not a folder (check --dicom-root)")
+    with StageRun.open(data_root, run_id) as run:
+        files = discover_files(dicom_root)
+        indexed = _index(run, files, config, dask_address)
+        plan = plan_ingestion(indexed.records, read_labels(labels_path), config, key)
+        series_hash = _series_hashes(indexed)
+        volumes = _decode(run, plan, series_hash, key, dask_address)
+        decoded = {uid: _decoded(m) for uid, m in volumes.manifests.items()}
+        truth, mask_failures = _ground_truth(run, masks_root, plan, decoded)
+        tables = ingestion_tables(
+            plan, indexed.records, n_files=len(files), file_failures=indexed.failures,
+            file_hash=indexed.file_hash, series_hash=series_hash, decoded=decoded,
+            decode_failures=volumes.failures, ground_truth=truth, mask_failures=mask_failures,
+            key=key)
+        stage = _write_tables(run, tables, volumes, truth, labels_path, config, key, logger)
+    summary = _summary(tables, volumes, plan)
+    logger.info("ingestion: %s", summary.lines()[:2])
+    return IngestOutcome(stage, summary)
+
+
+def _pseudonym_key(config: IngestConfig, logger: Any) -> bytes:
+    key = resolve_pseudonym_key(config, os.environ.get(KEY_ENV))
+    if is_published_key(key):
+        logger.warning(
+            "PSEUDONYM KEY IS THE PUBLISHED DEMO KEY: pseudonyms can be reversed by anyone. "
+            "Use it for synthetic data only; set DSAN_PSEUDONYM_KEY for real exports."
+        )
+    return key
 
 
 def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str) -> _Indexed:
+    """Header records and content hashes of every file, in chunks on Dask."""
     known = [run.memo.lookup(stat_key(p)) if p.is_file() else None for p in files]
     size = config.index_chunk_size
-    chunks = [
-        ([str(p) for p in files[i : i + size]], known[i : i + size])
-        for i in range(0, len(files), size)
-    ]
-    results = map_on_dask(
-        address, index_chunk, chunks, description="indexing DICOM headers",
-        artifact_key="ingest-index-progress",
-    )
+    chunks = [([str(p) for p in files[i:i + size]], known[i:i + size])
+              for i in range(0, len(files), size)]
+    results = map_on_dask(address, index_chunk, chunks, description="indexing DICOM headers",
+                          artifact_key="ingest-index-progress")
     frames, failures, file_hash = [], [], {}
     for (paths, _), result in zip(chunks, results, strict=True):
         if isinstance(result, BaseException):
@@ -86,208 +151,123 @@ def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str)
         frames.append(frame)
         failures.extend(chunk_failures)
         file_hash.update(zip(paths, hashes, strict=True))
-    run.memo.update(
-        {stat_key(Path(p)): h for p, h in file_hash.items() if h is not None}
-    )
+    run.memo.update({stat_key(Path(p)): h for p, h in file_hash.items() if h is not None})
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return _Indexed(records, failures, file_hash, len(files))
+    return _Indexed(records, failures, file_hash)
 
 
-def _series_hash(records: pd.DataFrame, file_hash: dict) -> dict[str, str]:
-    """Content hash of every series: combined hashes of its files."""
-    out: dict[str, str] = {}
-    for uid, group in records.groupby("series_instance_uid", sort=False):
-        out[str(uid)] = combine_hashes(str(file_hash.get(str(p)) or "") for p in group["path"])
-    return out
+def _series_hashes(indexed: _Indexed) -> dict[str, str]:
+    """Content hash of every series: the combined hashes of its files."""
+    if indexed.records.empty:
+        return {}
+    return {str(uid): combine_hashes(str(indexed.file_hash.get(str(p)) or "")
+                                     for p in group["path"])
+            for uid, group in indexed.records.groupby("series_instance_uid", sort=False)}
 
 
-def _import_ground_truth(
-    run: StageRun, masks_root: Path, series_uid: str, scan_id: str, volume_manifest: Manifest
-) -> Manifest | None:
-    """Copy `<series uid>_{lung,infection}.nii.gz` in the scan's geometry, keyed by scan id."""
-    sources = {kind: masks_root / f"{series_uid}_{kind}.nii.gz" for kind in ("lung", "infection")}
-    if not all(path.is_file() for path in sources.values()):
-        return None
-    inputs = {kind: run.memo.hash_file(path) for kind, path in sources.items()}
-    inputs["volume"] = volume_manifest.outputs["volume"]["sha256"]
+def _decode(run: StageRun, plan: IngestPlan, series_hash: dict[str, str], key: bytes,
+            address: str) -> MapResult:
+    """Decode the chosen series (cache misses on Dask); manifests by raw series UID."""
+    layout = run.layout
+    items = [MapItem(job.series_uid, {"source": series_hash[job.series_uid],
+                                      "scan_id": job.scan_id},
+                     ([str(p) for p in job.slice_paths], str(layout.volume(job.scan_id)),
+                      job.scan_id))
+             for job in plan.jobs]
 
-    def compute(key: str) -> Manifest:
-        reference = read_image(volume_manifest.output_path(run.layout, "volume"))
+    def finish(item: MapItem, key_: str, result: dict[str, Any]) -> Manifest:
+        volume = Path(item.args[1])
+        run.memo.update({stat_key(volume): result["sha256"]})
+        return Manifest(SERIES_STAGE, key_,
+                        {"volume": {"path": layout.relative(volume), "sha256": result["sha256"]}},
+                        {"scan_id": item.args[2], "shape": result["shape"],
+                         "spacing": result["spacing"]})
+
+    return cached_map(run, items, stage=SERIES_STAGE, version=SERIES_VERSION,
+                      config_hash=key_fingerprint(key), compute=decode_and_write, finish=finish,
+                      address=address, description="decoding series",
+                      artifact_key="ingest-decode-progress")
+
+
+def _decoded(manifest: Manifest) -> DecodedSeries:
+    z, y, x = manifest.data["shape"]
+    sx, sy, sz = manifest.data["spacing"]
+    volume = manifest.outputs["volume"]
+    return DecodedSeries(manifest.data["scan_id"], volume["path"], volume["sha256"],
+                         (int(z), int(y), int(x)), (float(sx), float(sy), float(sz)))
+
+
+def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
+                  decoded: dict[str, DecodedSeries]
+                  ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Ground-truth masks `<series uid>_{lung,infection}.nii.gz` copied onto each scan's
+    grid, keyed by scan id; and why a scan's masks were refused."""
+    if masks_root is None:
+        return {}, {}
+    items = []
+    for job in plan.jobs:
+        sources = {kind: masks_root / f"{job.series_uid}_{kind}.nii.gz"
+                   for kind in ("lung", "infection")}
+        if job.series_uid in decoded and all(p.is_file() for p in sources.values()):
+            scan = decoded[job.series_uid]
+            inputs = {kind: run.memo.hash_file(p) for kind, p in sources.items()}
+            items.append(MapItem(scan.scan_id, inputs | {"volume": scan.volume_hash},
+                                 (scan, sources)))
+
+    def copy_masks(scan: DecodedSeries, sources: dict[str, Path]) -> Manifest:
+        return _copy_masks(run.layout, run.memo.hash_file, scan, sources)
+
+    result = cached_map(run, items, stage=GROUND_TRUTH_STAGE, version=SERIES_VERSION,
+                        config_hash="-", compute=copy_masks)
+    truth = {scan_id: {"lung_path": m.outputs["lung"]["path"],
+                       "lung_hash": m.outputs["lung"]["sha256"],
+                       "infection_path": m.outputs["infection"]["path"],
+                       "infection_hash": m.outputs["infection"]["sha256"]}
+             for scan_id, m in result.manifests.items()}
+    return truth, result.failures
+
+
+def _copy_masks(layout: DataLayout, hash_file: Any, scan: DecodedSeries,
+                sources: dict[str, Path]) -> Manifest:
+    reference = read_image(layout.resolve(scan.volume_path))
+    outputs = {}
+    for kind, path in sources.items():
+        mask = read_image(path)
+        validate_external_mask(mask.GetSize(), mask.GetSpacing(), mask.GetOrigin(),
+                               mask.GetDirection(), ScanGeometry.from_image(reference),
+                               scan_id=scan.scan_id, kind=kind)
+        mask.CopyInformation(reference)
+        destination = layout.ground_truth_mask(scan.scan_id, kind)
+        write_image(sitk.Cast(mask > 0, sitk.sitkUInt8), destination)
+        outputs[kind] = {"path": layout.relative(destination), "sha256": hash_file(destination)}
+    return Manifest(GROUND_TRUTH_STAGE, "", outputs, {"scan_id": scan.scan_id})
+
+
+def _write_tables(run: StageRun, tables: IngestTables, volumes: MapResult,
+                  truth: dict[str, dict[str, str]], labels_path: Path, config: IngestConfig,
+                  key: bytes, logger: logging.Logger | logging.LoggerAdapter[Any]) -> Manifest:
+    frames = tables.frames()
+    inputs = {"series": combine_hashes(m.key for m in volumes.manifests.values()),
+              "ground_truth": combine_hashes(sorted(map(str, truth.values()))),
+              "labels": sha256_file(labels_path), "tables": hash_frames(frames)}
+
+    def write(stage_key: str) -> Manifest:
         outputs = {}
-        for kind, path in sources.items():
-            mask = read_image(path)
-            validate_external_mask(mask.GetSize(), mask.GetSpacing(), mask.GetOrigin(),
-                                   mask.GetDirection(), ScanGeometry.from_image(reference),
-                                   scan_id=scan_id, kind=kind)
-            mask.CopyInformation(reference)
-            destination = run.layout.ground_truth_mask(scan_id, kind)
-            write_image(sitk.Cast(mask > 0, sitk.sitkUInt8), destination)
-            outputs[kind] = {"path": run.layout.relative(destination),
-                             "sha256": run.memo.hash_file(destination)}
-        return Manifest(GROUND_TRUTH_STAGE, key, outputs, {"scan_id": scan_id})
-
-    return cached_stage(run, stage=GROUND_TRUTH_STAGE, version=VERSION, config_hash="-",
-                        inputs=inputs, compute=compute, record=False)
-
-
-@task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)
-def ingest_dicom_task(
-    dicom_root: Path,
-    labels_path: Path,
-    masks_root: Path | None,
-    config: IngestConfig,
-    data_root: Path,
-    dask_address: str,
-    run_id: str | None = None,
-) -> dict[str, Any]:
-    """Index, choose, validate, decode, pseudonymise; write the ingestion tables."""
-    logger = get_run_logger()
-    key = resolve_pseudonym_key(config, os.environ.get(KEY_ENV))
-    if is_published_key(key):
-        logger.warning(
-            "PSEUDONYM KEY IS THE PUBLISHED DEMO KEY: pseudonyms can be reversed by anyone. "
-            "Use it for synthetic data only; set DSAN_PSEUDONYM_KEY for real exports."
-        )
-    with StageRun.open(data_root, run_id) as run:
-        return _ingest(run, dicom_root, labels_path, masks_root, config, key, dask_address, logger)
-
-
-def _ingest(run: StageRun, dicom_root: Path, labels_path: Path, masks_root: Path | None,
-            config: IngestConfig, key: bytes, address: str, logger: Any) -> dict[str, Any]:
-    if not dicom_root.is_dir():
-        raise StageError("the DICOM root is not a folder (check --dicom-root)")
-    files = discover_files(dicom_root)
-    indexed = _index(run, files, config, address)
-    plan = choose_series(indexed.records, config)
-    labels = reconcile_labels(read_labels(labels_path), plan.studies)
-    series_hash = _series_hash(indexed.records, indexed.file_hash)
-    labelled = {str(r.study_instance_uid): r for r in labels.labels.itertuples(index=False)}
-
-    # Per chosen series: cache lookup, then decode the misses on Dask.
-    todo: list[tuple[str, str, str, str]] = []  # (series uid, scan id, study uid, cache key)
-    manifests: dict[str, Manifest] = {}
-    wanted = plan.studies[plan.studies["chosen_series_uid"] != ""]
-    for study in wanted.itertuples(index=False):
-        series_uid, study_uid = str(study.chosen_series_uid), str(study.study_instance_uid)
-        if study_uid not in labelled:
-            continue
-        scan_id = pseudonymise("series", series_uid, key)
-        cache_key = stage_key(SERIES_STAGE, VERSION, _key_fingerprint(key),
-                              {"source": series_hash[series_uid], "scan_id": scan_id})
-        hit = run.cache.lookup(SERIES_STAGE, cache_key)
-        if hit is not None:
-            manifests[series_uid] = hit
-        else:
-            todo.append((series_uid, scan_id, study_uid, cache_key))
-    results = map_on_dask(
-        address, decode_and_write,
-        [([str(p) for p in plan.slice_paths[s]], str(run.layout.volume(sid)), sid)
-         for s, sid, _, _ in todo],
-        description="decoding series", artifact_key="ingest-decode-progress",
-    )
-    decode_failures: dict[str, str] = {}
-    for (series_uid, scan_id, _study_uid, cache_key), result in zip(todo, results, strict=True):
-        if isinstance(result, BaseException):
-            message = str(result) if isinstance(result, DsanError) else type(result).__name__
-            decode_failures[series_uid] = message
-            continue
-        volume_path = run.layout.volume(scan_id)
-        manifest = Manifest(
-            SERIES_STAGE, cache_key,
-            {"volume": {"path": run.layout.relative(volume_path), "sha256": result["sha256"]}},
-            {"scan_id": scan_id, "shape": result["shape"], "spacing": result["spacing"]},
-        )
-        run.cache.store(manifest)
-        manifests[series_uid] = manifest
-
-    ground_truth: dict[str, Manifest] = {}
-    mask_failures: dict[str, str] = {}
-    if masks_root is not None:
-        for series_uid, manifest in manifests.items():
-            scan_id = manifest.data["scan_id"]
-            try:
-                found = _import_ground_truth(run, masks_root, series_uid, scan_id, manifest)
-            except MaskError as error:
-                mask_failures[scan_id] = str(error)
-                continue
-            if found is not None:
-                ground_truth[scan_id] = found
-
-    first_records = indexed.records.drop_duplicates("series_instance_uid").set_index(
-        "series_instance_uid", drop=False)
-    scans = pd.DataFrame(
-        [scan_row(first_records.loc[uid], plan.geometry.get(uid),
-                  labelled[str(s.study_instance_uid)], manifests[uid], series_hash[uid], key)
-         for s in wanted.itertuples(index=False)
-         if (uid := str(s.chosen_series_uid)) in manifests],
-        columns=SCANS.names,
-    )
-    series = series_rows(plan, series_hash, key, manifests, decode_failures)
-    quarantine = quarantine_rows(plan, indexed, labels, series_hash, key, decode_failures,
-                                 mask_failures)
-    gt_table = pd.DataFrame(
-        [{"scan_id": sid, "lung_path": m.outputs["lung"]["path"],
-          "lung_hash": m.outputs["lung"]["sha256"],
-          "infection_path": m.outputs["infection"]["path"],
-          "infection_hash": m.outputs["infection"]["sha256"]}
-         for sid, m in sorted(ground_truth.items())],
-        columns=["scan_id", "lung_path", "lung_hash", "infection_path", "infection_hash"],
-    )
-    balance = _balance(indexed.n_found, scans, series, quarantine)
-
-    tables = {"scans": scans, "series": series, "quarantine": quarantine,
-              "ground_truth": gt_table}
-    inputs = {
-        "series": combine_hashes(m.key for m in manifests.values()),
-        "ground_truth": combine_hashes(m.key for m in ground_truth.values()),
-        "labels": sha256_file(labels_path),
-        "tables": _frames_hash(tables),
-    }
-
-    def write_tables(stage_cache_key: str) -> Manifest:
-        outputs = {}
-        for name, frame in tables.items():
+        for name, frame in frames.items():
             write_table(run.layout, name, frame)
-            path = run.layout.table(name)
-            outputs[name] = {"path": run.layout.relative(path), "sha256": run.memo.hash_file(path)}
-        return Manifest(STAGE, stage_cache_key, outputs, {})
+            outputs[name] = artifact(run.layout, run.layout.table(name), run.memo)
+        return Manifest(STAGE, stage_key, outputs, {})
 
-    stage = cached_stage(run, stage=STAGE, version=VERSION,
-                         config_hash=config.fingerprint() + _key_fingerprint(key),
-                         inputs=inputs, compute=write_tables, logger=logger)
-    summary = {
-        "files_found": balance["found"],
-        "files_in_scans": balance["in_scans"],
-        "files_in_skipped_series": balance["skipped"],
-        "files_quarantined": balance["quarantined"],
-        "scans": len(scans),
-        "series_decoded": len(todo) - len(decode_failures),
-        "series_cached": len(manifests) - (len(todo) - len(decode_failures)),
-        "ground_truth_masks": len(ground_truth),
-        "quarantine_rows": len(quarantine),
-        "label_outcomes": labels.counts,
-    }
-    logger.info("ingestion: %s", {k: v for k, v in summary.items() if k != "label_outcomes"})
-    return {"stage": stage.to_dict(), "summary": summary}
+    return cached_stage(run, stage=STAGE, version=VERSION,
+                        config_hash=config.fingerprint() + key_fingerprint(key),
+                        inputs=inputs, compute=write, logger=logger)
 
 
-def _frames_hash(frames: dict[str, pd.DataFrame]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(frames):
-        digest.update(name.encode())
-        digest.update(pd.util.hash_pandas_object(frames[name].astype(str), index=False)
-                      .to_numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _balance(found: int, scans: pd.DataFrame, series: pd.DataFrame,
-             quarantine: pd.DataFrame) -> dict[str, int]:
-    in_scans = int(series.loc[series["status"] == "chosen", "n_files"].sum())
-    skipped = int(series.loc[series["status"] == "skipped", "n_files"].sum())
-    quarantined = int(quarantine["n_files"].sum())
-    if found != in_scans + skipped + quarantined:
-        raise StageError(
-            f"file balance does not add up: found {found}, in scans {in_scans}, "
-            f"skipped {skipped}, quarantined {quarantined}"
-        )
-    return {"found": found, "in_scans": in_scans, "skipped": skipped, "quarantined": quarantined}
+def _summary(tables: IngestTables, volumes: MapResult, plan: IngestPlan) -> IngestSummary:
+    balance = tables.balance
+    return IngestSummary(
+        files_found=balance.found, files_in_scans=balance.in_scans,
+        files_in_skipped_series=balance.skipped, files_quarantined=balance.quarantined,
+        scans=len(tables.scans), series_decoded=volumes.computed,
+        series_cached=volumes.cached, ground_truth_masks=len(tables.ground_truth),
+        quarantine_rows=len(tables.quarantine), label_outcomes=dict(plan.labels.counts))

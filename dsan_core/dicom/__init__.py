@@ -21,20 +21,33 @@ from dsan_core.dicom.labels import (
     read_labels,
     reconcile_labels,
 )
+from dsan_core.dicom.ingestion import (
+    DecodeJob,
+    IngestPlan,
+    IngestTables,
+    ingestion_tables,
+    plan_ingestion,
+)
 from dsan_core.dicom.pseudonym import (
     is_published_key,
+    key_fingerprint,
     pseudonymise,
     pseudonymise_frame,
     resolve_pseudonym_key,
 )
+from dsan_core.dicom.rows import DecodedSeries
 from dsan_core.dicom.series import SeriesPlan, choose_series
 
 __all__ = [
     "AIR_HU",
     "RECORD_COLUMNS",
+    "DecodeJob",
+    "DecodedSeries",
     "FileFailure",
     "GeometryReport",
     "HeaderRecord",
+    "IngestPlan",
+    "IngestTables",
     "LabelsReconciliation",
     "SeriesPlan",
     "Volume",
@@ -43,8 +56,11 @@ __all__ = [
     "decode_series",
     "discover_files",
     "index_headers",
+    "ingestion_tables",
     "is_published_key",
+    "key_fingerprint",
     "normalise_diagnosis",
+    "plan_ingestion",
     "pseudonymise",
     "pseudonymise_frame",
     "read_header",

@@ -44,6 +44,12 @@ def pseudonymise(kind: str, value: str, key: bytes) -> str:
     return PREFIXES[kind] + digest[:_HEX_CHARS]
 
 
+def key_fingerprint(key: bytes) -> str:
+    """A short, non-reversible tag of the key (HMAC of a constant), for cache keys: a new
+    key gives new pseudonyms, so everything keyed by them must be recomputed."""
+    return hmac.new(key, b"dsan-key-fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
 def is_published_key(key: bytes) -> bool:
     """True for the demo key that anyone can recompute pseudonyms with."""
     return hmac.compare_digest(key, PUBLISHED_DEMO_KEY.encode())

@@ -17,11 +17,12 @@ from flows.ingestion import ingestion_flow
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
+from tasks.ingest import IngestOutcome
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def _ingest(cohort: Path, root: Path, config) -> dict:  # type: ignore[no-untyped-def]
+def _ingest(cohort: Path, root: Path, config) -> IngestOutcome:  # type: ignore[no-untyped-def]
     return ingestion_flow(cohort / "dicom", cohort / "labels.csv", config.ingest, config.runtime,
                           root, cohort / "masks")
 
@@ -33,10 +34,10 @@ def test_ingest_rerun_and_single_file_change(cohort: Path, tmp_path: Path, test_
     root = tmp_path / "data"
     caplog.set_level(logging.DEBUG)
 
-    first = _ingest(export, root, test_config)["summary"]
-    assert first["scans"] >= 10 and first["series_cached"] == 0
-    assert first["files_found"] == (first["files_in_scans"] + first["files_in_skipped_series"]
-                                    + first["files_quarantined"])
+    first = _ingest(export, root, test_config).summary
+    assert first.scans >= 10 and first.series_cached == 0
+    assert first.files_found == (first.files_in_scans + first.files_in_skipped_series
+                                    + first.files_quarantined)
     layout = DataLayout(root)
     scans = read_table(layout, "scans")
     quarantine = read_table(layout, "quarantine")
@@ -45,8 +46,8 @@ def test_ingest_rerun_and_single_file_change(cohort: Path, tmp_path: Path, test_
     assert len(read_table(layout, "ground_truth")) == len(scans)
     assert set(scans["label"]) == {"COVID", "CAP"}
 
-    second = _ingest(export, root, test_config)["summary"]
-    assert second["series_decoded"] == 0 and second["series_cached"] == first["scans"]
+    second = _ingest(export, root, test_config).summary
+    assert second.series_decoded == 0 and second.series_cached == first.scans
     lineage = read_lineage(layout)
     assert list(lineage.loc[lineage["stage"] == "ingest", "cache_hit"]) == [False, True]
 
@@ -57,8 +58,8 @@ def test_ingest_rerun_and_single_file_change(cohort: Path, tmp_path: Path, test_
     pixels[10, 10] = pixels[10, 10] + 7
     dataset.PixelData = pixels.astype(pixels.dtype).tobytes()
     dataset.save_as(victim)
-    third = _ingest(export, root, test_config)["summary"]
-    assert third["series_decoded"] == 1 and third["series_cached"] == first["scans"] - 1
+    third = _ingest(export, root, test_config).summary
+    assert third.series_decoded == 1 and third.series_cached == first.scans - 1
     changed = read_table(layout, "scans").merge(scans, on="scan_id", suffixes=("", "_before"))
     assert (changed["volume_hash"] != changed["volume_hash_before"]).sum() == 1
     lineage = read_lineage(layout)
@@ -94,11 +95,11 @@ def test_pydicom_test_files_are_each_indexed_or_quarantined(tmp_path: Path,
     labels = tmp_path / "labels.csv"
     labels.write_text("patient_id,study_instance_uid,diagnosis,site,acquisition_date\n")
     summary = ingestion_flow(export, labels, test_config.ingest, test_config.runtime,
-                             tmp_path / "data", None)["summary"]
+                             tmp_path / "data", None).summary
     n_files = sum(1 for p in export.rglob("*") if p.is_file())
-    assert summary["files_found"] == n_files
-    assert n_files == (summary["files_in_scans"] + summary["files_in_skipped_series"]
-                       + summary["files_quarantined"])
+    assert summary.files_found == n_files
+    assert n_files == (summary.files_in_scans + summary.files_in_skipped_series
+                       + summary.files_quarantined)
     quarantine = read_table(DataLayout(tmp_path / "data"), "quarantine")
     assert quarantine["reason"].str.len().gt(0).all()
     assert (quarantine["kind"] == "file").sum() > 10

@@ -3,36 +3,35 @@ codes and numbers leave this module: never a raw UID, patient id or path."""
 
 from __future__ import annotations
 
-import re
-from datetime import date
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from dsan_core.dicom import GeometryReport, SeriesPlan, pseudonymise
-from storage.stage_cache import Manifest
-
-_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
-
-
-def _age_years(text: str) -> int | None:
-    match = _AGE.match(str(text or "").strip().upper())
-    if not match:
-        return None
-    value, unit = int(match.group(1)), match.group(2)
-    return value if unit == "Y" else 0
+from dsan_core.dicom.demographics import parse_age_years, parse_dicom_date, parse_sex
+from dsan_core.dicom.geometry import GeometryReport
+from dsan_core.dicom.index import FileFailure
+from dsan_core.dicom.labels import LabelsReconciliation
+from dsan_core.dicom.pseudonym import pseudonymise
+from dsan_core.dicom.series import SeriesPlan
 
 
-def _sex(text: str) -> str | None:
-    value = str(text or "").strip().upper()
-    return value if value in {"F", "M", "O"} else None
+@dataclass(frozen=True)
+class DecodedSeries:
+    """A chosen series whose volume was written: its scan id (pseudonym), where the
+    volume is (relative to the data root) and its hash, shape (z, y, x), spacing (x, y, z)."""
+
+    scan_id: str
+    volume_path: str
+    volume_hash: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
 
 
-def _dicom_date(text: str) -> date | None:
-    try:
-        return pd.to_datetime(str(text), format="%Y%m%d").date()
-    except (ValueError, TypeError):
-        return None
+def _records(frame: pd.DataFrame) -> Iterator[Any]:
+    """Rows as attribute tuples (typed Any: columns are known by name, not to mypy)."""
+    return iter(frame.itertuples(index=False))
 
 
 def _maybe(kind: str, raw: Any, key: bytes) -> str | None:
@@ -41,26 +40,26 @@ def _maybe(kind: str, raw: Any, key: bytes) -> str | None:
 
 
 def scan_row(first: pd.Series, geometry: GeometryReport | None, label: Any,
-             manifest: Manifest, source_hash: str, key: bytes) -> dict[str, Any]:
+             decoded: DecodedSeries, source_hash: str, key: bytes) -> dict[str, Any]:
     """One `scans` row: `first` is the header record of one file of the chosen series."""
     patient_raw = str(first["patient_id"] or "") or str(label.patient_id)
     acquired = label.acquisition_date
     if acquired is None or pd.isna(acquired):
-        acquired = _dicom_date(first["acquisition_date"]) or _dicom_date(first["study_date"])
-    shape = manifest.data["shape"]
-    spacing = manifest.data["spacing"]
+        acquired = (parse_dicom_date(first["acquisition_date"])
+                    or parse_dicom_date(first["study_date"]))
+    shape, spacing = decoded.shape, decoded.spacing
     thickness = first["slice_thickness"]
     return {
-        "scan_id": manifest.data["scan_id"],
+        "scan_id": decoded.scan_id,
         "patient_id": pseudonymise("patient", patient_raw, key),
         "study_id": pseudonymise("study", str(label.study_instance_uid), key),
-        "series_id": manifest.data["scan_id"],
+        "series_id": decoded.scan_id,
         "label": label.label,
         "site": str(label.site),
         "acquisition_date": acquired,
         "manufacturer": str(first["manufacturer"] or ""),
-        "age_years": _age_years(first["patient_age"]),
-        "sex": _sex(first["patient_sex"]),
+        "age_years": parse_age_years(first["patient_age"]),
+        "sex": parse_sex(first["patient_sex"]),
         "n_slices": int(shape[0]),
         "shape_z": int(shape[0]),
         "shape_y": int(shape[1]),
@@ -72,8 +71,8 @@ def scan_row(first: pd.Series, geometry: GeometryReport | None, label: Any,
         "spacing_spread": None if geometry is None else float(geometry.spacing_spread),
         "gantry_tilt_deg": None if geometry is None else float(geometry.tilt_deg),
         "geometry_flags": "" if geometry is None else ",".join(sorted(set(geometry.flags))),
-        "volume_path": manifest.outputs["volume"]["path"],
-        "volume_hash": manifest.outputs["volume"]["sha256"],
+        "volume_path": decoded.volume_path,
+        "volume_hash": decoded.volume_hash,
         "source_hash": source_hash,
         "label_split": _label_split(label),
     }
@@ -87,9 +86,11 @@ def _label_split(label: Any) -> str | None:
 
 
 def series_rows(plan: SeriesPlan, series_hash: dict[str, str], key: bytes,
-                ingested: dict[str, Manifest], decode_failures: dict[str, str]) -> pd.DataFrame:
+                ingested: Collection[str], decode_failures: dict[str, str]) -> pd.DataFrame:
+    """One `series` row per series of the export, with why it was (not) chosen;
+    `ingested`: UIDs of the series whose volume exists."""
     rows = []
-    for d in plan.decisions.itertuples(index=False):
+    for d in _records(plan.decisions):
         uid = str(d.series_instance_uid)
         status, reason, message = str(d.status), str(d.reason), str(d.message)
         if status == "chosen" and uid in decode_failures:
@@ -118,16 +119,19 @@ def _modality(decision: Any) -> str:
     return str(getattr(decision, "modality", "") or "")
 
 
-def quarantine_rows(plan: SeriesPlan, indexed: Any, labels: Any, series_hash: dict[str, str],
-                    key: bytes, decode_failures: dict[str, str],
+def quarantine_rows(plan: SeriesPlan, file_failures: Sequence[FileFailure],
+                    file_hash: Mapping[str, str | None], labels: LabelsReconciliation,
+                    series_hash: dict[str, str], key: bytes, decode_failures: dict[str, str],
                     mask_failures: dict[str, str]) -> pd.DataFrame:
+    """One `quarantine` row per unusable file, series, study, label row or mask, with
+    its reason; `file_hash`: content hash by raw path (memory only)."""
     rows: list[dict[str, Any]] = []
-    for failure in indexed.failures:
+    for failure in file_failures:
         rows.append({"kind": "file", "reason": failure.reason, "message": failure.message,
                      "n_files": 1, "study_id": None, "series_id": None,
-                     "source_hash": indexed.file_hash.get(str(failure.path)) or ""})
+                     "source_hash": file_hash.get(str(failure.path)) or ""})
     chosen_files = {}
-    for d in plan.decisions.itertuples(index=False):
+    for d in _records(plan.decisions):
         uid = str(d.series_instance_uid)
         if d.status == "chosen":
             chosen_files[str(d.study_instance_uid)] = (uid, int(d.n_files))
@@ -141,13 +145,13 @@ def quarantine_rows(plan: SeriesPlan, indexed: Any, labels: Any, series_hash: di
                 "series_id": pseudonymise("series", uid, key),
                 "source_hash": series_hash.get(uid, ""),
             })
-    for s in plan.studies.itertuples(index=False):
+    for s in _records(plan.studies):
         if str(s.chosen_series_uid) == "":
             rows.append({"kind": "study", "reason": str(s.reason), "message": str(s.message),
                          "n_files": 0, "study_id": pseudonymise("study", str(s.study_instance_uid),
                                                                 key),
                          "series_id": None, "source_hash": ""})
-    for issue in labels.issues.itertuples(index=False):
+    for issue in _records(labels.issues):
         study_uid = str(issue.study_instance_uid or "")
         n_files, series_id, source = 0, None, ""
         kind = "label"
