@@ -28,4 +28,4 @@ def preprocess(
     from flows.preprocessing import preprocess_flow
 
     result = run_flow(preprocess_flow, config.preprocess, config.runtime, root)
-    print_lines(result["summary"])
+    print_lines(result.summary())

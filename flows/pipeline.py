@@ -34,6 +34,6 @@ def pipeline_flow(
     audit = audit_splits_flow(config.split, data_root, run_id=run_id)
     summary += ["[split] " + line for line in splits.summary() + audit.summary()]
     preprocess = preprocess_flow(config.preprocess, config.runtime, data_root, run_id=run_id)
-    summary += ["[preprocess] " + line for line in preprocess["summary"]]
+    summary += ["[preprocess] " + line for line in preprocess.summary()]
     return {"run_id": run_id, "ingest": ingest, "segmentation": segmentation,
             "splits": splits, "audit": audit, "preprocess": preprocess, "summary": summary}

@@ -135,30 +135,30 @@ def test_outputs_per_scan_cache_and_failures(tmp_path: Path, test_config: Any) -
     run = (test_config.preprocess, test_config.runtime, layout.root)
 
     first = preprocess_flow(*run)
-    assert (first["processed"], first["cached"], first["failed"]) == (4, 0, 1)
-    assert "preprocess_failures 1" in first["summary"][0]
-    assert "origin" in first["failures"]["scan-09"]
+    assert (first.processed, first.cached, first.failed) == (4, 0, 1)
+    assert "preprocess_failures 1" in first.summary()[0]
+    assert "origin" in first.failures["scan-09"]
     table = read_table(layout, "preprocessed")
     assert list(table["scan_id"]) == [f"scan-{i:02d}" for i in range(4)]
     _check_outputs(layout, table, test_config)
-    assert first["stage"]["outputs"]["preprocessed"]["sha256"] == sha256_file(
+    assert first.stage.outputs["preprocessed"]["sha256"] == sha256_file(
         layout.table("preprocessed"))
 
     second = preprocess_flow(*run)
-    assert (second["processed"], second["cached"], second["failed"]) == (4 - 4, 4, 1)
+    assert (second.processed, second.cached, second.failed) == (4 - 4, 4, 1)
     assert _cache_hits(layout) == [False, True]
 
     rows.update({f"scan-{i:02d}": _write_scan(layout, i) for i in (4, 5)})
     _write_tables(layout, rows)
     third = preprocess_flow(*run)
-    assert (third["processed"], third["cached"]) == (2, 4)
+    assert (third.processed, third.cached) == (2, 4)
 
     # A changed volume (new content, as a re-ingestion would write) reprocesses that scan only.
     rows["scan-01"] = _write_scan(layout, 1, hu_shift=40)
     _write_tables(layout, rows)
     before = read_table(layout, "preprocessed").set_index("scan_id")
     fourth = preprocess_flow(*run)
-    assert (fourth["processed"], fourth["cached"]) == (1, 5)
+    assert (fourth.processed, fourth.cached) == (1, 5)
     after = read_table(layout, "preprocessed").set_index("scan_id")
     changed = after.index[after["input_hash"] != before.loc[after.index, "input_hash"]]
     assert list(changed) == ["scan-01"]
@@ -167,7 +167,7 @@ def test_outputs_per_scan_cache_and_failures(tmp_path: Path, test_config: Any) -
     victim = layout.resolve(after.loc["scan-02", "lung_path"])
     victim.unlink()
     fifth = preprocess_flow(*run)
-    assert (fifth["processed"], fifth["cached"]) == (1, 5)
+    assert (fifth.processed, fifth.cached) == (1, 5)
     assert sha256_file(victim) == after.loc["scan-02", "lung_hash"]
     assert _cache_hits(layout) == [False, True, False, False, True]
 
@@ -194,5 +194,5 @@ def test_external_scheduler_through_the_cli(tmp_path: Path, test_config: Any) ->
         dask = test_config.runtime.dask.model_copy(update={"address": cluster.scheduler_address})
         runtime = test_config.runtime.model_copy(update={"dask": dask})
         again = preprocess_flow(test_config.preprocess, runtime, layout.root)
-    assert (again["processed"], again["cached"]) == (0, 3)
+    assert (again.processed, again.cached) == (0, 3)
     _check_outputs(layout, read_table(layout, "preprocessed"), test_config)
