@@ -3,16 +3,52 @@ config and data, segment every scan, then groups, figures and evaluation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
 from dsan_core.config import GroupsConfig, RuntimeConfig, SegmentationConfig
 from dsan_core.errors import StageError
-from tasks.groups import assign_groups_task
-from tasks.seg_report import evaluate_segmentation_task, segmentation_figures_task
-from tasks.segmentation import segment_scans_task, train_segmenter_task
+from tasks.groups import GroupsOutcome, assign_groups_task
+from tasks.segmentation import (
+    SegmentOutcome,
+    TrainSegOutcome,
+    segment_scans_task,
+    train_segmenter_task,
+)
+from tasks.segmentation_eval import (
+    FiguresOutcome,
+    SegEvalOutcome,
+    evaluate_segmentation_task,
+    segmentation_figures_task,
+)
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    device: str
+    model: TrainSegOutcome | None
+    masks: SegmentOutcome
+    groups: GroupsOutcome
+    figures: FiguresOutcome
+    evaluation: SegEvalOutcome
+
+    def summary(self) -> list[str]:
+        masks = self.masks
+        lines = [
+            f"segmenter {masks.method_tag} on {self.device}: segmented {masks.segmented}, "
+            f"from cache {masks.cached}, failed {masks.failed}",
+            "sampling groups: " + ", ".join(f"{k} {v}" for k, v in
+                                            self.groups.sampling_groups.items()),
+            f"figures: {self.figures.overlays} overlays + ratio histogram",
+        ]
+        for method, s in self.evaluation.summary.items():
+            lines.append(
+                f"held-out evaluation ({self.evaluation.scans} scans), {method}: median lung "
+                f"Dice {s.lung_dice:.4f}, infection Dice {s.infection_dice:.4f}, "
+                f"ratio error {100 * s.ratio_rel_error:.1f} %")
+        return lines
 
 
 def pick_device(runtime: RuntimeConfig) -> str:
@@ -32,14 +68,13 @@ def pick_device(runtime: RuntimeConfig) -> str:
 
 @flow(name="train-segmenter", validate_parameters=False)
 def train_segmenter_flow(config: SegmentationConfig, runtime: RuntimeConfig, data_root: Path,
-                         run_id: str | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = train_segmenter_task(data_root, config, pick_device(runtime), run_id)
-    return result
+                         run_id: str | None = None) -> TrainSegOutcome:
+    return train_segmenter_task(data_root, config, pick_device(runtime), run_id)
 
 
 @flow(name="segmentation", validate_parameters=False)
 def segmentation_flow(config: SegmentationConfig, groups: GroupsConfig, runtime: RuntimeConfig,
-                      data_root: Path, run_id: str | None = None) -> dict[str, Any]:
+                      data_root: Path, run_id: str | None = None) -> SegmentationResult:
     device = pick_device(runtime)
     model = None
     if config.method == "vbnet":
@@ -48,17 +83,4 @@ def segmentation_flow(config: SegmentationConfig, groups: GroupsConfig, runtime:
     grouped = assign_groups_task(data_root, groups, run_id)
     figures = segmentation_figures_task(data_root, config, run_id)
     evaluation = evaluate_segmentation_task(data_root, config, run_id)
-    summary = [
-        f"segmenter {masks['method_tag']} on {device}: segmented {masks['segmented']}, "
-        f"from cache {masks['cached']}, failed {masks['failed']}",
-        "sampling groups: " + ", ".join(f"{k} {v}" for k, v in
-                                        grouped["data"]["sampling_groups"].items()),
-        f"figures: {figures['data']['overlays']} overlays + ratio histogram",
-    ]
-    for method, scores in evaluation["data"]["medians"].items():
-        summary.append(
-            f"held-out evaluation ({evaluation['data']['scans']} scans), {method}: median lung "
-            f"Dice {scores['lung_dice']:.4f}, infection Dice {scores['infection_dice']:.4f}, "
-            f"ratio error {100 * scores['ratio_rel_error']:.1f} %")
-    return {"model": model, "masks": masks, "groups": grouped, "figures": figures,
-            "evaluation": evaluation, "summary": summary}
+    return SegmentationResult(device, model, masks, grouped, figures, evaluation)

@@ -4,7 +4,8 @@
     <root>/volumes/<scan_id>.nii.gz                  decoded HU volumes
     <root>/ground_truth/<scan_id>_{lung,infection}.nii.gz
     <root>/masks/<method>__<model>/<scan_id>_{lung,infection}.nii.gz
-    <root>/models/vbnet__<config>/{last,best}.pt     segmentation checkpoints
+    <root>/models/<model>__<version>/{last,best}.pt, history.json
+                                                     checkpoints (vbnet: version = training key)
     <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
     <root>/figures/<stage>/...                       PNG figures
     <root>/reports/<stage>/...                       Markdown / JSON reports
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,16 @@ class DataLayout:
     def mask(self, method_tag: str, scan_id: str, kind: str) -> Path:
         return self.root / "masks" / method_tag / f"{scan_id}_{kind}.nii.gz"
 
-    def model_dir(self, name: str, config_hash: str) -> Path:
-        return self.root / "models" / f"{name}__{config_hash}"
+    def model_dir(self, name: str, version: str) -> Path:
+        return self.root / "models" / f"{name}__{version}"
+
+    def checkpoint(self, name: str, version: str, which: Literal["last", "best"]) -> Path:
+        """`last.pt` (the end of the last finished epoch, to resume from) or `best.pt`
+        (the weights to use) of model `name` at `version` (its training key)."""
+        return self.model_dir(name, version) / f"{which}.pt"
+
+    def training_history(self, name: str, version: str) -> Path:
+        return self.model_dir(name, version) / "history.json"
 
     def preprocessed_dir(self, config_hash: str, scan_id: str) -> Path:
         return self.root / "preprocessed" / config_hash / scan_id
@@ -101,6 +111,10 @@ class DataLayout:
     @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"
+
+    @property
+    def matplotlib_cache(self) -> Path:
+        return self.root / "cache" / "matplotlib"
 
     # paths in tables --------------------------------------------------------
     def relative(self, path: Path) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from dsan_core.errors import MaskError
 from storage.atomic import atomic_path, write_text
 
 
@@ -45,3 +46,19 @@ def write_geometry(destination: Path, geometry: dict[str, Any]) -> None:
 def read_geometry(path: Path) -> dict[str, Any]:
     payload: dict[str, Any] = json.loads(path.read_text())
     return payload
+
+
+def external_mask_files(folder: Path, scan_id: str) -> dict[str, Path]:
+    """A scan's masks in an external mask folder: `<scan_id>_lung.nii.gz` +
+    `<scan_id>_infection.nii.gz` ("lung", "infection"), else a label map
+    `<scan_id>.nii.gz` ("labels"); MaskError naming the scan when neither is there."""
+    pair = {kind: folder / f"{scan_id}_{kind}.nii.gz" for kind in ("lung", "infection")}
+    if all(path.is_file() for path in pair.values()):
+        return pair
+    label_map = folder / f"{scan_id}.nii.gz"
+    if label_map.is_file():
+        return {"labels": label_map}
+    raise MaskError(
+        f"no external masks (expected {scan_id}_lung.nii.gz and {scan_id}_infection.nii.gz, "
+        f"or a label map {scan_id}.nii.gz, in external_mask_dir)", scan=scan_id,
+        reason="missing")

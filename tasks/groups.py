@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -19,9 +19,15 @@ STAGE = "groups"
 VERSION = "1"
 
 
+@dataclass(frozen=True)
+class GroupsOutcome:
+    stage: Manifest
+    sampling_groups: dict[str, int]  # scans per sampling group
+
+
 @task(name="assign_groups_task", cache_policy=NO_CACHE, persist_result=False)
 def assign_groups_task(data_root: Path, config: GroupsConfig,
-                       run_id: str | None = None) -> dict[str, Any]:
+                       run_id: str | None = None) -> GroupsOutcome:
     """Sampling group, analysis bin and ensemble band of every segmented scan."""
     with StageRun.open(data_root, run_id) as run:
         inputs = {name: run.memo.hash_file(run.layout.table(name))
@@ -40,4 +46,4 @@ def assign_groups_task(data_root: Path, config: GroupsConfig,
 
         manifest = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config.fingerprint(),
                                 inputs=inputs, compute=compute, logger=get_run_logger())
-        return manifest.to_dict()
+    return GroupsOutcome(manifest, {k: int(v) for k, v in manifest.data["sampling_groups"].items()})

@@ -1,11 +1,11 @@
 """Segmentation stage: VB-Net training, per-scan lung/infection masks and the
 `infection` table. Each task reads via storage, calls dsan_core, writes atomically
-and returns a small manifest; per-scan results are cached by content."""
+and returns a small typed outcome; per-scan results are cached by content."""
 
 from __future__ import annotations
 
 import json
-from functools import partial
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,24 @@ from dsan_core.errors import DsanError, StageError
 from dsan_core.segmentation import (
     SegCase,
     SegVolume,
-    external_masks,
-    infection_ratio,
+    best_weights,
     infection_threshold_of,
     load_vbnet,
-    segment_classical,
-    segment_volume,
+    segment_scan,
+    segmenter_tag,
+    spacing_of,
     train_vbnet,
-    validate_external_mask,
 )
-from dsan_core.segmentation.external import ScanGeometry
-from dsan_core.segmentation.partition import HOLDOUT, TRAIN, VAL, partition_cases
+from dsan_core.segmentation.partition import TRAIN, VAL
+from dsan_core.segmentation.reporting import segmentation_partition
 from storage.atomic import write_json
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.hashing import combine_hashes
 from storage.schemas import INFECTION
 from storage.stage_cache import Manifest, artifact, stage_key
 from storage.tables import read_table, write_table
-from storage.volumes import read_image, write_image
-from tasks.contract import StageRun, cached_stage
+from storage.volumes import external_mask_files, read_image, write_image
+from tasks.contract import MapItem, StageRun, cached_map, cached_stage
 
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
@@ -53,13 +52,33 @@ TRAIN_VERSION = "2"
 VERSION = "3"
 
 
-def _array(image: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(image)
+@dataclass(frozen=True)
+class TrainSegOutcome:
+    stage: Manifest
+    model_version: str
+    best_epoch: int
+    best_score: float
+    infection_threshold: float
+    n_train: int
+    n_val: int
+
+    @property
+    def cache_hit(self) -> bool:
+        return bool(self.stage.data.get("cache_hit"))
 
 
-def _spacing(image: sitk.Image) -> tuple[float, float, float]:
-    x, y, z = image.GetSpacing()
-    return (float(x), float(y), float(z))
+@dataclass(frozen=True)
+class SegmentOutcome:
+    stage: Manifest
+    method_tag: str
+    segmented: int
+    cached: int
+    failures: tuple[str, ...]  # messages, naming scans by pseudonym
+    infection_threshold: float | None  # VB-Net only
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
 
 def ground_truth_cases(run: StageRun) -> pd.DataFrame:
@@ -69,30 +88,20 @@ def ground_truth_cases(run: StageRun) -> pd.DataFrame:
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
 
-def _loader(run: StageRun, row: Any) -> SegCase:
-    root = run.layout
-
+def _seg_case(run: StageRun, row: Any) -> SegCase:
     def load() -> SegVolume:
-        image = read_image(root.resolve(row.volume_path))
-        return SegVolume(
-            hu=_array(image).astype(np.float32),
-            lung=_array(read_image(root.resolve(row.lung_path))).astype(np.uint8),
-            infection=_array(read_image(root.resolve(row.infection_path))).astype(np.uint8),
-            spacing=_spacing(image),
-        )
+        image = read_image(run.layout.resolve(row.volume_path))
+        masks = [sitk.GetArrayFromImage(read_image(run.layout.resolve(p))).astype(np.uint8)
+                 for p in (row.lung_path, row.infection_path)]
+        return SegVolume(sitk.GetArrayFromImage(image).astype(np.float32), masks[0], masks[1],
+                         spacing_of(image))
 
     return SegCase(case_id=str(row.scan_id), load=load)
 
 
-def seg_partition(cases: pd.DataFrame, config: SegmentationConfig) -> dict[str, str]:
-    return partition_cases(cases["scan_id"], val_fraction=config.vbnet.val_fraction,
-                           holdout_fraction=config.holdout_fraction, seed=config.vbnet.seed,
-                           max_val=config.vbnet.max_val_cases)
-
-
 @task(name="train_segmenter_task", cache_policy=NO_CACHE, persist_result=False)
 def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: str,
-                         run_id: str | None = None) -> dict[str, Any]:
+                         run_id: str | None = None) -> TrainSegOutcome:
     """Train the VB-Net on the train/val scans with ground truth; resumable after a kill."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
@@ -102,192 +111,139 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                 f"VB-Net training needs at least 2 scans with ground-truth masks, found "
                 f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
             )
-        partition = seg_partition(cases, config)
-        used = cases[cases["scan_id"].map(partition) != HOLDOUT]
-        inputs = {
-            f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
-                [r.volume_hash, r.lung_hash, r.infection_hash])
-            for r in used.itertuples(index=False)
-        }
+        partition = segmentation_partition(cases["scan_id"].tolist(), config)
+        used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
+        inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
+            [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}
         config_hash = config.vbnet.training_fingerprint()
-        key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config_hash, inputs)
-        model_dir = run.layout.model_dir("vbnet", key[:16])
+        version = stage_key(TRAIN_STAGE, TRAIN_VERSION, config_hash, inputs)[:16]
 
-        def compute(stage_cache_key: str) -> Manifest:
-            train = [_loader(run, r) for r in used.itertuples(index=False)
-                     if partition[r.scan_id] == TRAIN]
-            val = [_loader(run, r) for r in used.itertuples(index=False)
-                   if partition[r.scan_id] == VAL]
-            last = model_dir / "last.pt"
+        def compute(key: str) -> Manifest:
+            train = [_seg_case(run, r) for r in used if partition[r.scan_id] == TRAIN]
+            val = [_seg_case(run, r) for r in used if partition[r.scan_id] == VAL]
+            last = run.layout.checkpoint("vbnet", version, "last")
+            history_path = run.layout.training_history("vbnet", version)
             resume = load_checkpoint(last) if last.exists() else None
-            if resume is not None:
-                logger.info("resuming VB-Net training after epoch %s", resume.get("epoch"))
-            history_path = model_dir / "history.json"
-            history: list[dict[str, Any]] = (
-                json.loads(history_path.read_text()) if resume and history_path.exists() else []
-            )
+            history = json.loads(history_path.read_text()) if resume and history_path.exists() \
+                else []
 
             def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
                 save_checkpoint(checkpoint, last)
-                history.append({k: getattr(report, k) for k in report.__dataclass_fields__})
+                history.append(asdict(report))
                 write_json(history_path, history)
-                logger.info("VB-Net epoch %d: loss %.4f, val lung Dice %.4f, infection Dice %.4f",
-                            report.epoch, report.train_loss, report.val_lung_dice,
-                            report.val_infection_dice)
 
             result = train_vbnet(train, val, config.vbnet, device=torch.device(device),
                                  resume=resume, on_epoch_end=on_epoch_end, log=logger.info)
-            best = model_dir / "best.pt"
-            save_checkpoint({"format": "dsan-vbnet-weights-v1",
-                             "best_model": result.model.state_dict(),
-                             "best_epoch": result.best_epoch,
-                             "best_score": float(result.best_score),
-                             "infection_threshold": result.infection_threshold}, best)
-            return Manifest(TRAIN_STAGE, stage_cache_key,
-                            {"model": artifact(run.layout, best, run.memo),
-                             "history": artifact(run.layout, history_path, run.memo)},
-                            {"best_epoch": result.best_epoch,
-                             "best_score": float(result.best_score),
-                             "infection_threshold": result.infection_threshold,
-                             "n_train": len(train), "n_val": len(val),
-                             "model_version": key[:16]})
+            best = run.layout.checkpoint("vbnet", version, "best")
+            save_checkpoint(best_weights(result), best)
+            return Manifest(TRAIN_STAGE, key, {
+                "model": artifact(run.layout, best, run.memo),
+                "history": artifact(run.layout, history_path, run.memo)}, {
+                "best_epoch": result.best_epoch, "best_score": float(result.best_score),
+                "infection_threshold": result.infection_threshold, "n_train": len(train),
+                "n_val": len(val), "model_version": version})
 
-        manifest = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
-                                config_hash=config_hash, inputs=inputs,
-                                compute=compute, logger=logger)
-        return manifest.to_dict()
-
-
-def _method_tag(config: SegmentationConfig, model: Manifest | None) -> tuple[str, str]:
-    """(mask folder tag, model version) of the configured segmenter."""
-    if config.method == "vbnet":
-        if model is None:
-            raise StageError("method vbnet needs a trained model manifest")
-        version = str(model.data["model_version"])
-        return f"vbnet__{version}", version
-    if config.method == "classical":
-        version = config.classical.fingerprint()
-        return f"classical__{version}", version
-    return "external", "external"
-
-
-def _external_sources(config: SegmentationConfig, scan_id: str) -> dict[str, Path]:
-    folder = config.external_mask_dir
-    assert folder is not None  # guaranteed by SegmentationConfig's validator
-    pair = {k: folder / f"{scan_id}_{k}.nii.gz" for k in ("lung", "infection")}
-    if all(p.is_file() for p in pair.values()):
-        return pair
-    label_map = folder / f"{scan_id}.nii.gz"
-    if label_map.is_file():
-        return {"labels": label_map}
-    raise StageError(
-        f"scan {scan_id}: no external masks (expected {scan_id}_lung.nii.gz and "
-        f"{scan_id}_infection.nii.gz, or a label map {scan_id}.nii.gz, in external_mask_dir)"
-    )
-
-
-def _segment_one(config: SegmentationConfig, model: torch.nn.Module | None, threshold: float,
-                 sources: dict[str, Path], device: str, scan_id: str,
-                 image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of one scan by the configured method (`sources`: its external mask files)."""
-    hu = _array(image).astype(np.float32)
-    spacing = _spacing(image)
-    if config.method == "vbnet":
-        assert model is not None
-        return segment_volume(model, hu, spacing, config.vbnet, torch.device(device),
-                              infection_threshold=threshold)
-    if config.method == "classical":
-        return segment_classical(hu, spacing, config.classical, scan_id=scan_id)
-    geometry = ScanGeometry.from_image(image)
-    arrays = {}
-    for kind, path in sources.items():
-        mask = read_image(path)
-        validate_external_mask(mask.GetSize(), mask.GetSpacing(), mask.GetOrigin(),
-                               mask.GetDirection(), geometry, scan_id=scan_id, kind=kind)
-        arrays[kind] = _array(mask)
-    if "labels" in arrays:
-        return external_masks(arrays["labels"], None, scan_id=scan_id)
-    return external_masks(arrays["lung"], arrays["infection"], scan_id=scan_id)
+        stage = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
+                             config_hash=config_hash, inputs=inputs, compute=compute,
+                             logger=logger)
+    d = stage.data
+    return TrainSegOutcome(stage, d["model_version"], int(d["best_epoch"]),
+                           float(d["best_score"]), float(d["infection_threshold"]),
+                           int(d["n_train"]), int(d["n_val"]))
 
 
 @task(name="segment_scans_task", cache_policy=NO_CACHE, persist_result=False)
-def segment_scans_task(data_root: Path, config: SegmentationConfig, model: dict[str, Any] | None,
-                       device: str, run_id: str | None = None) -> dict[str, Any]:
+def segment_scans_task(data_root: Path, config: SegmentationConfig,
+                       model: TrainSegOutcome | None, device: str,
+                       run_id: str | None = None) -> SegmentOutcome:
     """Masks for every ingested scan + the `infection` table; cached per scan by content."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        model_manifest = Manifest.from_dict(model) if model else None
-        tag, version = _method_tag(config, model_manifest)
+        tag, version = segmenter_tag(config, model.model_version if model else None)
+        network, threshold = _load_segmenter(run, config, model, device, logger)
         scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
-        network, threshold = None, 0.5
-        if config.method == "vbnet" and model_manifest is not None:
-            weights = load_checkpoint(model_manifest.output_path(run.layout, "model"))
-            network = load_vbnet(weights, config.vbnet, torch.device(device))
-            threshold = infection_threshold_of(weights, config.vbnet)
-            logger.info("VB-Net infection threshold %.2f (%s)", threshold,
-                        "calibrated" if config.vbnet.infection_threshold == "calibrate"
-                        else "configured")
+        items, missing = _scan_items(run, config, scans, version, network, threshold)
 
-        def compute(key: str, scan: Any, sources: dict[str, Path]) -> Manifest:
+        def compute(scan: Any, sources: dict[str, Path]) -> Manifest:
             image = read_image(run.layout.resolve(scan.volume_path))
-            lung, infection = _segment_one(config, network, threshold, sources, device,
-                                           scan.scan_id, image)
-            ratio = infection_ratio(lung, infection, _spacing(image), scan_id=scan.scan_id)
+            external = {kind: read_image(path) for kind, path in sources.items()}
+            result = segment_scan(image, config, scan_id=scan.scan_id, model=network,
+                                  infection_threshold=threshold, device=torch.device(device),
+                                  external=external)
             outputs = {}
-            for kind, mask in (("lung", lung), ("infection", infection)):
+            for kind, mask in (("lung", result.lung), ("infection", result.infection)):
                 out = sitk.GetImageFromArray(mask.astype(np.uint8))
                 out.CopyInformation(image)
                 path = run.layout.mask(tag, scan.scan_id, kind)
                 write_image(out, path)
                 outputs[kind] = artifact(run.layout, path, run.memo)
-            return Manifest(SCAN_STAGE, key, outputs, {
-                "lung_ml": ratio.lung_ml, "infection_ml": ratio.infection_ml,
-                "infection_ratio": ratio.infection_ratio})
+            return Manifest(SCAN_STAGE, "", outputs, {
+                "lung_ml": result.ratio.lung_ml, "infection_ml": result.ratio.infection_ml,
+                "infection_ratio": result.ratio.infection_ratio})
 
-        rows, computed, failures = [], 0, []
-        for scan in scans.itertuples(index=False):
-            inputs = {"volume": scan.volume_hash, "segmenter": version}
-            if network is not None:
-                inputs["infection_threshold"] = f"{threshold:.6g}"
-            try:
-                # Missing external masks fail this scan alone, like a wrong geometry.
-                sources = (_external_sources(config, scan.scan_id)
-                           if config.method == "external" else {})
-                inputs |= {k: run.memo.hash_file(p) for k, p in sources.items()}
-                manifest = cached_stage(run, stage=SCAN_STAGE, version=VERSION,
-                                        config_hash=tag, inputs=inputs,
-                                        compute=partial(compute, scan=scan, sources=sources),
-                                        record=False)
-            except DsanError as error:
-                failures.append(str(error))
-                logger.warning("segmentation failed: %s", error)
-                continue
-            computed += not manifest.data["cache_hit"]
-            rows.append({
-                "scan_id": scan.scan_id, "lung_ml": manifest.data["lung_ml"],
-                "infection_ml": manifest.data["infection_ml"],
-                "infection_ratio": manifest.data["infection_ratio"],
-                "method": config.method, "model_version": version,
-                "infection_threshold": threshold if network is not None else None,
-                "lung_path": manifest.outputs["lung"]["path"],
-                "lung_hash": manifest.outputs["lung"]["sha256"],
-                "infection_path": manifest.outputs["infection"]["path"],
-                "infection_hash": manifest.outputs["infection"]["sha256"],
-            })
-        table = pd.DataFrame(rows, columns=INFECTION.names)
+        done = cached_map(run, items, stage=SCAN_STAGE, version=VERSION, config_hash=tag,
+                          compute=compute)
+        failures = [*missing, *done.failures.values()]
+        for message in failures:
+            logger.warning("segmentation failed: %s", message)
+        table = pd.DataFrame([_infection_row(scan_id, m, config, version, network, threshold)
+                              for scan_id, m in done.manifests.items()], columns=INFECTION.names)
 
         def write(key: str) -> Manifest:
             write_table(run.layout, "infection", table)
             return Manifest(STAGE, key, {"infection": artifact(
                 run.layout, run.layout.table("infection"), run.memo)})
 
-        stage = cached_stage(
-            run, stage=STAGE, version=VERSION, config_hash=tag,
-            inputs={"masks": combine_hashes(table["lung_hash"].tolist()
-                                            + table["infection_hash"].tolist()),
-                    "infection_threshold": str(table["infection_threshold"].tolist())},
+        masks = combine_hashes(table["lung_hash"].tolist() + table["infection_hash"].tolist())
+        stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=tag, inputs={
+            "masks": masks, "infection_threshold": str(table["infection_threshold"].tolist())},
             compute=write, logger=logger)
-        return {"stage": stage.to_dict(), "segmented": computed,
-                "infection_threshold": threshold if network is not None else None,
-                "cached": len(rows) - computed, "failed": len(failures), "method_tag": tag,
-                "failures": failures[:20]}
+    return SegmentOutcome(stage, tag, done.computed, done.cached, tuple(failures),
+                          threshold if network is not None else None)
+
+
+def _load_segmenter(run: StageRun, config: SegmentationConfig, model: TrainSegOutcome | None,
+                    device: str, logger: Any) -> tuple[torch.nn.Module | None, float]:
+    """The trained VB-Net (method vbnet) and the infection threshold to segment at."""
+    if config.method != "vbnet" or model is None:
+        return None, 0.5
+    weights = load_checkpoint(model.stage.output_path(run.layout, "model"))
+    threshold = infection_threshold_of(weights, config.vbnet)
+    logger.info("VB-Net infection threshold %.2f (%s)", threshold,
+                "calibrated" if config.vbnet.infection_threshold == "calibrate" else "configured")
+    return load_vbnet(weights, config.vbnet, torch.device(device)), threshold
+
+
+def _scan_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,
+                network: torch.nn.Module | None, threshold: float
+                ) -> tuple[list[MapItem], list[str]]:
+    """One item per scan (with its external mask files for method external), and why
+    the scans without external masks cannot be segmented."""
+    items, missing = [], []
+    for scan in scans.itertuples(index=False):
+        inputs = {"volume": scan.volume_hash, "segmenter": version}
+        if network is not None:
+            inputs["infection_threshold"] = f"{threshold:.6g}"
+        sources: dict[str, Path] = {}
+        if config.method == "external" and config.external_mask_dir is not None:
+            try:
+                sources = external_mask_files(config.external_mask_dir, scan.scan_id)
+            except DsanError as error:  # a scan without masks fails alone
+                missing.append(str(error))
+                continue
+            inputs |= {kind: run.memo.hash_file(path) for kind, path in sources.items()}
+        items.append(MapItem(scan.scan_id, inputs, (scan, sources)))
+    return items, missing
+
+
+def _infection_row(scan_id: str, manifest: Manifest, config: SegmentationConfig, version: str,
+                   network: torch.nn.Module | None, threshold: float) -> dict[str, Any]:
+    return {"scan_id": scan_id, "lung_ml": manifest.data["lung_ml"],
+            "infection_ml": manifest.data["infection_ml"],
+            "infection_ratio": manifest.data["infection_ratio"], "method": config.method,
+            "model_version": version,
+            "infection_threshold": threshold if network is not None else None,
+            "lung_path": manifest.outputs["lung"]["path"],
+            "lung_hash": manifest.outputs["lung"]["sha256"],
+            "infection_path": manifest.outputs["infection"]["path"],
+            "infection_hash": manifest.outputs["infection"]["sha256"]}

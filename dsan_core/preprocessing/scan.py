@@ -14,12 +14,10 @@ import SimpleITK as sitk
 
 from dsan_core.config import PreprocessConfig
 from dsan_core.errors import InputError, MaskError
+from dsan_core.grid import ScanGeometry, check_same_grid
 from dsan_core.preprocessing.geometry import GridGeometry, final_grid
 from dsan_core.preprocessing.intensity import AIR_HU, mask_outside_lung_, window_normalise_
 from dsan_core.preprocessing.resample import resample_image, resample_mask
-
-#: Geometry agreement needed between a mask and its CT (mm, and direction cosines).
-_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -54,17 +52,8 @@ def _check_mask(name: str, mask: np.ndarray, shape: tuple[int, ...], scan_id: st
 
 
 def _check_same_geometry(name: str, ct: sitk.Image, mask: sitk.Image, scan_id: str) -> None:
-    if ct.GetSize() != mask.GetSize():
-        raise MaskError(f"expected the {name} size {ct.GetSize()} (x, y, z) of the CT, found "
-                        f"{mask.GetSize()}", scan=scan_id, reason="geometry")
-    for what, a, b in (("spacing", ct.GetSpacing(), mask.GetSpacing()),
-                       ("origin", ct.GetOrigin(), mask.GetOrigin()),
-                       ("direction", ct.GetDirection(), mask.GetDirection())):
-        if not np.allclose(a, b, rtol=0.0, atol=_TOLERANCE):
-            shown_a = tuple(round(v, 4) for v in a)
-            shown_b = tuple(round(v, 4) for v in b)
-            raise MaskError(f"expected the {name} {what} {shown_a} of the CT, found {shown_b}",
-                            scan=scan_id, reason="geometry")
+    check_same_grid(ScanGeometry.from_image(mask), ScanGeometry.from_image(ct), scan_id=scan_id,
+                    kind=name.removesuffix(" mask"))
 
 
 def preprocess_scan(hu: sitk.Image, lung: sitk.Image, infection: sitk.Image,

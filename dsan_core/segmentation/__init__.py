@@ -24,6 +24,7 @@ from dsan_core.segmentation.inference import (
     sliding_window_probs,
     volume_probs,
 )
+from dsan_core.segmentation.methods import SegmentedScan, segment_scan, segmenter_tag, spacing_of
 from dsan_core.segmentation.metrics import dice, evaluate_segmentation
 from dsan_core.segmentation.ratio import RatioResult, infection_ratio
 from dsan_core.segmentation.training import (
@@ -32,6 +33,7 @@ from dsan_core.segmentation.training import (
     SegCase,
     SegVolume,
     TrainResult,
+    best_weights,
     infection_threshold_of,
     load_vbnet,
     prepare_case,
@@ -46,9 +48,11 @@ __all__ = [
     "RatioResult",
     "ScanGeometry",
     "SegCase",
+    "SegmentedScan",
     "SegVolume",
     "TrainResult",
     "VBNet",
+    "best_weights",
     "binary_mask",
     "build_vbnet",
     "dice",
@@ -63,8 +67,11 @@ __all__ = [
     "prepare_case",
     "prepare_image",
     "segment_classical",
+    "segment_scan",
     "segment_volume",
+    "segmenter_tag",
     "sliding_window_probs",
+    "spacing_of",
     "split_label_map",
     "train_vbnet",
     "validate_external_mask",

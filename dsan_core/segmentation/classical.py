@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from dsan_core.config import ClassicalSegConfig
 from dsan_core.errors import InputError, MaskError
+from dsan_core.segmentation.components import keep_largest_two
 from dsan_core.segmentation.ratio import voxel_ml
 
 
@@ -48,18 +49,6 @@ def _outside_air(air: np.ndarray) -> np.ndarray:
     return np.isin(labels, touching)
 
 
-def _largest_two(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    order = [i for i in np.argsort(sizes)[::-1] if sizes[i] >= min_voxels]
-    keep = order[:1]
-    if len(order) > 1 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
-        keep.append(order[1])
-    return np.isin(labels, np.asarray(keep, dtype=np.int64) + 1)
-
-
 def segment_classical(
     hu: np.ndarray,
     spacing: Sequence[float],
@@ -75,7 +64,7 @@ def segment_classical(
     per_voxel = voxel_ml(spacing)
     air = hu < config.lung_hu_max
     inside_air = air & ~_outside_air(air)
-    lung = _largest_two(inside_air, int(np.ceil(config.min_lung_ml / per_voxel)))
+    lung = keep_largest_two(inside_air, min_voxels=int(np.ceil(config.min_lung_ml / per_voxel)))
     if not lung.any():
         raise MaskError(
             f"expected a lung of at least {config.min_lung_ml} ml below {config.lung_hu_max} HU "

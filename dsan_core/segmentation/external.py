@@ -1,87 +1,22 @@
-"""Checks for masks made elsewhere (e.g. manual contours exported as NIfTI).
-
-Geometry follows SimpleITK: size and spacing (x, y, z), origin (x, y, z) mm,
-direction a row-major 3x3 cosine matrix as 9 numbers. Arrays are (z, y, x).
-A mask is refused, never resampled: a mask on another grid usually means the wrong
-series or a flipped export, and silently moving it would hide that.
+"""Checks for masks made elsewhere (e.g. manual contours exported as NIfTI): values
+and label maps here; the grid check is `dsan_core.grid`. Arrays are (z, y, x).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from dsan_core.errors import MaskError
+from dsan_core.grid import ScanGeometry, check_same_grid, validate_external_mask
 
-
-@dataclass(frozen=True)
-class ScanGeometry:
-    """The grid of a scan or mask (SimpleITK conventions, all (x, y, z))."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-
-    @classmethod
-    def from_image(cls, image: Any) -> ScanGeometry:
-        """From a SimpleITK.Image (or anything with the same four getters)."""
-        return cls(
-            tuple(int(v) for v in image.GetSize()),  # type: ignore[arg-type]
-            tuple(float(v) for v in image.GetSpacing()),  # type: ignore[arg-type]
-            tuple(float(v) for v in image.GetOrigin()),  # type: ignore[arg-type]
-            tuple(float(v) for v in image.GetDirection()),
-        )
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def validate_external_mask(
-    mask_size: Sequence[int],
-    mask_spacing: Sequence[float],
-    mask_origin: Sequence[float],
-    mask_direction: Sequence[float],
-    scan: ScanGeometry,
-    *,
-    scan_id: str,
-    kind: str,
-    spacing_rtol: float = 1e-3,
-    origin_atol_mm: float = 0.05,
-    direction_atol: float = 1e-3,
-) -> None:
-    """Raise MaskError unless the mask lies on the scan's grid (within the tolerances).
-
-    `kind` names the mask in the message ("lung", "infection", "label map").
-    """
-    if tuple(int(v) for v in mask_size) != tuple(scan.size):
-        raise MaskError(
-            f"{kind} mask: expected size {_fmt(scan.size)}, found {_fmt(mask_size)}",
-            scan=scan_id, reason="geometry",
-        )
-    if not np.allclose(mask_spacing, scan.spacing, rtol=spacing_rtol, atol=0):
-        raise MaskError(
-            f"{kind} mask: expected spacing {_fmt(scan.spacing)} mm, found {_fmt(mask_spacing)}",
-            scan=scan_id, reason="geometry",
-        )
-    # Origins may differ by less than a voxel's worth of rounding, never more.
-    if not np.allclose(mask_origin, scan.origin, rtol=0, atol=origin_atol_mm):
-        raise MaskError(
-            f"{kind} mask: expected origin {_fmt(scan.origin)} mm, found {_fmt(mask_origin)}",
-            scan=scan_id, reason="geometry",
-        )
-    if len(mask_direction) != len(scan.direction) or not np.allclose(
-        mask_direction, scan.direction, rtol=0, atol=direction_atol
-    ):
-        raise MaskError(
-            f"{kind} mask: expected direction {_fmt(scan.direction)}, "
-            f"found {_fmt(mask_direction)}",
-            scan=scan_id, reason="geometry",
-        )
+__all__ = [
+    "ScanGeometry",
+    "binary_mask",
+    "check_same_grid",
+    "external_masks",
+    "split_label_map",
+    "validate_external_mask",
+]
 
 
 def _values(array: np.ndarray) -> list[float]:

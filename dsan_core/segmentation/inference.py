@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from dsan_core.config import VBNetConfig
 from dsan_core.errors import InputError
+from dsan_core.segmentation.components import keep_largest_two
 from dsan_core.segmentation.vbnet import N_CLASSES
 
 #: HU clipped to this range, then scaled to [0, 1] (0 = air, also the padding value).
@@ -151,18 +152,6 @@ def masks_from_probs(
     return lung, lung & (probs[2] > infection_threshold)
 
 
-def _keep_lungs(lung: np.ndarray, min_second_fraction: float) -> np.ndarray:
-    labels, count = ndimage.label(lung)
-    if count <= 1:
-        return lung
-    sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1]
-    keep = [order[0] + 1]
-    if sizes[order[1]] >= min_second_fraction * sizes[order[0]]:
-        keep.append(order[1] + 1)
-    return np.isin(labels, keep)
-
-
 def _fill_holes_3d(mask: np.ndarray) -> np.ndarray:
     # In 3-D, not per axial slice: an axial slice through the diaphragm dome shows the
     # lung as a ring around the liver, and a slice-wise fill would add the liver.
@@ -182,7 +171,7 @@ def postprocess_masks(
     if lung.shape != infection.shape:
         raise InputError(f"lung {lung.shape} and infection {infection.shape} shapes differ")
     lung_b = lung.astype(bool) | infection.astype(bool)
-    lung_b = _fill_holes_3d(_keep_lungs(lung_b, min_second_fraction))
+    lung_b = _fill_holes_3d(keep_largest_two(lung_b, min_second_fraction=min_second_fraction))
     infection_b = infection.astype(bool) & lung_b
     return lung_b.astype(np.uint8), infection_b.astype(np.uint8)
 

@@ -381,6 +381,14 @@ def train_vbnet(
     return TrainResult(model, best_epoch, best_score, history, checkpoint, best_threshold)
 
 
+def best_weights(result: TrainResult) -> dict[str, Any]:
+    """The checkpoint to segment with: the best epoch's weights and threshold (no optimiser
+    state), in the same format as the training checkpoints."""
+    return {"format": CHECKPOINT_FORMAT, "best_model": result.model.state_dict(),
+            "best_epoch": result.best_epoch, "best_score": float(result.best_score),
+            "infection_threshold": result.infection_threshold}
+
+
 def infection_threshold_of(checkpoint: dict[str, Any], config: VBNetConfig) -> float:
     """The infection threshold to segment with: the configured number, else the checkpoint's."""
     if config.infection_threshold != "calibrate":

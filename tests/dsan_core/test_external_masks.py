@@ -24,9 +24,26 @@ def _check(**changes: object) -> None:
     validate_external_mask(**values, scan=SCAN, scan_id="s-7", kind="lung")  # type: ignore[arg-type]
 
 
+def _refused(**changes: object) -> str | None:
+    """The MaskError message for these changes, or None when the mask is accepted."""
+    try:
+        _check(**changes)
+    except MaskError as error:
+        return str(error)
+    return None
+
+
 def test_matching_geometry_passes_within_tolerance() -> None:
-    _check()
-    _check(spacing=(0.70001, 0.7, 1.25), origin=(-180.001, -200.0, 50.0))
+    assert _refused() is None
+    assert _refused(spacing=(0.70001, 0.7, 1.25), origin=(-180.001, -200.0, 50.0)) is None
+    # The tolerances' edges: origin 0.05 mm, spacing 1e-3 relative, direction 1e-3.
+    assert _refused(origin=(-180.04, -200.0, 50.0)) is None
+    assert "expected origin" in str(_refused(origin=(-180.06, -200.0, 50.0)))
+    assert _refused(spacing=(0.7006, 0.7, 1.25)) is None
+    assert "expected spacing" in str(_refused(spacing=(0.7008, 0.7, 1.25)))
+    tilted = (1.0, 0.0009, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    assert _refused(direction=tilted) is None
+    assert "expected direction" in str(_refused(direction=(1.0, 0.002, 0, 0, 1.0, 0, 0, 0, 1.0)))
 
 
 @pytest.mark.parametrize(

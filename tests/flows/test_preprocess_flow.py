@@ -176,7 +176,6 @@ def test_external_scheduler_through_the_cli(tmp_path: Path, test_config: Any) ->
     from distributed import LocalCluster
     from typer.testing import CliRunner
 
-    import flows.cli_preprocess  # noqa: F401 - registers `dsan preprocess`
     from flows.cli import app
 
     layout = DataLayout(tmp_path / "data")

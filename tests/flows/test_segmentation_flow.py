@@ -13,7 +13,6 @@ import torch
 from flows.segmentation import segmentation_flow, train_segmenter_flow
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
-from storage.stage_cache import Manifest
 from storage.tables import read_table
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,7 +26,7 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     scans = read_table(layout, "scans")
     infection = read_table(layout, "infection")
     groups = read_table(layout, "groups")
-    assert len(infection) == len(scans) == len(groups) == first["masks"]["segmented"]
+    assert len(infection) == len(scans) == len(groups) == first.masks.segmented
     assert infection["infection_ratio"].between(0, 1).all()
     assert (infection["infection_ml"] <= infection["lung_ml"]).all()
     # Masks lie on the scan's grid (they open over the CT in 3D Slicer).
@@ -40,7 +39,8 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     assert np.allclose(mask.GetSpacing(), volume.GetSpacing())
     assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
     # The checkpoint loads with weights_only=True.
-    model = Manifest.from_dict(first["model"])
+    assert first.model is not None
+    model = first.model.stage
     state = torch.load(model.output_path(layout, "model"), weights_only=True)
     assert "best_model" in state
     assert (layout.figure("segmentation", "infection_ratio_histogram.png")).stat().st_size > 0
@@ -50,7 +50,8 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
 
     second = segmentation_flow(test_config.segmentation, test_config.groups,
                                test_config.runtime, root)
-    assert second["masks"]["segmented"] == 0 and second["model"]["data"]["cache_hit"]
+    assert second.model is not None
+    assert second.masks.segmented == 0 and second.model.cache_hit
     lineage = read_lineage(layout)
     assert lineage.loc[lineage["stage"] == "train-seg", "cache_hit"].tolist() == [False, True]
     threshold = torch.load(model.output_path(layout, "model"),
@@ -61,26 +62,26 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     fixed = test_config.segmentation.model_copy(update={
         "vbnet": test_config.segmentation.vbnet.model_copy(update={"infection_threshold": 0.95})})
     third = segmentation_flow(fixed, test_config.groups, test_config.runtime, root)
-    assert third["model"]["data"]["cache_hit"]
-    assert third["masks"]["segmented"] == len(scans)
+    assert third.model is not None and third.model.cache_hit
+    assert third.masks.segmented == len(scans)
     strict = read_table(layout, "infection").set_index("scan_id")["infection_ml"]
     loose = infection.set_index("scan_id")["infection_ml"]
     assert (strict <= loose + 1e-9).all()  # from the default 0.5 up to 0.95: masks shrink
     assert (infection["infection_threshold"] == 0.5).all()
     assert (read_table(layout, "infection")["infection_threshold"] == 0.95).all()
-    assert third["masks"]["infection_threshold"] == 0.95
+    assert third.masks.infection_threshold == 0.95
 
 
 def test_training_resumes_after_a_kill(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
     root = ingested_copy
     layout = DataLayout(root)
     done = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
-    model_dir = Manifest.from_dict(done).output_path(layout, "model").parent
+    model_dir = done.stage.output_path(layout, "model").parent
     # Simulate a kill after the last epoch but before the final model was written.
     (model_dir / "best.pt").unlink()
     shutil.rmtree(layout.cache_dir("train-seg"))
     resumed = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
-    assert not resumed["data"]["cache_hit"]
+    assert not resumed.cache_hit
     history = (model_dir / "history.json").read_text()
     assert history.count('"epoch"') == test_config.segmentation.vbnet.epochs
 
@@ -91,8 +92,8 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     layout = DataLayout(root)
     classical = test_config.segmentation.model_copy(update={"method": "classical"})
     result = segmentation_flow(classical, test_config.groups, test_config.runtime, root)
-    assert result["masks"]["method_tag"].startswith("classical__")
-    assert result["model"] is None
+    assert result.masks.method_tag.startswith("classical__")
+    assert result.model is None
     assert read_table(layout, "infection")["infection_threshold"].isna().all()
 
     # External masks: the ground truth re-exported under scan ids, one with a wrong grid.
@@ -106,16 +107,16 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     config = test_config.segmentation.model_copy(
         update={"method": "external", "external_mask_dir": external})
     imported = segmentation_flow(config, test_config.groups, test_config.runtime, root)
-    assert imported["masks"]["failed"] == 0
-    assert imported["evaluation"]["data"]["medians"]["external"]["lung_dice"] == 1.0
+    assert imported.masks.failed == 0
+    assert imported.evaluation.summary["external"].lung_dice == 1.0
 
     victim = external / f"{truth.iloc[0].scan_id}_lung.nii.gz"
     wrong = sitk.ReadImage(str(victim))[:, :, 1:]  # one slice short
     sitk.WriteImage(wrong, str(victim))
     refused = segmentation_flow(config, test_config.groups, test_config.runtime, root)
-    assert refused["masks"]["failed"] == 1
-    assert "expected size" in refused["masks"]["failures"][0]
-    assert truth.iloc[0].scan_id in refused["masks"]["failures"][0]
+    assert refused.masks.failed == 1
+    assert "expected size" in refused.masks.failures[0]
+    assert truth.iloc[0].scan_id in refused.masks.failures[0]
     assert truth.iloc[0].scan_id not in set(read_table(layout, "infection")["scan_id"])
 
     # A scan with no external masks at all fails alone; the others are still imported.
@@ -123,8 +124,8 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     for kind in ("lung", "infection"):
         (external / f"{missing}_{kind}.nii.gz").unlink()
     partial = segmentation_flow(config, test_config.groups, test_config.runtime, root)
-    assert partial["masks"]["failed"] == 2
-    assert any("no external masks" in f and missing in f for f in partial["masks"]["failures"])
+    assert partial.masks.failed == 2
+    assert any("no external masks" in f and missing in f for f in partial.masks.failures)
     assert len(read_table(layout, "infection")) == len(truth) - 2
 
 

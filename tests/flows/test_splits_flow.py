@@ -16,7 +16,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from typer.testing import CliRunner
 
-import flows.cli_splits  # noqa: F401 - registers the commands on flows.cli.app
 from flows.cli import app
 from flows.splits import audit_splits_flow, split_flow
 from storage.layout import DataLayout

@@ -1,4 +1,4 @@
-"""`dsan preprocess`: registered on the main app (flows/cli.py imports this module)."""
+"""`dsan preprocess`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
+from flows.cli.app import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
 
 DaskAddressOpt = Annotated[
     str | None,
@@ -16,7 +16,7 @@ DaskAddressOpt = Annotated[
 ]
 
 
-@app.command("preprocess")
+@app.command("preprocess", rich_help_panel="Stages")
 def preprocess(
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,

@@ -1,4 +1,4 @@
-"""`dsan split` and `dsan audit-splits` (registered on `flows.cli.app` on import)."""
+"""`dsan split` and `dsan audit-splits`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
+from flows.cli.app import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
 
 ReshuffleOpt = Annotated[
     bool, typer.Option("--reshuffle", help="redraw every assignment: a NEW split version")
@@ -17,7 +17,7 @@ AgainstOpt = Annotated[
 ]
 
 
-@app.command("split")
+@app.command("split", rich_help_panel="Stages")
 def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
           data_root: DataRootOpt = None) -> None:
     """Patient-level TV/test split and CV folds; known patients never move."""
@@ -28,7 +28,7 @@ def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
     print_lines(result.summary())
 
 
-@app.command("audit-splits")
+@app.command("audit-splits", rich_help_panel="Inspect")
 def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
                  data_root: DataRootOpt = None) -> None:
     """Check the current split for leakage; exit 1 when any id crosses partitions."""

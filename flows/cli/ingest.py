@@ -1,0 +1,35 @@
+"""`dsan ingest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.app import (
+    DataRootOpt,
+    MasksOpt,
+    ProfileOpt,
+    app,
+    print_lines,
+    run_flow,
+    stage_setup,
+)
+
+
+@app.command(rich_help_panel="Stages")
+def ingest(
+    dicom_root: Annotated[Path, typer.Option("--dicom-root", help="the DICOM export to ingest")],
+    labels: Annotated[Path, typer.Option("--labels", help="labels manifest CSV")],
+    masks: MasksOpt = None,
+    profile: ProfileOpt = "demo",
+    data_root: DataRootOpt = None,
+) -> None:
+    """Index, choose, validate, decode and pseudonymise DICOM series."""
+    root, config = stage_setup(profile, data_root)
+    from flows.ingestion import ingestion_flow
+
+    result = run_flow(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
+                      masks)
+    print_lines(result.summary.lines())
