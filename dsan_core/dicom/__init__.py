@@ -15,18 +15,18 @@ from dsan_core.dicom.index import (
     index_headers,
     records_to_frame,
 )
-from dsan_core.dicom.labels import (
-    LabelsReconciliation,
-    normalise_diagnosis,
-    read_labels,
-    reconcile_labels,
-)
 from dsan_core.dicom.ingestion import (
     DecodeJob,
     IngestPlan,
     IngestTables,
     ingestion_tables,
     plan_ingestion,
+)
+from dsan_core.dicom.labels import (
+    LabelsReconciliation,
+    normalise_diagnosis,
+    read_labels,
+    reconcile_labels,
 )
 from dsan_core.dicom.pseudonym import (
     is_published_key,
