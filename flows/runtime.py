@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dsan_core.config import DaskConfig
+from storage.layout import DataLayout
 
 DATA_ROOT_ENV = "DSAN_DATA_ROOT"
 KEY_ENV = "DSAN_PSEUDONYM_KEY"
@@ -34,22 +35,23 @@ def resolve_data_root(cli_value: Path | None) -> Path:
 
 def prefect_environment(data_root: Path) -> dict[str, str]:
     """Set the embedded defaults in os.environ (user values win); return what was set."""
+    layout = DataLayout(data_root)
     defaults = {
-        "PREFECT_HOME": str(data_root / "prefect"),
+        "PREFECT_HOME": str(layout.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         # matplotlib would otherwise write its font cache under the home folder.
-        "MPLCONFIGDIR": str(data_root / "cache" / "matplotlib"),
+        "MPLCONFIGDIR": str(layout.matplotlib_cache),
     }
     applied = {}
     for name, value in defaults.items():
         if name not in os.environ:
             os.environ[name] = value
             applied[name] = value
-    (data_root / "prefect").mkdir(parents=True, exist_ok=True)
-    (data_root / "cache" / "matplotlib").mkdir(parents=True, exist_ok=True)
+    layout.prefect_home.mkdir(parents=True, exist_ok=True)
+    layout.matplotlib_cache.mkdir(parents=True, exist_ok=True)
     return applied
 
 

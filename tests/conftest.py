@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,18 +13,33 @@ import pytest
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
 
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables that are not set yet; restore them all on exit."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     home = tmp_path_factory.mktemp("prefect-home")
-    os.environ.setdefault("PREFECT_HOME", str(home))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
-    from prefect.testing.utilities import prefect_test_harness
+    with environment(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                     PREFECT_RESULTS_PERSIST_BY_DEFAULT="false"):
+        from prefect.testing.utilities import prefect_test_harness
 
-    from flows.runtime import quiet_flow_settings
+        from flows.runtime import quiet_flow_settings
 
-    with prefect_test_harness(server_startup_timeout=120), quiet_flow_settings():
-        yield
+        with prefect_test_harness(server_startup_timeout=120), quiet_flow_settings():
+            yield
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +47,12 @@ def test_config():  # type: ignore[no-untyped-def]
     from dsan_core.config import load_profile
 
     return load_profile(PROFILES / "test.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    # CLI commands run in-process set the embedded Prefect defaults in os.environ.
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

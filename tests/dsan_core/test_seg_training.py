@@ -107,6 +107,7 @@ def _run(resume: dict[str, Any] | None, epochs: int) -> tuple[Any, list[dict[str
     return result, saved
 
 
+@pytest.mark.slow
 def test_tiny_training_checkpoints_load_weights_only_and_resume_identically() -> None:
     result, saved = _run(None, 2)
     assert [r.epoch for r in result.history] == [1, 2]
@@ -148,6 +149,7 @@ class ProbabilityOracle(torch.nn.Module):
         return probs.log()
 
 
+@pytest.mark.slow
 def test_validation_calibrates_the_infection_threshold() -> None:
     from dsan_core.segmentation.training import THRESHOLD_GRID, _CaseCache, _validate
 
@@ -167,6 +169,7 @@ def test_validation_calibrates_the_infection_threshold() -> None:
     assert threshold in THRESHOLD_GRID and 0.05 < threshold < 0.3
 
 
+@pytest.mark.slow
 def test_the_best_epochs_threshold_is_kept_and_used_when_asked() -> None:
     from dsan_core.segmentation.training import THRESHOLD_GRID, infection_threshold_of
 

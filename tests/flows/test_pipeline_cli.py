@@ -14,6 +14,7 @@ from storage.lineage import read_lineage
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.slow
 def test_dsan_run_then_rerun_is_cached(cohort: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     root = tmp_path / "data"
