@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from dsan_core.dicom import reasons
 from dsan_core.dicom.decode import AIR_HU, decode_series, normalise_stored
 from dsan_core.errors import DicomError, GeometryError
-from tests.dsan_core.dicom_factory import write_series, write_slice
+from tests.dsan_core.dicom.dicom_factory import write_series, write_slice
 
 STORED = np.array([[0, 24], [1024, 2000]])
 

@@ -11,7 +11,7 @@ from dsan_core.config import IngestConfig
 from dsan_core.dicom import reasons
 from dsan_core.dicom.geometry import check_geometry
 from dsan_core.dicom.index import index_headers
-from tests.dsan_core.dicom_factory import write_series, write_slice
+from tests.dsan_core.dicom.dicom_factory import write_series, write_slice
 
 CONFIG = IngestConfig(min_slices=4)
 

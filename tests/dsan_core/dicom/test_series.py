@@ -9,7 +9,7 @@ from dsan_core.config import IngestConfig
 from dsan_core.dicom import reasons
 from dsan_core.dicom.index import index_headers
 from dsan_core.dicom.series import DECISION_COLUMNS, STUDY_COLUMNS, choose_series
-from tests.dsan_core.dicom_factory import ROOT, write_series
+from tests.dsan_core.dicom.dicom_factory import ROOT, write_series
 
 CONFIG = IngestConfig(min_slices=4, max_slice_thickness_mm=2.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

@@ -9,7 +9,7 @@ from dsan_core.dicom import reasons
 from dsan_core.dicom.headers import read_header
 from dsan_core.dicom.index import RECORD_COLUMNS, discover_files, index_headers
 from dsan_core.errors import DicomError
-from tests.dsan_core.dicom_factory import write_slice
+from tests.dsan_core.dicom.dicom_factory import write_slice
 
 
 def test_read_header_fields(tmp_path: Path) -> None:
