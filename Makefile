@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA_ROOT ?= ./dsan-data
 # demo (minutes on 2 CPU cores) or demo-gpu (same cohort, a VB-Net budget for a CUDA GPU).
 PROFILE ?= demo
-# The CPU build of torch lies on this machine's disk; any other pin downloads a CUDA build.
+# torch is pinned here (pyproject.toml allows >=2.4): set TORCH_PIN for another build.
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: install demo test lint bench clean

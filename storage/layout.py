@@ -1,18 +1,23 @@
 """Where every artifact lives under the data root. Paths are deterministic and parseable.
 
-    <root>/tables/<name>.parquet                     the Parquet tables (schemas.py)
-    <root>/volumes/<scan_id>.nii.gz                  decoded HU volumes
+    <root>/tables/<name>.parquet                      the Parquet tables (schemas.py)
+    <root>/volumes/<scan_id>.nii.gz                   decoded HU volumes
     <root>/ground_truth/<scan_id>_{lung,infection}.nii.gz
-    <root>/masks/<method>__<model>/<scan_id>_{lung,infection}.nii.gz
+    <root>/masks/<tag>/<scan_id>_{lung,infection}.nii.gz
+                                                      tag: vbnet__<model>, classical__<config>,
+                                                      or external
     <root>/models/<model>__<version>/{last,best}.pt, history.json
-                                                     checkpoints (vbnet: version = training key)
+                                                      checkpoints (version: training key)
     <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
-    <root>/figures/<stage>/...                       PNG figures
-    <root>/reports/<stage>/...                       Markdown / JSON reports
-    <root>/splits/versions/<split_version>.parquet   every split version ever written
-    <root>/cache/<stage>/<key>.json                  stage manifests (the stage cache)
-    <root>/lineage/<yyyy-mm-dd>/<run>-<stage>.parquet lineage rows (append-only parts)
-    <root>/prefect/                                  PREFECT_HOME of the embedded API
+    <root>/figures/<stage>/...                        PNG figures
+    <root>/reports/<stage>/...                        Markdown / JSON reports
+    <root>/splits/versions/<split_version>.parquet    every split version ever written
+    <root>/cache/<stage>/<key>.json                   stage manifests (the stage cache)
+    <root>/cache/file_hashes.parquet                  the file-hash memo
+    <root>/cache/{dask-scratch,matplotlib}/           Dask spill and matplotlib's font cache
+    <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>.parquet
+                                                      lineage rows (append-only parts)
+    <root>/prefect/                                   PREFECT_HOME of the embedded API
 
 Tables store paths RELATIVE to the root, so a data root can be moved.
 """
