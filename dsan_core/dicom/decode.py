@@ -31,9 +31,7 @@ from dsan_core.dicom import reasons
 from dsan_core.dicom.codecs import GDCM_SYNTAXES, can_decode, pydicom_can_decode
 from dsan_core.dicom.geometry import slice_normal
 from dsan_core.errors import DicomError, GeometryError
-
-#: HU written where the scanner marked padding (outside the reconstruction circle).
-AIR_HU = -1024.0
+from dsan_core.hounsfield import AIR_HU
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-#: Air in HU: the padding value of the CT before windowing.
-AIR_HU = -1024.0
+from dsan_core.hounsfield import AIR_HU
+
+__all__ = ["AIR_HU", "mask_outside_lung_", "window_bounds", "window_normalise", "window_normalise_"]
 
 
 def window_bounds(width: float, level: float) -> tuple[float, float]:
