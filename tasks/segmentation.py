@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,27 +122,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
         def compute(key: str) -> Manifest:
             train = [_seg_case(run, r) for r in used if partition[r.scan_id] == TRAIN]
             val = [_seg_case(run, r) for r in used if partition[r.scan_id] == VAL]
-            last = run.layout.checkpoint("vbnet", version, "last")
-            history_path = run.layout.training_history("vbnet", version)
-            resume = load_checkpoint(last) if last.exists() else None
-            history = json.loads(history_path.read_text()) if resume and history_path.exists() \
-                else []
-
-            def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
-                save_checkpoint(checkpoint, last)
-                history.append(asdict(report))
-                write_json(history_path, history)
-
-            result = train_vbnet(train, val, config.vbnet, device=torch.device(device),
-                                 resume=resume, on_epoch_end=on_epoch_end, log=logger.info)
-            best = run.layout.checkpoint("vbnet", version, "best")
-            save_checkpoint(best_weights(result), best)
-            return Manifest(TRAIN_STAGE, key, {
-                "model": artifact(run.layout, best, run.memo),
-                "history": artifact(run.layout, history_path, run.memo)}, {
-                "best_epoch": result.best_epoch, "best_score": float(result.best_score),
-                "infection_threshold": result.infection_threshold, "n_train": len(train),
-                "n_val": len(val), "model_version": version})
+            return _train(run, key, version, train, val, config, device, logger)
 
         stage = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
                              config_hash=config_hash, inputs=inputs, compute=compute,
@@ -164,25 +145,9 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig,
         scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
         items, missing = _scan_items(run, config, scans, version, network, threshold)
 
-        def compute(scan: Any, sources: dict[str, Path]) -> Manifest:
-            image = read_image(run.layout.resolve(scan.volume_path))
-            external = {kind: read_image(path) for kind, path in sources.items()}
-            result = segment_scan(image, config, scan_id=scan.scan_id, model=network,
-                                  infection_threshold=threshold, device=torch.device(device),
-                                  external=external)
-            outputs = {}
-            for kind, mask in (("lung", result.lung), ("infection", result.infection)):
-                out = sitk.GetImageFromArray(mask.astype(np.uint8))
-                out.CopyInformation(image)
-                path = run.layout.mask(tag, scan.scan_id, kind)
-                write_image(out, path)
-                outputs[kind] = artifact(run.layout, path, run.memo)
-            return Manifest(SCAN_STAGE, "", outputs, {
-                "lung_ml": result.ratio.lung_ml, "infection_ml": result.ratio.infection_ml,
-                "infection_ratio": result.ratio.infection_ratio})
-
+        segment = partial(_segment_one, run, config, tag, network, threshold, device)
         done = cached_map(run, items, stage=SCAN_STAGE, version=VERSION, config_hash=tag,
-                          compute=compute)
+                          compute=segment)
         failures = [*missing, *done.failures.values()]
         for message in failures:
             logger.warning("segmentation failed: %s", message)
@@ -202,6 +167,31 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig,
                           threshold if network is not None else None)
 
 
+def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: list[SegCase],
+           config: SegmentationConfig, device: str, logger: Any) -> Manifest:
+    """Train (resuming from `last.pt` when a killed run left one); write `best.pt`."""
+    last = run.layout.checkpoint("vbnet", version, "last")
+    history_path = run.layout.training_history("vbnet", version)
+    resume = load_checkpoint(last) if last.exists() else None
+    history = json.loads(history_path.read_text()) if resume and history_path.exists() else []
+
+    def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
+        save_checkpoint(checkpoint, last)
+        history.append(asdict(report))
+        write_json(history_path, history)
+
+    result = train_vbnet(train, val, config.vbnet, device=torch.device(device), resume=resume,
+                         on_epoch_end=on_epoch_end, log=logger.info)
+    best = run.layout.checkpoint("vbnet", version, "best")
+    save_checkpoint(best_weights(result), best)
+    return Manifest(TRAIN_STAGE, key, {
+        "model": artifact(run.layout, best, run.memo),
+        "history": artifact(run.layout, history_path, run.memo)}, {
+        "best_epoch": result.best_epoch, "best_score": float(result.best_score),
+        "infection_threshold": result.infection_threshold, "n_train": len(train),
+        "n_val": len(val), "model_version": version})
+
+
 def _load_segmenter(run: StageRun, config: SegmentationConfig, model: TrainSegOutcome | None,
                     device: str, logger: Any) -> tuple[torch.nn.Module | None, float]:
     """The trained VB-Net (method vbnet) and the infection threshold to segment at."""
@@ -212,6 +202,27 @@ def _load_segmenter(run: StageRun, config: SegmentationConfig, model: TrainSegOu
     logger.info("VB-Net infection threshold %.2f (%s)", threshold,
                 "calibrated" if config.vbnet.infection_threshold == "calibrate" else "configured")
     return load_vbnet(weights, config.vbnet, torch.device(device)), threshold
+
+
+def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
+                 network: torch.nn.Module | None, threshold: float, device: str, scan: Any,
+                 sources: dict[str, Path]) -> Manifest:
+    """Segment one scan and write its two masks on the scan's grid."""
+    image = read_image(run.layout.resolve(scan.volume_path))
+    external = {kind: read_image(path) for kind, path in sources.items()}
+    result = segment_scan(image, config, scan_id=scan.scan_id, model=network,
+                          infection_threshold=threshold, device=torch.device(device),
+                          external=external)
+    outputs = {}
+    for kind, mask in (("lung", result.lung), ("infection", result.infection)):
+        out = sitk.GetImageFromArray(mask.astype(np.uint8))
+        out.CopyInformation(image)
+        path = run.layout.mask(tag, scan.scan_id, kind)
+        write_image(out, path)
+        outputs[kind] = artifact(run.layout, path, run.memo)
+    return Manifest(SCAN_STAGE, "", outputs, {
+        "lung_ml": result.ratio.lung_ml, "infection_ml": result.ratio.infection_ml,
+        "infection_ratio": result.ratio.infection_ratio})
 
 
 def _scan_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,32 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
     return FiguresOutcome(stage, int(stage.data["overlays"]))
 
 
+def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFrame,
+              config: SegmentationConfig, thresholds: list[float], logger: Any) -> Manifest:
+    """Score every held-out scan; write `seg_eval` and the Markdown summary."""
+    rows = []
+    for case in held.itertuples(index=False):
+        image = read_image(run.layout.resolve(case.volume_path))
+        truth = _arrays(run, case.lung_path, case.infection_path)
+        masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
+        found, problem = compare_with_truth(
+            case.scan_id, sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing(),
+            (truth[0], truth[1]), {config.method: (masks[0], masks[1])}, config)
+        rows += found
+        if problem:
+            logger.warning("classical baseline failed: %s", problem)
+    table = pd.DataFrame(rows, columns=SEG_EVAL.names)
+    write_table(run.layout, "seg_eval", table)
+    summary = summarise(table)
+    report = run.layout.report("segmentation", "evaluation.md")
+    write_text(report, summary_markdown(summary, thresholds))
+    return Manifest(EVAL_STAGE, key, {
+        "seg_eval": artifact(run.layout, run.layout.table("seg_eval"), run.memo),
+        "report": artifact(run.layout, report, run.memo)}, {
+        "scans": int(table["scan_id"].nunique()),
+        "summary": {method: asdict(s) for method, s in summary.items()}})
+
+
 @task(name="evaluate_segmentation_task", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                                run_id: str | None = None) -> SegEvalOutcome:
@@ -104,29 +131,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                                            *predicted["infection_hash"]])}
 
         def compute(key: str) -> Manifest:
-            rows = []
-            for case in held.itertuples(index=False):
-                image = read_image(run.layout.resolve(case.volume_path))
-                truth = _arrays(run, case.lung_path, case.infection_path)
-                masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path",
-                                                                    "infection_path"]])
-                found, problem = compare_with_truth(
-                    case.scan_id, sitk.GetArrayFromImage(image).astype(np.float32),
-                    image.GetSpacing(), (truth[0], truth[1]),
-                    {config.method: (masks[0], masks[1])}, config)
-                rows += found
-                if problem:
-                    logger.warning("classical baseline failed: %s", problem)
-            table = pd.DataFrame(rows, columns=SEG_EVAL.names)
-            write_table(run.layout, "seg_eval", table)
-            summary = summarise(table)
-            report = run.layout.report("segmentation", "evaluation.md")
-            write_text(report, summary_markdown(summary, thresholds))
-            return Manifest(EVAL_STAGE, key, {
-                "seg_eval": artifact(run.layout, run.layout.table("seg_eval"), run.memo),
-                "report": artifact(run.layout, report, run.memo)}, {
-                "scans": int(table["scan_id"].nunique()),
-                "summary": {method: asdict(s) for method, s in summary.items()}})
+            return _evaluate(run, key, held, predicted, config, thresholds, logger)
 
         stage = cached_stage(run, stage=EVAL_STAGE, version=VERSION,
                              config_hash=config.classical.fingerprint() + config.method,

@@ -80,6 +80,35 @@ def _version_of(split: pd.DataFrame | None) -> str:
     return "-" if split is None else str(split["split_version"].iloc[0])
 
 
+def _make_split(run: StageRun, key: str, config: SplitConfig, previous: pd.DataFrame | None,
+                reshuffle: bool, inputs: dict[str, str]) -> Manifest:
+    """Write the split table and its frozen version file; also store the manifest under
+    the key a plain rerun on the same inputs will compute (see the module docstring)."""
+    layout = run.layout
+    effective = config
+    if previous is not None and not reshuffle:  # a version keeps its seed
+        effective = config.model_copy(update={"seed": int(previous["seed"].iloc[0])})
+    result = make_splits(read_table(layout, "scans"), read_table(layout, "groups"), effective,
+                         previous=previous, reshuffle=reshuffle)
+    write_table(layout, "splits", result.table)
+    frozen = layout.split_version(result.version)
+    write_bytes(frozen, layout.table("splits").read_bytes())
+    manifest = Manifest(STAGE, key, {
+        "splits": artifact(layout, layout.table("splits"), run.memo),
+        "version": artifact(layout, frozen, run.memo)}, {
+        "version": result.version, "previous_version": _version_of(previous),
+        "reshuffled": result.reshuffled, "scans": len(result.table),
+        "new_patients": unseen_patients(result, previous),
+        "partitions": partition_counts(result.table)})
+    rerun_key = stage_key(STAGE, VERSION, config.fingerprint(),
+                          {**inputs, "previous": result.version, "reshuffle": "no"})
+    if rerun_key != key:
+        run.cache.store(replace(manifest, key=rerun_key, data={
+            **manifest.data, "previous_version": result.version, "reshuffled": False,
+            "new_patients": 0}))
+    return manifest
+
+
 @task(name="split_task", cache_policy=NO_CACHE, persist_result=False)
 def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
                run_id: str | None = None) -> SplitOutcome:
@@ -95,31 +124,7 @@ def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
         config_hash = config.fingerprint()
 
         def compute(key: str) -> Manifest:
-            if previous is not None and not reshuffle:  # a version keeps its seed
-                seed = int(previous["seed"].iloc[0])
-                effective = config.model_copy(update={"seed": seed})
-            else:
-                effective = config
-            result = make_splits(read_table(layout, "scans"), read_table(layout, "groups"),
-                                 effective, previous=previous, reshuffle=reshuffle)
-            write_table(layout, "splits", result.table)
-            frozen = layout.split_version(result.version)
-            write_bytes(frozen, layout.table("splits").read_bytes())
-            manifest = Manifest(STAGE, key, {
-                "splits": artifact(layout, layout.table("splits"), run.memo),
-                "version": artifact(layout, frozen, run.memo)}, {
-                "version": result.version, "previous_version": _version_of(previous),
-                "reshuffled": result.reshuffled, "scans": len(result.table),
-                "new_patients": unseen_patients(result, previous),
-                "partitions": partition_counts(result.table)})
-            # A plain rerun on the same inputs reproduces this table byte for byte.
-            rerun = {**inputs, "previous": result.version, "reshuffle": "no"}
-            rerun_key = stage_key(STAGE, VERSION, config_hash, rerun)
-            if rerun_key != key:
-                run.cache.store(replace(manifest, key=rerun_key, data={
-                    **manifest.data, "previous_version": result.version, "reshuffled": False,
-                    "new_patients": 0}))
-            return manifest
+            return _make_split(run, key, config, previous, reshuffle, inputs)
 
         stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
                              inputs=inputs, compute=compute, logger=logger)
