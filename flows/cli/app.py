@@ -31,6 +31,8 @@ DataRootOpt = Annotated[
     Path | None,
     typer.Option("--data-root", help="where outputs go (default $DSAN_DATA_ROOT or ./dsan-data)"),
 ]
+DicomRootOpt = Annotated[Path, typer.Option("--dicom-root", help="the DICOM export")]
+LabelsOpt = Annotated[Path, typer.Option("--labels", help="labels manifest CSV")]
 MasksOpt = Annotated[
     Path | None,
     typer.Option("--masks", help="ground-truth masks: <SeriesInstanceUID>_{lung,infection}.nii.gz"),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
 from flows.cli.app import (
     DataRootOpt,
+    DicomRootOpt,
+    LabelsOpt,
     MasksOpt,
     ProfileOpt,
     app,
@@ -20,8 +17,8 @@ from flows.cli.app import (
 
 @app.command(rich_help_panel="Stages")
 def ingest(
-    dicom_root: Annotated[Path, typer.Option("--dicom-root", help="the DICOM export to ingest")],
-    labels: Annotated[Path, typer.Option("--labels", help="labels manifest CSV")],
+    dicom_root: DicomRootOpt,
+    labels: LabelsOpt,
     masks: MasksOpt = None,
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,
