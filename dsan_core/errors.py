@@ -41,8 +41,18 @@ class InputError(DsanError):
     def __init__(self, message: str, *, scan: str | None = None, reason: str = "invalid") -> None:
         self.scan = scan
         self.reason = reason
+        self.detail = message
         prefix = f"scan {scan}: " if scan else ""
         super().__init__(prefix + message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled across Dask workers: keep scan and reason (the default would not).
+        return (_rebuild_input_error, (type(self), self.detail, self.scan, self.reason))
+
+
+def _rebuild_input_error(cls: type[InputError], message: str, scan: str | None,
+                         reason: str) -> InputError:
+    return cls(message, scan=scan, reason=reason)
 
 
 class DicomError(InputError):

@@ -3,6 +3,10 @@
 A reader never sees a half-written file: either the old bytes or the new ones.
 A killed run leaves at most a `.tmp-*` file behind, which `clean_temp_files`
 removes and which no reader ever opens.
+
+Outputs get the mode a newly created file gets under the process's umask (0644 under
+umask 022, 0664 under 002), not mkstemp's 0600: a data root shared by a team must be
+readable by the team.
 """
 
 from __future__ import annotations
@@ -11,11 +15,21 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """0o666 minus the current umask: the mode `open()` would give a new file."""
+    with _umask_lock:  # reading the umask means setting it: keep other threads out
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
@@ -28,6 +42,7 @@ def atomic_path(destination: Path) -> Iterator[Path]:
     temp = Path(name)
     try:
         yield temp
+        os.chmod(temp, file_mode())
         os.replace(temp, destination)
     finally:
         with contextlib.suppress(FileNotFoundError):

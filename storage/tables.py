@@ -57,13 +57,44 @@ def read_table(layout: DataLayout, name: str) -> pd.DataFrame:
 
 
 def _read_validated(path: Path, name: str, what: str) -> pd.DataFrame:
-    table = pq.read_table(path)
-    expected = schema_of(name)
-    if not table.schema.remove_metadata().equals(expected):
-        raise SchemaError(
-            f"{what}: found schema {table.schema.remove_metadata()}, expected {expected}"
-        )
-    return table.to_pandas(types_mapper=_types_mapper)
+    return conform(pq.read_table(path), schema_of(name), what).to_pandas(
+        types_mapper=_types_mapper)
+
+
+def conform(table: pa.Table, expected: pa.Schema, what: str) -> pa.Table:
+    """`table` with the expected schema, when every column casts losslessly to it.
+
+    A table edited with pandas comes back with other types (large_string for string,
+    double for a nullable integer, a saved index column): those are accepted when no
+    value changes. A missing column, an extra one, or a value that does not fit raises
+    SchemaError naming the column.
+    """
+    found = table.schema.remove_metadata()
+    if found.equals(expected):
+        return table.replace_schema_metadata(None)
+    index_columns = set(_pandas_index_columns(table.schema))
+    names = [n for n in table.column_names if n not in index_columns]
+    missing = [n for n in expected.names if n not in names]
+    extra = [n for n in names if n not in expected.names]
+    if missing or extra:
+        raise SchemaError(f"{what}: missing columns {missing}, unexpected columns {extra}")
+    columns = []
+    for field in expected:
+        column = table.column(field.name)
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise SchemaError(f"{what}: column {field.name!r} is {found.field(field.name).type}"
+                                  f", expected {field.type}, and its values do not convert "
+                                  f"without loss ({str(error).splitlines()[0]})") from None
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=expected)
+
+
+def _pandas_index_columns(schema: pa.Schema) -> list[str]:
+    metadata = schema.pandas_metadata or {}
+    return [c for c in metadata.get("index_columns", []) if isinstance(c, str)]
 
 
 def read_split_version(layout: DataLayout, prefix: str) -> tuple[str, pd.DataFrame]:

@@ -88,14 +88,14 @@ def _read_stored(path: Path, ds: Dataset, scan_id: str, *, slope: float,
     if not syntax or pydicom_can_decode(syntax):
         try:
             return np.asarray(ds.pixel_array)
-        except Exception as error:
+        except Exception as error:  # decoders raise arbitrary errors on malformed pixel data
             # e.g. Pillow lacks 12-bit JPEG Extended: GDCM may still manage it.
             if syntax not in GDCM_SYNTAXES:
                 raise DicomError(f"pixel data cannot be decoded ({type(error).__name__})",
                                  scan=scan_id, reason=reasons.DECODE_FAILED) from None
     try:
         values = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[0].astype(np.float64)
-    except Exception as error:
+    except Exception as error:  # decoders raise arbitrary errors on malformed pixel data
         raise DicomError(f"pixel data cannot be decoded ({type(error).__name__})", scan=scan_id,
                          reason=reasons.DECODE_FAILED) from None
     # GDCM applied the modality LUT: undo it to recover the stored values.
@@ -105,7 +105,7 @@ def _read_stored(path: Path, ds: Dataset, scan_id: str, *, slope: float,
 def _slice_hu(path: Path, scan_id: str) -> tuple[np.ndarray, Dataset]:
     try:
         ds = pydicom.dcmread(path, force=True)
-    except Exception as error:
+    except Exception as error:  # decoders raise arbitrary errors on malformed pixel data
         raise DicomError(f"a slice cannot be read ({type(error).__name__})", scan=scan_id,
                          reason=reasons.NOT_DICOM) from None
     try:

@@ -96,7 +96,7 @@ def _number(ds: Dataset, keyword: str) -> float | None:
         if isinstance(value, pydicom.multival.MultiValue):
             value = value[0]
         return float(value)
-    except Exception:
+    except Exception:  # a malformed number is a missing value, not a bad file
         return None
 
 
@@ -111,7 +111,7 @@ def _floats(ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
         if value is None:
             return None
         values = tuple(float(v) for v in value)
-    except Exception:
+    except Exception:  # malformed multi-values are missing, not a bad file
         return None
     return values if len(values) == count else None
 
@@ -141,13 +141,13 @@ def _parse(fp: Any, scan: str | None) -> Dataset:
         return pydicom.dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError:
         pass  # no preamble / meta: real exports have such files, retry leniently below
-    except Exception as error:
+    except Exception as error:  # pydicom raises arbitrary errors on malformed real-world files
         message = f"cannot parse DICOM ({type(error).__name__})"
         raise _fail(reasons.NOT_DICOM, message, scan) from None
     fp.seek(0)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
-    except Exception as error:
+    except Exception as error:  # pydicom raises arbitrary errors on malformed real-world files
         message = f"cannot parse DICOM ({type(error).__name__})"
         raise _fail(reasons.NOT_DICOM, message, scan) from None
     # force=True parses almost any bytes: demand a plausible identifying element.
@@ -268,7 +268,7 @@ def _pixel_check(ds: Dataset, fp: Any, *, syntax: str, file_size: int,
         fp.seek(0)
         try:
             full = pydicom.dcmread(fp)
-        except Exception:
+        except Exception:  # pydicom raises arbitrary errors on malformed real-world files
             return reasons.TRUNCATED, "the deflated dataset cannot be inflated completely"
         if "PixelData" not in full:
             return reasons.NO_PIXEL_DATA, "the file has no pixel data element"
