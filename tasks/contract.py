@@ -11,6 +11,7 @@ storing each item's manifest the moment it completes, so a killed run resumes.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.stage_cache import Manifest, StageCache, stage_key
 from storage.tables import table_exists
+from tasks.dask_map import WorkerError, map_on_dask
+from tasks.progress import StageProgress
 
 
 @dataclass
@@ -117,13 +120,16 @@ class MapResult:
     and a reason per item that failed."""
 
     manifests: dict[str, Manifest] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # item name -> message
+    reasons: dict[str, str] = field(default_factory=dict)  # item name -> InputError.reason
     computed: int = 0
     cached: int = 0
 
 
-def _failure(error: BaseException) -> str:
-    return str(error) if isinstance(error, DsanError) else type(error).__name__
+class ItemFailed(RuntimeError):
+    """An item of a stage raised something other than a `DsanError`: a bug, not bad input.
+    The stage fails (after the other items are stored) naming the items; each traceback
+    is logged."""
 
 
 def cached_map(
@@ -137,6 +143,7 @@ def cached_map(
     finish: Callable[[MapItem, str, Any], Manifest] | None = None,
     address: str | None = None,
     description: str = "",
+    unit: str = "",
     artifact_key: str | None = None,
 ) -> MapResult:
     """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
@@ -145,7 +152,8 @@ def cached_map(
     it must be a plain, picklable function). `finish(item, key, result)` turns its
     result into the item's Manifest in this process (without `finish`, `compute`
     returns the Manifest itself). Each manifest is stored as soon as its item
-    completes. A `DsanError` fails its item alone, with its message as the reason.
+    completes. A `DsanError` (bad input) fails its item alone, with its message as the
+    reason; any other exception is a bug: every item still runs, then `ItemFailed`.
     """
     keys = {item.name: stage_key(stage, version, config_hash, item.inputs) for item in items}
     found: dict[str, Manifest] = {}
@@ -156,30 +164,55 @@ def cached_map(
             todo.append(item)
         else:
             found[item.name] = hit
-    failures: dict[str, str] = {}
+    result = MapResult()
+    bugs: list[str] = []
 
-    def accept(position: int, result: Any) -> None:
+    def accept(position: int, outcome: Any) -> None:
         item = todo[position]
-        if isinstance(result, BaseException):
-            failures[item.name] = _failure(result)
+        if isinstance(outcome, WorkerError):
+            if isinstance(outcome.error, DsanError):
+                result.failures[item.name] = str(outcome.error)
+                result.reasons[item.name] = getattr(outcome.error, "reason", "invalid")
+                return
+            _log_bug(stage, item.name, outcome.trace)
+            bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")
             return
-        manifest = finish(item, keys[item.name], result) if finish is not None else result
+        manifest = finish(item, keys[item.name], outcome) if finish is not None else outcome
         manifest = replace(manifest, stage=stage, key=keys[item.name])
         run.cache.store(manifest)
         found[item.name] = manifest
 
     if address is not None:
-        from tasks.dask_map import map_on_dask
-
-        map_on_dask(address, compute, [item.args for item in todo], description=description,
-                    artifact_key=artifact_key, on_result=accept)
+        map_on_dask(address, compute, [item.args for item in todo],
+                    description=description or stage, unit=unit, artifact_key=artifact_key,
+                    on_result=accept)
     else:
-        for position, item in enumerate(todo):
-            try:
-                result = compute(*item.args)
-            except DsanError as error:
-                result = error
-            accept(position, result)
+        with StageProgress(description or stage, len(todo), unit=unit,
+                           artifact_key=artifact_key) as progress:
+            for position, item in enumerate(todo):
+                accept(position, _call(compute, item.args))
+                progress.advance()
+    if bugs:
+        raise ItemFailed(f"{stage}: {len(bugs)} item(s) failed with an unexpected error (a bug; "
+                         f"tracebacks in the log): {'; '.join(bugs[:5])}")
     manifests = {item.name: found[item.name] for item in items if item.name in found}
-    return MapResult(manifests, failures, computed=len(todo) - len(failures),
-                     cached=len(items) - len(todo))
+    return replace(result, manifests=manifests, computed=len(todo) - len(result.failures),
+                   cached=len(items) - len(todo))
+
+
+def _call(compute: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return compute(*args)
+    except Exception as error:  # noqa: BLE001 - sorted into bad input or bug by the caller
+        return WorkerError(error, traceback.format_exc())
+
+
+def _log_bug(stage: str, name: str, trace: str) -> None:
+    logger = logging.getLogger("dsan")
+    try:
+        from prefect import get_run_logger
+
+        logger = get_run_logger()  # type: ignore[assignment]
+    except Exception:  # noqa: BLE001 - outside a Prefect run: the plain logger
+        pass
+    logger.error("%s: item %s failed with an unexpected error:\n%s", stage, name, trace)

@@ -44,8 +44,8 @@ from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
 from storage.tables import write_table
 from storage.volumes import read_image, write_image
-from tasks.contract import MapItem, MapResult, StageRun, cached_map, cached_stage
-from tasks.dask_map import map_on_dask
+from tasks.contract import ItemFailed, MapItem, MapResult, StageRun, cached_map, cached_stage
+from tasks.dask_map import WorkerError, map_on_dask
 from tasks.workers import decode_and_write, index_chunk
 
 STAGE = "ingest"
@@ -142,11 +142,15 @@ def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str)
     chunks = [([str(p) for p in files[i:i + size]], known[i:i + size])
               for i in range(0, len(files), size)]
     results = map_on_dask(address, index_chunk, chunks, description="indexing DICOM headers",
-                          artifact_key="ingest-index-progress")
+                          unit="chunks", artifact_key="ingest-index-progress")
     frames, failures, file_hash = [], [], {}
-    for (paths, _), result in zip(chunks, results, strict=True):
-        if isinstance(result, BaseException):
-            raise StageError(f"header indexing failed in a chunk: {type(result).__name__}")
+    for number, ((paths, _), result) in enumerate(zip(chunks, results, strict=True)):
+        if isinstance(result, WorkerError):
+            # index_chunk quarantines bad files itself: anything raised here is a bug.
+            get_run_logger().error("header indexing failed:\n%s", result.trace)
+            raise ItemFailed(f"ingest: header indexing of chunk {number} failed with an "
+                             f"unexpected {type(result.error).__name__} (a bug; traceback in "
+                             "the log)")
         frame, chunk_failures, hashes = result
         frames.append(frame)
         failures.extend(chunk_failures)

@@ -3,6 +3,7 @@ item completes, so a run killed after k of n items recomputes exactly n - k."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 from dsan_core.errors import InputError
 from storage.atomic import write_text
 from storage.stage_cache import Manifest, artifact
-from tasks.contract import MapItem, StageRun, cached_map
+from tasks.contract import ItemFailed, MapItem, StageRun, cached_map
 
 N_ITEMS = 6
 
@@ -89,3 +90,54 @@ def test_bad_input_fails_its_item_alone(tmp_path: Path) -> None:
     assert list(result.manifests) == ["X-0", "X-2"]
     assert result.failures == {"X-1": "scan X-1: expected a lung, found none"}
     assert (result.computed, result.cached) == (2, 0)
+
+
+def _count_into(calls: list[int], path_of: Path) -> object:
+    def compute(index: int, broken: bool) -> int:
+        calls.append(index)
+        if broken and index == 1:
+            return {}["no such key"]  # a bug, not bad input
+        write_text(path_of / f"{index}.txt", str(index))
+        return index
+    return compute
+
+
+@pytest.mark.parametrize("mode", ["local", "dask"])
+def test_a_bug_in_one_item_fails_the_stage_naming_it_after_storing_the_rest(
+        tmp_path: Path, mode: str) -> None:
+    calls: list[int] = []
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("dsan").addHandler(handler)
+    out = tmp_path / "out"
+
+    def run_map(broken: bool, address: str | None) -> object:
+        with StageRun.open(tmp_path) as run:
+            items = [MapItem(f"X-{i}", {"i": str(i)}, (i, broken)) for i in range(3)]
+            finish = lambda item, key, _: Manifest("s", key, {  # noqa: E731
+                "out": artifact(run.layout, out / f"{item.args[0]}.txt", run.memo)})
+            return cached_map(run, items, stage="s", version="1", config_hash="c",
+                              compute=_count_into(calls, out), finish=finish, address=address)
+
+    def both(address: str | None) -> None:
+        with pytest.raises(ItemFailed, match=r"s: 1 item\(s\) failed .*X-1 \(KeyError"):
+            run_map(True, address)
+        assert any("Traceback" in line and "no such key" in line for line in logged)
+        calls.clear()
+        fixed = run_map(False, address)
+        assert (fixed.computed, fixed.cached) == (1, 2)  # type: ignore[attr-defined]
+        if address is None:  # (Dask runs a pickled copy of `compute`)
+            assert calls == [1]
+
+    try:
+        if mode == "local":
+            both(None)
+        else:
+            from distributed import LocalCluster
+
+            with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                              dashboard_address=":0") as cluster:
+                both(cluster.scheduler_address)
+    finally:
+        logging.getLogger("dsan").removeHandler(handler)
