@@ -14,7 +14,7 @@ import hashlib
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -45,9 +45,19 @@ class _Section(BaseModel):
 
 
 class SynthConfig(_Section):
-    """The synthetic chest-CT cohort: a stand-in for a hospital export."""
+    """The synthetic chest-CT cohort: a stand-in for a hospital export.
+
+    With `later_cutoff` set the cohort has two sets shaped like the paper's TV and test
+    sets (METHOD.md "Data and labels"): patients scanned before the cutoff (class mix
+    `covid_fraction`, sites `sites`) and `later_fraction` of the patients scanned on or
+    after it, mostly COVID (`later_covid_fraction`; the paper's test set is 82 %),
+    whose CAP scans all come from `later_cap_site`, a site with no scan before the
+    cutoff. The `date` split policy at the same cutoff then reproduces the paper's
+    TV/test design. Without it, scans are dated over first_date..last_date.
+    """
 
     seed: int = 20200505
+    #: Labelled patients, both sets together (broken inputs come on top).
     n_patients: int = Field(default=60, ge=2)
     #: Fraction of patients that have 2-3 scans on different dates.
     repeat_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
@@ -57,8 +67,12 @@ class SynthConfig(_Section):
     n_slices: int = Field(default=96, ge=16)
     #: Thin-series slice thickness (= spacing) in mm; the paper's range is 0.625-1.5.
     slice_thickness_mm: float = Field(default=1.25, gt=0)
+    #: When not empty, each study draws its thin-slice thickness (mm) from these instead
+    #: and keeps the z coverage n_slices x slice_thickness_mm (thinner: more slices).
+    slice_thickness_choices_mm: tuple[float, ...] = ()
     #: Reconstruction field of view in mm (pixel spacing = fov / matrix).
     fov_mm: float = Field(default=360.0, gt=0)
+    #: COVID share of the patients (of the earlier set when there is a later one).
     covid_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     sites: tuple[str, ...] = ("site-a", "site-b", "site-c")
     include_localizer: bool = True
@@ -67,6 +81,27 @@ class SynthConfig(_Section):
     include_broken: bool = True
     first_date: date = date(2020, 1, 20)
     last_date: date = date(2020, 4, 30)
+    #: Scans on or after this date form the later, test-like set (None: no such set).
+    later_cutoff: date | None = None
+    later_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    later_covid_fraction: float = Field(default=0.82, ge=0.0, le=1.0)
+    later_cap_site: str = "site-later"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SynthConfig:
+        if self.first_date > self.last_date:
+            raise ValueError(f"first_date {self.first_date} is after last_date {self.last_date}")
+        if any(t <= 0 for t in self.slice_thickness_choices_mm):
+            raise ValueError("slice_thickness_choices_mm must be positive, found "
+                             f"{self.slice_thickness_choices_mm}")
+        if self.later_cutoff is not None:
+            if not self.first_date < self.later_cutoff <= self.last_date:
+                raise ValueError(f"later_cutoff {self.later_cutoff} must lie after first_date "
+                                 f"{self.first_date} and no later than last_date {self.last_date}")
+            if self.later_cap_site in self.sites:
+                raise ValueError(f"later_cap_site {self.later_cap_site!r} must be a site with no "
+                                 f"scan before the cutoff, found it in sites {list(self.sites)}")
+        return self
 
 
 class IngestConfig(_Section):
@@ -220,27 +255,95 @@ class PreprocessConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Classifier training (METHOD.md "Training"); used by the training stage."""
+    """Classifier training (METHOD.md "Training"); used by the training stage.
 
+    `training_fingerprint` leaves out the runtime-only fields (`RUNTIME_FIELDS`: data
+    loading and memory layout), so changing them never retrains.
+    """
+
+    #: Channels of the first ResNet stage (the paper's 64); stages are w-2w-4w-8w.
     width: int = Field(default=64, ge=4)
+    #: BasicBlocks per stage: ResNet34.
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     batch_size: int = Field(default=20, ge=1)
     epochs: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=2e-4, gt=0)
+    #: Step decay (torch's StepLR): lr * lr_gamma ** (epoch // lr_step_epochs).
     lr_step_epochs: int = Field(default=5, ge=1)
     lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    #: Adam's beta1; beta2 is torch's 0.999.
+    adam_beta1: float = Field(default=0.9, ge=0, lt=1)
+    #: Adam's L2 penalty (coupled, as in torch.optim.Adam; not AdamW).
     weight_decay: float = Field(default=1e-4, ge=0)
     attention_lambda: float = Field(default=0.5, ge=0)
     attention_alpha: float = 100.0
     attention_beta: float = 0.4
+    #: Draws per epoch of the size-balanced (SS) branch; None: the number of training
+    #: scans, so an SS epoch has as many steps as a US one.
+    balanced_samples_per_epoch: int | None = Field(default=None, ge=1)
+    #: bf16 autocast on CUDA (no gradient scaling needed); ignored on CPU.
     mixed_precision: bool = True
     seed: int = 0
+    #: DataLoader worker processes (0: load in the training process). Runtime only.
+    num_workers: int = Field(default=0, ge=0)
+    #: Scans per forward pass in validation and prediction. Runtime only (BatchNorm
+    #: uses its running statistics there, so the batch does not change the result).
+    val_batch_size: int = Field(default=4, ge=1)
+    #: channels_last_3d memory layout for the network and its inputs. Runtime only;
+    #: off until measured faster on the GPU in use (benchmarks/classifier.py).
+    channels_last_3d: bool = False
+
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_workers",
+        "val_batch_size",
+        "channels_last_3d",
+    )
+
+    def training_fingerprint(self) -> str:
+        """Fingerprint of the fields that change a trained model (not runtime-only ones)."""
+        defaults = {name: type(self).model_fields[name].default for name in self.RUNTIME_FIELDS}
+        return self.model_copy(update=defaults).fingerprint()
 
 
 class EnsembleConfig(_Section):
+    """Dual-sampling ensemble P = w * P_US + (1 - w) * P_SS, w per ensemble band
+    (METHOD.md "Ensemble"); see `dsan_core.ensemble`."""
+
+    #: The weights used when `search` is off; the paper's values by default.
     w_extreme: float = Field(default=0.35, ge=0, le=1)
     w_middle: float = Field(default=0.96, ge=0, le=1)
+    #: Search (w_extreme, w_middle) on the TV out-of-fold predictions, as the paper did.
+    search: bool = True
+    #: Grid step of the search; 1 / search_step must be a whole number of steps.
     search_step: float = Field(default=0.01, gt=0, le=0.5)
+    #: What the search maximises: pooled AUC, or accuracy / F1 at `threshold`.
+    objective: Literal["auc", "accuracy", "f1"] = "auc"
+    #: P(COVID) >= threshold is called COVID (objectives accuracy and f1 only).
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+
+    @field_validator("search_step")
+    @classmethod
+    def _step_divides_one(cls, value: float) -> float:
+        steps = round(1.0 / value)
+        if abs(steps * value - 1.0) > 1e-9:
+            raise ValueError(f"expected a step that divides 1 (e.g. 0.01, 0.05), found {value}")
+        return value
+
+
+class EvaluationConfig(_Section):
+    """Metrics, statistics, calibration and report figures (METHOD.md "Evaluation")."""
+
+    #: P(COVID) >= threshold is called COVID (the paper: 0.5).
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    #: Patient-level bootstrap replicates for the confidence intervals (0: no CIs).
+    bootstrap_samples: int = Field(default=1000, ge=0)
+    #: Confidence level of the percentile bootstrap intervals.
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 2020
+    #: Equal-width probability bins of the expected calibration error.
+    ece_bins: int = Field(default=10, ge=1)
+    #: COVID test scans per analysis bin shown in the Fig. 5-style attention panel.
+    figures_per_bin: int = Field(default=2, ge=0)
 
 
 class DaskConfig(_Section):
@@ -269,6 +372,7 @@ class PipelineConfig(_Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
 

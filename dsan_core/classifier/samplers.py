@@ -19,37 +19,30 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from dsan_core import groups
 from dsan_core.errors import InputError
-from dsan_core.groups import CAP_LARGE, CAP_SMALL, COVID_LARGE, COVID_SMALL
-
-#: The four sampling groups in the order of the paper's weight vector W.
-SAMPLING_GROUPS: tuple[str, ...] = (COVID_SMALL, COVID_LARGE, CAP_SMALL, CAP_LARGE)
+from dsan_core.groups import SAMPLING_GROUPS
 
 
-def size_balanced_weights(group_counts: Mapping[str, int]) -> dict[str, float]:
+def _fold_prefix(fold: str | int | None) -> str:
+    return "" if fold is None else f"fold {fold}: "
+
+
+def size_balanced_weights(
+    group_counts: Mapping[str, int], *, fold: str | int | None = None
+) -> dict[str, float]:
     """W = [N_covid_large / N_covid_small, 1, 1, N_cap_small / N_cap_large].
 
-    `group_counts` maps each sampling group to its number of training scans; a
-    group that is missing counts as empty. Raises `InputError` when a group is
-    empty (the SS branch needs all four) or a name is not a sampling group.
+    `group_counts` maps each sampling group to its number of scans in the TRAINING
+    part of a fold; a missing group counts as empty. Raises `InputError` (reason
+    "empty_group" when a group is empty: the SS branch needs all four) whose message
+    names the fold, when given, and the group. The formula itself lives in
+    `dsan_core.groups`, which the split audit uses too; this adds the fold.
     """
-    unknown = sorted(set(group_counts) - set(SAMPLING_GROUPS))
-    if unknown:
-        raise InputError(f"expected sampling groups {list(SAMPLING_GROUPS)}, found {unknown}")
-    counts = {group: int(group_counts.get(group, 0)) for group in SAMPLING_GROUPS}
-    empty = [group for group, count in counts.items() if count <= 0]
-    if empty:
-        raise InputError(
-            "size-balanced sampling needs scans in all four sampling groups; "
-            f"empty: {empty} (counts {counts})",
-            reason="empty_group",
-        )
-    return {
-        COVID_SMALL: counts[COVID_LARGE] / counts[COVID_SMALL],
-        COVID_LARGE: 1.0,
-        CAP_SMALL: 1.0,
-        CAP_LARGE: counts[CAP_SMALL] / counts[CAP_LARGE],
-    }
+    try:
+        return groups.size_balanced_weights(group_counts)
+    except InputError as error:
+        raise InputError(f"{_fold_prefix(fold)}{error}", reason=error.reason) from None
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -96,7 +89,7 @@ class SizeBalancedSampler(_EpochSampler):
 
     `groups[i]` is the sampling group of dataset index i. `weights` defaults to
     `size_balanced_weights` of the group sizes in `groups`; `num_samples` (draws
-    per epoch) defaults to the number of training scans.
+    per epoch) defaults to the number of training scans. `fold` only labels errors.
     """
 
     def __init__(
@@ -106,18 +99,26 @@ class SizeBalancedSampler(_EpochSampler):
         seed: int,
         weights: Mapping[str, float] | None = None,
         num_samples: int | None = None,
+        fold: str | int | None = None,
     ) -> None:
         super().__init__(seed)
         labels = np.asarray(groups, dtype=object)
+        prefix = _fold_prefix(fold)
         unknown = sorted({str(label) for label in labels} - set(SAMPLING_GROUPS))
         if unknown:
-            raise InputError(f"expected sampling groups {list(SAMPLING_GROUPS)}, found {unknown}")
+            raise InputError(
+                f"{prefix}expected sampling groups {list(SAMPLING_GROUPS)}, found {unknown}"
+            )
         counts = {group: int(np.count_nonzero(labels == group)) for group in SAMPLING_GROUPS}
-        self.weights = dict(weights) if weights is not None else size_balanced_weights(counts)
+        self.weights = (
+            dict(weights) if weights is not None else size_balanced_weights(counts, fold=fold)
+        )
         self.counts = counts
         self.num_samples = len(labels) if num_samples is None else int(num_samples)
         if self.num_samples < 1:
-            raise InputError(f"expected at least one sample per epoch, found {self.num_samples}")
+            raise InputError(
+                f"{prefix}expected at least one sample per epoch, found {self.num_samples}"
+            )
         # Indices grouped by sampling group, with each group's start and size, so a
         # draw is offset[g] + floor(u * size[g]).
         members = [np.flatnonzero(labels == group) for group in SAMPLING_GROUPS]
@@ -128,7 +129,7 @@ class SizeBalancedSampler(_EpochSampler):
         raw = np.array([float(self.weights.get(group, 0.0)) for group in SAMPLING_GROUPS])
         if np.any(raw < 0) or np.any((raw > 0) & (sizes == 0)) or raw.sum() <= 0:
             raise InputError(
-                f"weights {self.weights} must be >= 0, not all 0, and 0 for empty groups "
+                f"{prefix}weights {self.weights} must be >= 0, not all 0, and 0 for empty groups "
                 f"(group sizes {counts})"
             )
         self.probabilities = torch.as_tensor(raw / raw.sum(), dtype=torch.float64)

@@ -3,15 +3,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 from torch.utils.data import DataLoader
 
-from dsan_core.errors import InputError
-from dsan_core.samplers import (
-    SAMPLING_GROUPS,
+from dsan_core.classifier.samplers import (
     SizeBalancedSampler,
     UniformSampler,
     size_balanced_weights,
 )
+from dsan_core.errors import InputError
+from dsan_core.groups import SAMPLING_GROUPS
 
 torch.set_num_threads(1)
 
@@ -108,3 +109,29 @@ def test_samplers_drive_a_dataloader() -> None:
     batches = [batch.tolist() for batch in loader]
     assert [len(b) for b in batches] == [5, 5, 2]
     assert sorted(sum(batches, [])) == list(range(12))
+
+
+def test_size_balanced_draws_pass_a_chi_square_test_against_w() -> None:
+    # W = [1.5, 1, 1, 1.5]; 20 seeded epochs of 500 draws each, pooled.
+    labels = np.array(_labels())
+    sampler = SizeBalancedSampler(labels, seed=2020, num_samples=500)
+    drawn = labels[np.concatenate([np.fromiter(iter(sampler), dtype=np.int64)
+                                   for _ in range(20)])]
+    observed = np.array([np.sum(drawn == group) for group in SAMPLING_GROUPS])
+    expected = drawn.size * np.array([1.5, 1.0, 1.0, 1.5]) / 5.0
+    assert chisquare(observed, expected).pvalue > 0.01
+    # The test has power: the same draws clearly fail against the groups' plain shares.
+    shares = drawn.size * np.array([10, 15, 30, 20]) / 75.0
+    assert chisquare(observed, shares).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("empty", SAMPLING_GROUPS)
+def test_empty_group_error_names_the_fold_and_the_group(empty: str) -> None:
+    counts = {group: 5 for group in SAMPLING_GROUPS}
+    counts[empty] = 0
+    with pytest.raises(InputError, match=f"fold 3: .*{empty}") as caught:
+        size_balanced_weights(counts, fold=3)
+    assert caught.value.reason == "empty_group"
+    labels = [group for group in SAMPLING_GROUPS if group != empty for _ in range(2)]
+    with pytest.raises(InputError, match=f"fold b: .*{empty}"):
+        SizeBalancedSampler(labels, seed=0, fold="b")

@@ -1,0 +1,88 @@
+"""Classifier checkpoints: plain dicts that `torch.load(weights_only=True)` reads back.
+
+A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch:
+
+    format              "dsan-classifier-checkpoint-v1"
+    branch, fold        "att_us" | "att_ss" | "rn34_us"; the fold label (str) or None
+    seed                the training seed
+    epoch               epochs finished (1-based)
+    model, optimizer    this epoch's weights (CPU tensors) and Adam state
+    best_epoch          the kept epoch; best_val_auc, best_val_loss its scores
+    best_model          its weights: the fold's model for this branch
+    history             one dict per epoch (`ClassifierEpochReport` fields)
+    config              TrainConfig.model_dump(mode="json"); training_fingerprint
+    sampler             {"kind": "uniform" | "size_balanced", "weights": {group: W_g}
+                         ({} for uniform), "group_counts": {group: n}, "num_samples": n}
+    train_scan_ids, val_scan_ids   the fold's scans, so a resume on other data fails
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dsan_core.classifier.network import DSANet
+from dsan_core.config import TrainConfig
+from dsan_core.errors import ModelError
+
+CHECKPOINT_FORMAT = "dsan-classifier-checkpoint-v1"
+#: Config fields that fix the network's shape (the rest only change its training).
+ARCHITECTURE_FIELDS: tuple[str, ...] = ("width", "layers")
+
+
+def build_classifier(config: TrainConfig) -> DSANet:
+    """A freshly initialised DSANet of `config`'s width and depth (one input channel)."""
+    return DSANet(width=config.width, in_channels=1, layers=config.layers)
+
+
+def cpu_copy(value: Any) -> Any:
+    """A detached CPU copy of nested dicts / lists / tuples of tensors (others as is)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(cpu_copy(item) for item in value)
+    return value
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights and buffers as CPU tensors in the default (contiguous) layout."""
+    return {
+        key: value.detach().to("cpu").contiguous().clone()
+        for key, value in model.state_dict().items()
+    }
+
+
+def check_format(checkpoint: dict[str, Any]) -> None:
+    found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
+    if found != CHECKPOINT_FORMAT:
+        raise ModelError(f"expected a {CHECKPOINT_FORMAT} checkpoint, found {found!r}")
+
+
+def check_architecture(checkpoint: dict[str, Any], config: TrainConfig) -> None:
+    """The checkpoint's network has `config`'s width and layers."""
+    saved = checkpoint.get("config", {})
+    for field in ARCHITECTURE_FIELDS:
+        expected = getattr(config, field)
+        found = saved.get(field)
+        found_cmp = tuple(found) if isinstance(found, list) else found
+        if found_cmp != expected:
+            raise ModelError(
+                f"expected a classifier checkpoint with {field} {expected!r}, found {found!r}"
+            )
+
+
+def load_classifier(
+    checkpoint: dict[str, Any], config: TrainConfig, device: torch.device, *, best: bool = True
+) -> DSANet:
+    """A DSANet in eval mode on `device` with the checkpoint's best (or last) weights."""
+    check_format(checkpoint)
+    check_architecture(checkpoint, config)
+    model = build_classifier(config)
+    try:
+        model.load_state_dict(checkpoint["best_model" if best else "model"])
+    except (KeyError, RuntimeError) as error:
+        raise ModelError(f"classifier checkpoint does not fit the network: {error}") from None
+    return model.to(torch.device(device)).eval()

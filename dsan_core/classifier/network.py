@@ -1,0 +1,136 @@
+"""DSANet: a 3D ResNet34 whose class activation map feeds the online attention module.
+
+Tensors are (batch, channels, z, y, x). Layout for width w (METHOD.md "Network"; Hara et
+al. 2018 with BasicBlocks and projection shortcuts, "type B"):
+
+    stem    conv 7x7x7 stride 2 (in -> w) + BN + ReLU, max-pool 3x3x3 stride 2    1/4
+    stage 1 layers[0] BasicBlocks at w,  stride 1                                 1/4
+    stage 2 layers[1] BasicBlocks at 2w, stride 2                                 1/8
+    stage 3 layers[2] BasicBlocks at 4w, stride 2                                 1/16
+    stage 4 layers[3] BasicBlocks at 8w, stride 1 (the paper's change)           1/16
+    head    global average pool -> fc = Linear(8w, 1): the COVID logit
+
+Every strided layer pads so an axis of n voxels becomes ceil(n / 2), so the feature
+maps are ceil(n / 16) per axis for any input size (`feature_shape`).
+
+The class activation map is A = ReLU(conv1x1x1(f, fc.weight)) without bias, computed
+with `fc.weight.detach()` at every forward pass: the kernel is the FC weight itself
+(it cannot drift from it) and the attention loss trains the backbone, never the FC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsan_core.errors import ConfigError, ModelError
+
+
+class DSANetOutput(NamedTuple):
+    """`logit` (B,) float; `cam` (B, 1, ceil(D/16), ceil(H/16), ceil(W/16)) float, >= 0."""
+
+    logit: torch.Tensor
+    cam: torch.Tensor
+
+
+def feature_shape(size: Sequence[int]) -> tuple[int, ...]:
+    """The (z, y, x) size of the feature maps (and the CAM) for an input of `size`."""
+    return tuple(math.ceil(int(n) / 16) for n in size)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3x3 convs with BN; a 1x1x1 conv + BN shortcut when stride or width change."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(channels)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm3d(channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def _stage(in_channels: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
+    layers = [BasicBlock(in_channels, channels, stride)]
+    layers += [BasicBlock(channels, channels, 1) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class DSANet(nn.Module):
+    """3D ResNet (default ResNet34) with a CAM branch sharing the FC weights.
+
+    `width` is the channel count of the first stage (the paper's 64); `layers` the
+    BasicBlocks per stage. The same class serves the attention branches and the RN34
+    baseline: the baseline simply ignores `cam` in its loss.
+    """
+
+    def __init__(
+        self, width: int = 64, in_channels: int = 1, layers: Sequence[int] = (3, 4, 6, 3)
+    ) -> None:
+        super().__init__()
+        if width < 1 or in_channels < 1:
+            raise ConfigError(f"expected width and in_channels >= 1, found {width}, {in_channels}")
+        if len(layers) != 4 or min(layers) < 1:
+            raise ConfigError(f"expected 4 stages of >= 1 block each, found {list(layers)}")
+        self.width, self.in_channels, self.layers = width, in_channels, tuple(layers)
+        self.stem = nn.Sequential(
+            nn.Conv3d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d(3, stride=2, padding=1),
+        )
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        strides = (1, 2, 2, 1)
+        stages, previous = [], width
+        for channels, blocks, stride in zip(widths, layers, strides, strict=True):
+            stages.append(_stage(previous, channels, blocks, stride))
+            previous = channels
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(8 * width, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Hara et al.'s initialisation: He (fan-out) for convs, BN as identity.
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f: (B, 8w, ceil(D/16), ceil(H/16), ceil(W/16)) from x: (B, in_channels, D, H, W)."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ModelError(
+                f"expected input (batch, {self.in_channels}, z, y, x), found {tuple(x.shape)}"
+            )
+        return self.stages(self.stem(x))
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        """The COVID logit (B,) of feature maps f: global average pool, then fc."""
+        return self.fc(f.mean(dim=(2, 3, 4))).squeeze(1)
+
+    def class_activation(self, f: torch.Tensor) -> torch.Tensor:
+        """A = ReLU(conv1x1x1(f, fc.weight)), no bias: (B, 1, d, h, w), no gradient into fc."""
+        kernel = self.fc.weight.detach().view(1, -1, 1, 1, 1)
+        return F.relu(F.conv3d(f, kernel.to(f.dtype)))
+
+    def forward(self, x: torch.Tensor) -> DSANetOutput:
+        f = self.features(x)
+        return DSANetOutput(self.classify(f), self.class_activation(f))

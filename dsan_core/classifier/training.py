@@ -1,0 +1,371 @@
+"""DSAN training for one (fold, branch): the loss, one step, and the epoch loop.
+
+Branches (METHOD.md "Two sampling strategies", "Evaluation"):
+
+    att_us    attention RN34, uniform sampling       L = L_c + lambda * L_ex
+    att_ss    attention RN34, size-balanced sampling L = L_c + lambda * L_ex
+    rn34_us   the RN34 baseline, uniform sampling    L = L_c
+
+L_c is binary cross-entropy on the COVID logit; L_ex the attention loss on COVID
+scans (`attention.attention_loss`). Adam (beta1 0.9) with coupled weight decay, the
+learning rate stepped down by `lr_gamma` every `lr_step_epochs` epochs (StepLR as a
+pure function of the epoch), bf16 autocast on CUDA when `mixed_precision`.
+
+Validation after every epoch scores the validation scans: AUC (NaN when they hold one
+class only) and val_loss, the mean BCE (the classification loss only, so the three
+branches are comparable and validation never reads infection masks). The kept epoch
+is the one with the highest AUC, ties broken by the lower val_loss, then by the earlier
+epoch; a NaN AUC ranks below every number (with one-class validation the lowest
+val_loss wins); without validation scans the last epoch is kept.
+
+Reproducibility: the network is initialised from (seed, "init"); the sampler draws
+epoch e's order from (seed, e) and torch is re-seeded from (seed, e) at the start of
+every epoch, so a run resumed from an end-of-epoch checkpoint equals an uninterrupted
+one (bit-identical on CPU; CUDA kernels may add non-determinism).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader
+
+from dsan_core.branches import ATT_SS, RN34_US, TRAINED
+from dsan_core.classifier.attention import attention_loss, soft_attention
+from dsan_core.classifier.checkpoints import (
+    CHECKPOINT_FORMAT,
+    build_classifier,
+    check_format,
+    cpu_copy,
+    model_state,
+)
+from dsan_core.classifier.data import ClassifierCase, check_cases, make_loader
+from dsan_core.classifier.inference import (
+    autocast_for,
+    logits_from_loader,
+    to_network_input,
+)
+from dsan_core.classifier.network import DSANet, DSANetOutput
+from dsan_core.classifier.samplers import SizeBalancedSampler, UniformSampler
+from dsan_core.config import TrainConfig
+from dsan_core.errors import InputError, ModelError
+from dsan_core.groups import SAMPLING_GROUPS
+
+BRANCHES: tuple[str, str, str] = TRAINED
+#: Tags that keep the seed streams of initialisation and epochs apart.
+_INIT_STREAM, _EPOCH_STREAM = 0x1A17, 0xE90C
+
+
+@dataclass(frozen=True)
+class ClassifierEpochReport:
+    """One finished epoch (1-based). loss = loss_c + lambda * loss_ex, each the mean of
+    the epoch's batch losses weighted by batch size (L_ex of a batch without COVID is
+    0); loss_ex is NaN for the baseline; val_* are NaN without validation scans."""
+
+    epoch: int
+    lr: float
+    loss: float
+    loss_c: float
+    loss_ex: float
+    val_auc: float
+    val_loss: float
+    seconds: float
+    best_epoch: int
+    best_val_auc: float
+    is_best: bool
+
+
+@dataclass
+class ClassifierTrainResult:
+    """`model` carries the best epoch's weights (eval mode); `checkpoint` is the last one."""
+
+    model: DSANet
+    branch: str
+    best_epoch: int
+    best_val_auc: float
+    best_val_loss: float
+    history: list[ClassifierEpochReport]
+    checkpoint: dict[str, Any]
+    #: The SS weights W per sampling group ({} for uniform sampling).
+    sampler_weights: dict[str, float]
+
+
+def uses_attention(branch: str) -> bool:
+    """Whether `branch` trains with the attention loss."""
+    _check_branch(branch)
+    return branch != RN34_US
+
+
+def _check_branch(branch: str) -> None:
+    if branch not in BRANCHES:
+        raise ModelError(f"expected a branch in {list(BRANCHES)}, found {branch!r}")
+
+
+def branch_seed(base_seed: int, fold: int | str, branch: str) -> int:
+    """A seed for one (fold, branch), stable across processes and Python versions."""
+    _check_branch(branch)
+    digest = hashlib.sha256(f"{int(base_seed)}/{fold}/{branch}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _derived_seed(seed: int, stream: int, epoch: int = 0) -> int:
+    state = np.random.SeedSequence([int(seed), stream, int(epoch)]).generate_state(2)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of 0-based `epoch` (torch's StepLR, as a function)."""
+    return config.learning_rate * config.lr_gamma ** (epoch // config.lr_step_epochs)
+
+
+def classifier_loss(
+    out: DSANetOutput,
+    labels: torch.Tensor,
+    infection: torch.Tensor | None,
+    config: TrainConfig,
+    *,
+    attention: bool,
+    input_size: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L, L_c, L_ex) in float32; L_ex is NaN (and not in L) when `attention` is off."""
+    loss_c = F.binary_cross_entropy_with_logits(out.logit.float(), labels.float())
+    if not attention:
+        return loss_c, loss_c, torch.full_like(loss_c, math.nan)
+    if infection is None:
+        raise ModelError("the attention loss needs the infection masks, found none")
+    soft = soft_attention(out.cam, input_size, config.attention_alpha, config.attention_beta)
+    loss_ex = attention_loss(soft, infection, labels > 0.5)
+    return loss_c + config.attention_lambda * loss_ex, loss_c, loss_ex
+
+
+def train_step(
+    model: DSANet,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    config: TrainConfig,
+    *,
+    attention: bool,
+    device: torch.device,
+) -> torch.Tensor:
+    """One optimiser step; returns [L, L_c, L_ex] (3,) detached, on `device` (no sync)."""
+    x = to_network_input(batch["image"], device, channels_last=config.channels_last_3d)
+    labels = batch["label"].to(device, non_blocking=True)
+    infection = batch["infection"].to(device, non_blocking=True) != 0 if attention else None
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_for(device, config.mixed_precision):
+        out = model(x)
+    # Losses outside autocast: the soft mask's sigmoid(100 * ...) needs float32.
+    loss, loss_c, loss_ex = classifier_loss(out, labels, infection, config,
+                                            attention=attention, input_size=x.shape[2:])
+    loss.backward()
+    optimizer.step()
+    return torch.stack([loss, loss_c, loss_ex]).detach()
+
+
+def _train_epoch(
+    model: DSANet, optimizer: torch.optim.Optimizer, loader: DataLoader[dict[str, Any]],
+    config: TrainConfig, *, attention: bool, device: torch.device,
+) -> tuple[float, float, float]:
+    """One pass over `loader`: the epoch's (L, L_c, L_ex), batch means weighted by size."""
+    model.train()
+    # Sums stay on the device: one sync per epoch, not one per step.
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    n_seen = 0
+    for batch in loader:
+        losses = train_step(model, optimizer, batch, config, attention=attention, device=device)
+        n = int(batch["label"].shape[0])
+        sums += losses.double() * n
+        n_seen += n
+    loss, loss_c, loss_ex = (sums / max(n_seen, 1)).tolist()
+    return loss, loss_c, loss_ex
+
+
+def _make_sampler(
+    train: Sequence[ClassifierCase], branch: str, seed: int, config: TrainConfig,
+    fold: int | str | None,
+) -> tuple[UniformSampler | SizeBalancedSampler, dict[str, Any]]:
+    counts = {g: sum(case.sampling_group == g for case in train) for g in SAMPLING_GROUPS}
+    if branch != ATT_SS:
+        uniform = UniformSampler(len(train), seed=seed)
+        return uniform, {"kind": "uniform", "weights": {}, "group_counts": counts,
+                         "num_samples": len(uniform)}
+    try:
+        balanced = SizeBalancedSampler(
+            [case.sampling_group for case in train], seed=seed,
+            num_samples=config.balanced_samples_per_epoch, fold=fold,
+        )
+    except InputError as error:
+        raise ModelError(f"cannot train branch {branch}: {error}") from None
+    return balanced, {"kind": "size_balanced", "weights": dict(balanced.weights),
+                      "group_counts": counts, "num_samples": len(balanced)}
+
+
+def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(AUC, mean BCE) of validation logits; AUC NaN with one class, both NaN when empty."""
+    if logits.size == 0:
+        return math.nan, math.nan
+    bce = np.logaddexp(0.0, logits) - labels * logits
+    auc = math.nan
+    if np.unique(labels).size == 2:
+        auc = float(roc_auc_score(labels, logits))
+    return auc, float(bce.mean())
+
+
+def selection_key(val_auc: float, val_loss: float) -> tuple[float, float]:
+    """Epochs compare by this key, larger is better: AUC first, then lower val_loss;
+    NaN ranks below every number."""
+    return (val_auc if math.isfinite(val_auc) else -math.inf,
+            -val_loss if math.isfinite(val_loss) else -math.inf)
+
+
+def _resume_identity(config: TrainConfig) -> str:
+    # More epochs continue a run; every other model-changing setting must match.
+    return config.model_copy(update={"epochs": 1}).training_fingerprint()
+
+
+def _check_resume(resume: dict[str, Any], branch: str, seed: int, config: TrainConfig,
+                  train_ids: list[str], val_ids: list[str]) -> None:
+    check_format(resume)
+    try:
+        saved_config = TrainConfig.model_validate(resume.get("config"))
+    except ValidationError:
+        raise ModelError("cannot resume: the checkpoint's config is not a TrainConfig") from None
+    found = dict(resume) | {"config": _resume_identity(saved_config)}
+    expected = {"branch": branch, "seed": seed, "config": _resume_identity(config),
+                "train_scan_ids": train_ids, "val_scan_ids": val_ids}
+    for key, value in expected.items():
+        if found.get(key) != value:
+            shown = f"{len(value)} scans" if isinstance(value, list) else value
+            raise ModelError(f"cannot resume: the checkpoint's {key} does not match this run "
+                             f"(expected {shown})")
+    if int(resume["epoch"]) > config.epochs:
+        raise ModelError(f"cannot resume: the checkpoint has {resume['epoch']} epochs, more "
+                         f"than the {config.epochs} configured")
+
+
+def train_classifier(
+    train: Sequence[ClassifierCase],
+    val: Sequence[ClassifierCase],
+    config: TrainConfig,
+    *,
+    branch: str,
+    seed: int,
+    device: torch.device,
+    resume: dict[str, Any] | None,
+    on_epoch_end: Callable[[dict[str, Any], ClassifierEpochReport], None],
+    log: Callable[[str], None] = print,
+    fold: int | str | None = None,
+) -> ClassifierTrainResult:
+    """Train one branch on a fold's training scans, validating after every epoch.
+
+    `on_epoch_end(checkpoint, report)` gets a plain dict (see `checkpoints`) after
+    every epoch; passing it back as `resume` continues after that epoch. `fold` labels
+    messages and the checkpoint only.
+    """
+    _check_branch(branch)
+    device = torch.device(device)
+    attention = uses_attention(branch)
+    if not train:
+        raise ModelError(f"fold {fold}: branch {branch} needs at least one training scan, "
+                         "found none")
+    check_cases(train)
+    check_cases(val)
+    train_ids = [case.scan_id for case in train]
+    val_ids = [case.scan_id for case in val]
+    sampler, sampler_info = _make_sampler(train, branch, seed, config, fold)
+
+    torch.manual_seed(_derived_seed(seed, _INIT_STREAM))
+    model = build_classifier(config).to(device)
+    if config.channels_last_3d:
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                                 betas=(config.adam_beta1, 0.999),
+                                 weight_decay=config.weight_decay)
+    start_epoch, best_epoch = 0, 0
+    best_auc, best_loss = math.nan, math.nan
+    best_state = model_state(model)
+    history: list[ClassifierEpochReport] = []
+    if resume is not None:
+        _check_resume(resume, branch, seed, config, train_ids, val_ids)
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, best_epoch = int(resume["epoch"]), int(resume["best_epoch"])
+        best_auc, best_loss = float(resume["best_val_auc"]), float(resume["best_val_loss"])
+        best_state = resume["best_model"]
+        history = [ClassifierEpochReport(**item) for item in resume["history"]]
+        log(f"fold {fold} {branch}: resuming after epoch {start_epoch}")
+
+    loader = make_loader(train, batch_size=config.batch_size, sampler=sampler,
+                         with_infection=attention, num_workers=config.num_workers,
+                         device=device)
+    val_loader = None
+    if val:
+        val_loader = make_loader(val, batch_size=config.val_batch_size, sampler=None,
+                                 with_infection=False, num_workers=config.num_workers,
+                                 device=device)
+    val_labels = np.array([case.label for case in val], dtype=np.float64)
+    checkpoint: dict[str, Any] = dict(resume) if resume is not None else {}
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(_derived_seed(seed, _EPOCH_STREAM, epoch))
+        lr = epoch_learning_rate(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, loss_c, loss_ex = _train_epoch(model, optimizer, loader, config,
+                                             attention=attention, device=device)
+        if not math.isfinite(loss):
+            raise ModelError(f"fold {fold}: branch {branch} diverged: training loss {loss} "
+                             f"in epoch {epoch + 1}")
+        logits = np.zeros(0)
+        if val_loader is not None:
+            logits = logits_from_loader(model, val_loader, device=device,
+                                        mixed_precision=config.mixed_precision,
+                                        channels_last=config.channels_last_3d)
+        val_auc, val_loss = _validation_scores(logits, val_labels)
+        is_best = (best_epoch == 0 or not val
+                   or selection_key(val_auc, val_loss) > selection_key(best_auc, best_loss))
+        if is_best:
+            best_epoch, best_auc, best_loss = epoch + 1, val_auc, val_loss
+            best_state = model_state(model)
+        report = ClassifierEpochReport(epoch + 1, lr, loss, loss_c, loss_ex, val_auc, val_loss,
+                                       time.perf_counter() - started, best_epoch, best_auc,
+                                       is_best)
+        history.append(report)
+        log(f"fold {fold} {branch} epoch {epoch + 1}/{config.epochs}: loss {loss:.4f} "
+            f"(bce {loss_c:.4f}, attention {loss_ex:.4f}) val auc {val_auc:.4f} "
+            f"val loss {val_loss:.4f} (best epoch {best_epoch})")
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "branch": branch,
+            "fold": None if fold is None else str(fold),
+            "seed": seed,
+            "epoch": epoch + 1,
+            "model": model_state(model),
+            "optimizer": cpu_copy(optimizer.state_dict()),
+            "best_epoch": best_epoch,
+            "best_val_auc": best_auc,
+            "best_val_loss": best_loss,
+            "best_model": best_state,
+            "history": [asdict(item) for item in history],
+            "config": config.model_dump(mode="json"),
+            "training_fingerprint": config.training_fingerprint(),
+            "sampler": sampler_info,
+            "train_scan_ids": train_ids,
+            "val_scan_ids": val_ids,
+        }
+        on_epoch_end(checkpoint, report)
+    model.load_state_dict(best_state)
+    model.eval()
+    return ClassifierTrainResult(model, branch, best_epoch, best_auc, best_loss, history,
+                                 checkpoint, dict(sampler_info["weights"]))

@@ -1,0 +1,61 @@
+"""Classifier training curves for one fold: loss and validation AUC per epoch, per branch.
+
+The input is the epoch history as a table: one row per (branch, epoch) with the
+`ClassifierEpochReport` fields (at least branch, epoch, loss, val_auc; val_loss and
+best_epoch are drawn when present).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dsan_core.errors import InputError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("branch", "epoch", "loss", "val_auc")
+#: The paper's names and one colour per branch; other branches get matplotlib's cycle.
+BRANCH_STYLE: dict[str, tuple[str, str]] = {
+    "att_us": ("Attention RN34 + US", "tab:red"),
+    "att_ss": ("Attention RN34 + SS", "tab:blue"),
+    "rn34_us": ("RN34 + US", "tab:gray"),
+}
+
+
+def training_curves_figure(history: pd.DataFrame, *, fold: str | int | None = None) -> Figure:
+    """Two panels: training loss (solid) and validation BCE (dashed) per epoch, and the
+    validation AUC per epoch with each branch's kept epoch circled."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in history.columns]
+    if missing:
+        raise InputError(f"expected columns {list(REQUIRED_COLUMNS)} in the training history, "
+                         f"missing {missing}")
+    figure = Figure(figsize=(10.0, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, auc_axes = figure.subplots(1, 2)
+    for index, (branch, rows) in enumerate(history.groupby("branch", sort=True)):
+        rows = rows.sort_values("epoch")
+        name, colour = BRANCH_STYLE.get(str(branch), (str(branch), f"C{index}"))
+        epochs = rows["epoch"].to_numpy()
+        loss_axes.plot(epochs, rows["loss"], color=colour, marker=".", label=f"{name} train")
+        if "val_loss" in rows and rows["val_loss"].notna().any():
+            loss_axes.plot(epochs, rows["val_loss"], color=colour, linestyle="--",
+                           label=f"{name} val (BCE)")
+        auc_axes.plot(epochs, rows["val_auc"], color=colour, marker=".", label=name)
+        if "best_epoch" in rows and len(rows):
+            best = int(rows["best_epoch"].iloc[-1])
+            kept = rows.loc[rows["epoch"] == best, "val_auc"]
+            if len(kept) and np.isfinite(kept.iloc[0]):
+                auc_axes.plot([best], [kept.iloc[0]], marker="o", markersize=10,
+                              markerfacecolor="none", color=colour)
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("loss")
+    loss_axes.set_title("Loss (train: BCE + lambda L_ex)")
+    auc_axes.set_xlabel("epoch")
+    auc_axes.set_ylabel("validation AUC")
+    auc_axes.set_title("Validation AUC (circle: kept epoch)")
+    for axes in (loss_axes, auc_axes):
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+    figure.suptitle("Classifier training" + ("" if fold is None else f", fold {fold}"))
+    return figure

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dsan_core.branches import MODEL_NAMES
+from dsan_core.config import EnsembleConfig, EvaluationConfig
+from dsan_core.ensemble import EnsembleSearch, search_ensemble_weights
+from dsan_core.errors import InputError
+from dsan_core.evaluation.comparisons import comparisons_table
+from dsan_core.evaluation.faithfulness import faithfulness_table
+from dsan_core.evaluation.paper import PAPER
+from dsan_core.evaluation.report import (
+    ReportFigure,
+    ReportInputs,
+    ReportProvenance,
+    render_html,
+    render_markdown,
+)
+from dsan_core.evaluation.tables import metrics_table, reliability_tables
+from tests.dsan_core.evaluation import cohort
+
+
+def _png(colour: str) -> bytes:
+    figure = Figure(figsize=(1, 1), dpi=20)
+    FigureCanvasAgg(figure)
+    figure.add_subplot().plot([0, 1], [0, 1], color=colour)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _with_ss_and_ds() -> tuple[pd.DataFrame, EnsembleSearch]:
+    predictions = cohort.predictions()
+    us = predictions.loc[predictions["branch"] == "att_us"]
+    ss = us.assign(branch="att_ss", probability=us["probability"] ** 2,
+                   model_key=us["model_key"].str.replace("att_us", "att_ss"))
+    predictions = pd.concat([predictions, ss], ignore_index=True)
+    search = search_ensemble_weights(predictions, cohort.groups(),
+                                     EnsembleConfig(search_step=0.1))
+    return pd.concat([predictions, search.apply(predictions, cohort.groups())],
+                     ignore_index=True), search
+
+
+@pytest.fixture(scope="module")
+def inputs() -> ReportInputs:
+    predictions, search = _with_ss_and_ds()
+    groups = cohort.groups()
+    metrics = metrics_table(predictions, groups, cohort.splits(),
+                            EvaluationConfig(bootstrap_samples=20))
+    scores = pd.DataFrame({"scan_id": ["x0", "x1"], "model": ["att_us", "rn34_us"],
+                           "fold": [0, 0], "mass_inside": [0.8125, 0.3],
+                           "pointing_hit": [1.0, 0.0]})
+    return ReportInputs(
+        metrics=metrics,
+        comparisons=comparisons_table(metrics, predictions, groups),
+        provenance=ReportProvenance(
+            profile="test", split_version="split-7f3a", scan_counts={"tv": 8, "test": 4},
+            checkpoints={"att_us-f0": "sha256:aa11", "rn34_us-f1": "sha256:bb22"},
+            config_fingerprints={"evaluation": "fp-eval-01", "ensemble": "fp-ens-02"},
+            code_version="commit-c0ffee"),
+        reliability=reliability_tables(predictions, groups, n_bins=4),
+        faithfulness=faithfulness_table(scores, groups),
+        ensemble=search,
+        figures=(ReportFigure("roc_curves", "ROC curves per fold", _png("red")),
+                 ReportFigure("ensemble_surface", "Ensemble weight surface", _png("blue"))),
+    )
+
+
+def test_html_opens_with_tables_ii_and_iii_beside_the_papers_numbers(
+        inputs: ReportInputs) -> None:
+    page = render_html(inputs)
+    first_table = page.index("<table>")
+    assert page.index("Table II") < page.index("Table III") < page.index("Provenance")
+    assert first_table < page.index("Provenance")
+    for model in ("rn34_us", "att_us", "att_ss", "att_ds"):
+        assert MODEL_NAMES[model] in page
+        assert f"{PAPER.table_ii[model]['auc']:.3f}" in page
+    assert "1214" in page and "436" in page  # the paper's test counts per bin
+
+
+@pytest.mark.parametrize("render", [render_html, render_markdown])
+def test_report_contains_every_table_and_provenance_item(
+        inputs: ReportInputs, render: Callable[[ReportInputs], str]) -> None:
+    text = render(inputs)
+    for needle in ("Table II", "Table III", "Provenance", "split-7f3a", "sha256:aa11",
+                   "sha256:bb22", "fp-eval-01", "fp-ens-02", "commit-c0ffee",
+                   "Dual-sampling ensemble weights", "Paired t-tests", "DeLong",
+                   "bootstrap intervals", "All metrics", "Expected calibration error",
+                   "Reliability-diagram data", "Attention faithfulness", "0.812",
+                   "(Grad-CAM)"):
+        assert needle in text, needle
+    assert inputs.ensemble is not None
+    weights = inputs.ensemble.weights
+    assert f"{weights.w_extreme:.2f}" in text and "0.35" in text and "0.96" in text
+
+
+def test_every_figure_is_inlined_in_the_html(inputs: ReportInputs) -> None:
+    page = render_html(inputs)
+    for figure in inputs.figures:
+        assert base64.b64encode(figure.png).decode() in page
+        assert figure.caption in page
+    assert page.count("<img ") == len(inputs.figures)
+
+
+def test_html_references_nothing_outside_itself(inputs: ReportInputs) -> None:
+    page = render_html(inputs)
+    assert not re.search(r"https?://|<link|<script|@import|url\(", page)
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+def test_markdown_links_each_figure_file(inputs: ReportInputs) -> None:
+    text = render_markdown(inputs, figure_dir="figs")
+    assert "](figs/roc_curves.png)" in text and "](figs/ensemble_surface.png)" in text
+
+
+@pytest.mark.parametrize(
+    ("figure", "message"),
+    [
+        (ReportFigure("../escape", "x", b"\x89PNG\r\n\x1a\n"), "figure name"),
+        (ReportFigure("fine", "x", b"GIF89a"), "PNG bytes"),
+    ],
+)
+def test_bad_figures_are_input_errors(inputs: ReportInputs, figure: ReportFigure,
+                                      message: str) -> None:
+    bad = ReportInputs(inputs.metrics, inputs.comparisons, inputs.provenance,
+                       figures=(figure,))
+    with pytest.raises(InputError, match=message):
+        render_html(bad)
+
+
+def test_optional_sections_can_be_left_out(inputs: ReportInputs) -> None:
+    text = render_markdown(ReportInputs(inputs.metrics, inputs.comparisons, inputs.provenance))
+    assert "Table II" in text and "Attention faithfulness" not in text
+    assert "Dual-sampling ensemble weights" not in text
