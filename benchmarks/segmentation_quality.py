@@ -110,12 +110,17 @@ def main() -> None:
 
     started = time.perf_counter()
     key = resolve_pseudonym_key(profile.ingest, os.environ.get("DSAN_PSEUDONYM_KEY"))
-    studies = [s for s in plan_cohort(profile.synth).studies if s.role in USABLE_ROLES]
+    plan = plan_cohort(profile.synth)
+    studies = [s for s in plan.studies if s.role in USABLE_ROLES]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         volumes = dict(pool.map(_volume, [(profile.synth, key, s) for s in studies]))
+    # The pipeline's pseudonyms, so the partition (per patient) is the pipeline's.
+    patients = {pseudonymise("series", s.series_uid(2), key):
+                pseudonymise("patient", plan.patient(s.patient_number).patient_id, key)
+                for s in studies}
     partition = partition_cases(volumes, val_fraction=config.val_fraction,
                                 holdout_fraction=seg.holdout_fraction, seed=config.seed,
-                                max_val=config.max_val_cases)
+                                max_val=config.max_val_cases, patients=patients)
     cases = {part: [SegCase(uid, partial(volumes.__getitem__, uid))
                     for uid in sorted(volumes) if partition[uid] == part]
              for part in (TRAIN, VAL, HOLDOUT)}

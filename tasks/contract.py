@@ -14,6 +14,7 @@ import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,14 @@ from tasks.progress import StageProgress
 
 @dataclass
 class StageRun:
+    """One task's view of the data root. `started` (when the task opened it) starts
+    the stage's lineage row, so the row times the whole stage, not its last write."""
+
     layout: DataLayout
     memo: FileHashMemo
     cache: StageCache
     run_id: str
+    started: datetime = field(default_factory=utcnow)
 
     @classmethod
     def open(cls, data_root: Path | str, run_id: str | None = None) -> StageRun:
@@ -75,7 +80,6 @@ def cached_stage(
     `record=False` skips the lineage row (for per-item caches inside one stage).
     """
     key = stage_key(stage, version, config_hash, inputs)
-    started = utcnow()
     manifest = run.cache.lookup(stage, key)
     hit = manifest is not None
     if manifest is None:
@@ -96,7 +100,7 @@ def cached_stage(
                 input_hashes=inputs,
                 output_hashes=manifest.output_hashes(),
                 config_hash=config_hash,
-                started_at=started,
+                started_at=run.started,
                 ended_at=utcnow(),
             ),
         )

@@ -83,8 +83,10 @@ class SegmentOutcome:
 
 
 def ground_truth_cases(run: StageRun) -> pd.DataFrame:
-    """Scans with ground-truth masks: scan_id + volume/lung/infection paths and hashes."""
-    scans = read_table(run.layout, "scans")[["scan_id", "volume_path", "volume_hash"]]
+    """Scans with ground-truth masks: scan_id, patient_id, volume/lung/infection paths and
+    hashes."""
+    scans = read_table(run.layout, "scans")[["scan_id", "patient_id", "volume_path",
+                                             "volume_hash"]]
     truth = read_table(run.layout, "ground_truth")
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
@@ -112,7 +114,8 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                 f"VB-Net training needs at least 2 scans with ground-truth masks, found "
                 f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
             )
-        partition = segmentation_partition(cases["scan_id"].tolist(), config)
+        partition = segmentation_partition(cases["scan_id"].tolist(), config,
+                                           dict(zip(cases["scan_id"], cases["patient_id"])))
         used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
         inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
             [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}

@@ -36,7 +36,8 @@ from tasks.segmentation import ground_truth_cases
 FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
 #: 2: the report names the VB-Net infection threshold. 3: medians kept in the manifest.
-VERSION = "3"
+#: 4: the hold-out is chosen per patient (a patient's repeat scans were on both sides).
+VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
     with StageRun.open(data_root, run_id) as run:
         cases = ground_truth_cases(run).set_index("scan_id", drop=False)
         infection = read_table(run.layout, "infection").set_index("scan_id")
-        chosen = [s for s in evaluation_scans(cases.index.tolist(), config)
+        patients = dict(zip(cases["scan_id"], cases["patient_id"]))
+        chosen = [s for s in evaluation_scans(cases.index.tolist(), config, patients)
                   if s in infection.index]
         held, predicted = cases.loc[chosen], infection.loc[chosen]
         thresholds = sorted(set(predicted["infection_threshold"].dropna().astype(float)))

@@ -20,20 +20,24 @@ EVAL_COLUMNS = ("scan_id", "method", "lung_dice", "infection_dice", "ratio_pred"
                 "ratio_abs_error", "ratio_rel_error")
 
 
-def segmentation_partition(scan_ids: Sequence[str], config: SegmentationConfig) -> dict[str, str]:
-    """train / val / holdout of every scan with ground truth (stable as scans are added)."""
+def segmentation_partition(scan_ids: Sequence[str], config: SegmentationConfig,
+                           patients: Mapping[str, str]) -> dict[str, str]:
+    """train / val / holdout of every scan with ground truth, per patient (`patients`:
+    scan id -> pseudonymous patient id); stable as scans are added."""
     return partition_cases(scan_ids, val_fraction=config.vbnet.val_fraction,
                            holdout_fraction=config.holdout_fraction, seed=config.vbnet.seed,
-                           max_val=config.vbnet.max_val_cases)
+                           max_val=config.vbnet.max_val_cases, patients=patients)
 
 
-def evaluation_scans(scan_ids: Sequence[str], config: SegmentationConfig) -> list[str]:
-    """The scans to evaluate on: the VB-Net's held-out ones; every scan with ground truth
-    when nothing was trained on them (classical, external) or nothing was held out."""
+def evaluation_scans(scan_ids: Sequence[str], config: SegmentationConfig,
+                     patients: Mapping[str, str]) -> list[str]:
+    """The scans to evaluate on: the VB-Net's held-out patients' scans; every scan with
+    ground truth when nothing was trained on them (classical, external) or nothing was
+    held out."""
     ids = sorted(scan_ids)
     if config.method != "vbnet":
         return ids
-    partition = segmentation_partition(ids, config)
+    partition = segmentation_partition(ids, config, patients)
     held = [scan_id for scan_id in ids if partition[scan_id] == HOLDOUT]
     return held or ids
 
