@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,15 @@ def test_a_bug_in_one_item_fails_the_stage_naming_it_after_storing_the_rest(
                 both(cluster.scheduler_address)
     finally:
         logging.getLogger("dsan").removeHandler(handler)
+
+
+def test_a_lineage_row_times_the_whole_stage(tmp_path: Path) -> None:
+    from storage.lineage import read_lineage
+    from tasks.contract import cached_stage
+
+    with StageRun.open(tmp_path) as run:
+        time.sleep(0.3)  # the stage's work before it writes its table
+        cached_stage(run, stage="s", version="1", config_hash="c", inputs={},
+                     compute=lambda key: Manifest("s", key))
+    row = read_lineage(run.layout).iloc[-1]
+    assert (row["ended_at"] - row["started_at"]).total_seconds() >= 0.3
