@@ -76,6 +76,7 @@ def main() -> None:
 
     from flows.ingestion import ingestion_flow
     from flows.runtime import quiet_flow_settings
+    from storage.inputs import ExportLocation
 
     timings = {}
     runtimes = {
@@ -87,10 +88,11 @@ def main() -> None:
         for name, runtime in runtimes.items():
             root = work / f"data-{len(timings)}"
             started = time.perf_counter()
-            result = ingestion_flow(cohort / "dicom", cohort / "labels.csv", config.ingest,
-                                    runtime, root, cohort / "masks")
+            export = ExportLocation(dicom_root=cohort / "dicom", labels=cohort / "labels.csv",
+                                    masks=cohort / "masks")
+            result = ingestion_flow(export, config.ingest, runtime, root)
             timings[name] = time.perf_counter() - started
-            assert result["summary"]["series_cached"] == 0
+            assert result.summary.series_cached == 0
     print("\nwhole ingestion flow (cold cache; includes cluster start-up)")
     for name, seconds in timings.items():
         print(f"  {name:22s}  {seconds:7.2f} s")

@@ -8,19 +8,19 @@ from prefect import flow
 
 from dsan_core.config import IngestConfig, RuntimeConfig
 from flows.runtime import dask_scheduler
+from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from tasks.ingest import IngestOutcome, ingest_dicom_task
 
 
 @flow(name="ingestion", validate_parameters=False)
 def ingestion_flow(
-    dicom_root: Path,
-    labels: Path,
+    export: ExportLocation,
     config: IngestConfig,
     runtime: RuntimeConfig,
     data_root: Path,
-    masks: Path | None = None,
     run_id: str | None = None,
 ) -> IngestOutcome:
+    """`export` reaches Prefect's database as "<redacted>" (see storage.inputs)."""
     with dask_scheduler(runtime.dask, DataLayout(data_root).dask_scratch) as address:
-        return ingest_dicom_task(dicom_root, labels, masks, config, data_root, address, run_id)
+        return ingest_dicom_task(export, config, data_root, address, run_id)

@@ -12,6 +12,7 @@ from flows.ingestion import ingestion_flow
 from flows.preprocessing import preprocess_flow
 from flows.segmentation import SegmentationResult, segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
+from storage.inputs import ExportLocation
 from storage.lineage import new_run_id
 from tasks.ingest import IngestOutcome
 from tasks.preprocess import PreprocessOutcome
@@ -36,16 +37,11 @@ class PipelineResult:
 
 
 @flow(name="pipeline", validate_parameters=False)
-def pipeline_flow(
-    dicom_root: Path,
-    labels: Path,
-    config: PipelineConfig,
-    data_root: Path,
-    masks: Path | None = None,
-) -> PipelineResult:
+def pipeline_flow(export: ExportLocation, config: PipelineConfig,
+                  data_root: Path) -> PipelineResult:
+    """Every stage on `export` (recorded by Prefect as "<redacted>", see storage.inputs)."""
     run_id = new_run_id()
-    ingest = ingestion_flow(dicom_root, labels, config.ingest, config.runtime, data_root, masks,
-                            run_id)
+    ingest = ingestion_flow(export, config.ingest, config.runtime, data_root, run_id)
     segmentation = segmentation_flow(config.segmentation, config.groups, config.runtime,
                                      data_root, run_id)
     splits = split_flow(config.split, data_root, run_id=run_id)

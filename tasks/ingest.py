@@ -29,17 +29,19 @@ from dsan_core.dicom import (
     FileFailure,
     IngestPlan,
     IngestTables,
-    discover_files,
     ingestion_tables,
     is_published_key,
     key_fingerprint,
+    list_export,
     plan_ingestion,
     read_labels,
+    records_to_frame,
+    require_scans,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import StageError
 from dsan_core.segmentation.external import ScanGeometry, validate_external_mask
 from storage.hashing import combine_hashes, hash_frames, sha256_file, stat_key
+from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
 from storage.tables import write_table
@@ -98,30 +100,28 @@ class _Indexed:
 
 
 @task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)
-def ingest_dicom_task(dicom_root: Path, labels_path: Path, masks_root: Path | None,
-                      config: IngestConfig, data_root: Path, dask_address: str,
-                      run_id: str | None = None) -> IngestOutcome:
+def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: Path,
+                      dask_address: str, run_id: str | None = None) -> IngestOutcome:
     """Index, choose, validate, decode, pseudonymise; write the ingestion tables."""
     logger = get_run_logger()
     key = _pseudonym_key(config, logger)
-    if not dicom_root.is_dir():
-        raise StageError("the DICOM root is not a folder (check --dicom-root)")
     with StageRun.open(data_root, run_id) as run:
-        files = discover_files(dicom_root)
+        files = list_export(export.dicom_root)
         indexed = _index(run, files, config, dask_address)
-        plan = plan_ingestion(indexed.records, read_labels(labels_path), config, key)
+        plan = plan_ingestion(indexed.records, read_labels(export.labels), config, key)
         series_hash = _series_hashes(indexed)
         volumes = _decode(run, plan, series_hash, key, dask_address)
         decoded = {uid: _decoded(m) for uid, m in volumes.manifests.items()}
-        truth, mask_failures = _ground_truth(run, masks_root, plan, decoded)
+        truth, mask_failures = _ground_truth(run, export.masks, plan, decoded)
         tables = ingestion_tables(
             plan, indexed.records, n_files=len(files), file_failures=indexed.failures,
             file_hash=indexed.file_hash, series_hash=series_hash, decoded=decoded,
             decode_failures=volumes.failures, ground_truth=truth, mask_failures=mask_failures,
             key=key)
-        stage = _write_tables(run, tables, volumes, truth, labels_path, config, key, logger)
+        stage = _write_tables(run, tables, volumes, truth, export.labels, config, key, logger)
     summary = _summary(tables, volumes, plan)
     logger.info("ingestion: %s", summary.lines()[:2])
+    require_scans(tables)
     return IngestOutcome(stage, summary)
 
 
@@ -156,7 +156,7 @@ def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str)
         failures.extend(chunk_failures)
         file_hash.update(zip(paths, hashes, strict=True))
     run.memo.update({stat_key(Path(p)): h for p, h in file_hash.items() if h is not None})
-    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    records = pd.concat(frames, ignore_index=True) if frames else records_to_frame([])
     return _Indexed(records, failures, file_hash)
 
 

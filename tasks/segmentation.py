@@ -91,6 +91,11 @@ def ground_truth_cases(run: StageRun) -> pd.DataFrame:
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
 
+def patients_of(cases: pd.DataFrame) -> dict[str, str]:
+    """scan id -> pseudonymous patient id."""
+    return dict(zip(cases["scan_id"], cases["patient_id"], strict=True))
+
+
 def _seg_case(run: StageRun, row: Any) -> SegCase:
     def load() -> SegVolume:
         image = read_image(run.layout.resolve(row.volume_path))
@@ -115,7 +120,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
                 f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
             )
         partition = segmentation_partition(cases["scan_id"].tolist(), config,
-                                           dict(zip(cases["scan_id"], cases["patient_id"])))
+                                           patients_of(cases))
         used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
         inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
             [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}

@@ -31,7 +31,7 @@ from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import read_image, write_figure
 from tasks.contract import StageRun, cached_stage
-from tasks.segmentation import ground_truth_cases
+from tasks.segmentation import ground_truth_cases, patients_of
 
 FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
@@ -122,8 +122,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
     with StageRun.open(data_root, run_id) as run:
         cases = ground_truth_cases(run).set_index("scan_id", drop=False)
         infection = read_table(run.layout, "infection").set_index("scan_id")
-        patients = dict(zip(cases["scan_id"], cases["patient_id"]))
-        chosen = [s for s in evaluation_scans(cases.index.tolist(), config, patients)
+        chosen = [s for s in evaluation_scans(cases.index.tolist(), config, patients_of(cases))
                   if s in infection.index]
         held, predicted = cases.loc[chosen], infection.loc[chosen]
         thresholds = sorted(set(predicted["infection_threshold"].dropna().astype(float)))

@@ -13,6 +13,7 @@ from dsan_core.dicom.index import (
     FileFailure,
     discover_files,
     index_headers,
+    list_export,
     records_to_frame,
 )
 from dsan_core.dicom.ingestion import (
@@ -21,6 +22,7 @@ from dsan_core.dicom.ingestion import (
     IngestTables,
     ingestion_tables,
     plan_ingestion,
+    require_scans,
 )
 from dsan_core.dicom.labels import (
     LabelsReconciliation,
@@ -56,6 +58,7 @@ __all__ = [
     "decode_series",
     "discover_files",
     "index_headers",
+    "list_export",
     "ingestion_tables",
     "is_published_key",
     "key_fingerprint",
@@ -65,6 +68,7 @@ __all__ = [
     "pseudonymise_frame",
     "read_header",
     "read_labels",
+    "require_scans",
     "reconcile_labels",
     "records_to_frame",
     "resolve_pseudonym_key",

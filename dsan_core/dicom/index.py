@@ -26,7 +26,7 @@ import pandas as pd
 
 from dsan_core.dicom import reasons
 from dsan_core.dicom.headers import HeaderRecord, read_header
-from dsan_core.errors import DicomError
+from dsan_core.errors import DicomError, InputError
 
 _TUPLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "image_position": ("ipp_x", "ipp_y", "ipp_z"),
@@ -70,6 +70,19 @@ def discover_files(root: Path) -> list[Path]:
             if path.is_file():
                 found.append(path)
     return sorted(found)
+
+
+def list_export(root: Path) -> list[Path]:
+    """`discover_files` of a DICOM export folder; InputError when it is not a folder or
+    holds no file at all (nothing to ingest is the user's mistake, not an empty run)."""
+    if not root.is_dir():
+        raise InputError("expected a folder as the DICOM root (--dicom-root), found "
+                         + ("a file" if root.exists() else "nothing there"), reason="no_export")
+    files = discover_files(root)
+    if not files:
+        raise InputError("no DICOM files under the DICOM root: the folder is empty",
+                         reason="empty_export")
+    return files
 
 
 def _row(record: HeaderRecord) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from dsan_core.dicom.labels import LabelsReconciliation, reconcile_labels
 from dsan_core.dicom.pseudonym import pseudonymise
 from dsan_core.dicom.rows import DecodedSeries, quarantine_rows, scan_row, series_rows
 from dsan_core.dicom.series import SeriesPlan, choose_series
+from dsan_core.errors import InputError
 
 #: Columns of the scans table, in its schema's order (what `scan_row` fills).
 SCAN_COLUMNS: tuple[str, ...] = (
@@ -145,3 +146,18 @@ def ingestion_tables(
                          columns=list(GROUND_TRUTH_COLUMNS))
     return IngestTables(scans, series, quarantine, truth,
                         file_balance(n_files, series, quarantine))
+
+
+def require_scans(tables: IngestTables) -> None:
+    """InputError when an export gave no usable scan: nothing downstream could run. The
+    tables are written first, so the quarantine says why for every file."""
+    if not tables.scans.empty:
+        return
+    reasons = (tables.quarantine.groupby("reason")["n_files"].sum()
+               .sort_values(ascending=False).head(3))
+    why = ", ".join(f"{reason} ({int(n)} files)" for reason, n in reasons.items() if n)
+    raise InputError(
+        f"no usable series: {tables.balance.found} file(s) found, none in a labelled "
+        f"thin-slice CT series (skipped {tables.balance.skipped}, quarantined "
+        f"{tables.balance.quarantined}{': ' + why if why else ''}); see the quarantine and "
+        "series tables", reason="no_usable_series")

@@ -26,7 +26,9 @@ def ingest(
     """Index, choose, validate, decode and pseudonymise DICOM series."""
     root, config = stage_setup(profile, data_root)
     from flows.ingestion import ingestion_flow
+    from storage.inputs import ExportLocation
 
-    result = run_flow(ingestion_flow, dicom_root, labels, config.ingest, config.runtime, root,
-                      masks)
+    export = ExportLocation(dicom_root=dicom_root.absolute(), labels=labels.absolute(),
+                            masks=masks.absolute() if masks else None)
+    result = run_flow(ingestion_flow, export, config.ingest, config.runtime, root)
     print_lines(result.summary.lines())

@@ -27,7 +27,10 @@ def run(
     """Run the whole pipeline (every stage) with caching."""
     root, config = stage_setup(profile, data_root)
     from flows.pipeline import pipeline_flow
+    from storage.inputs import ExportLocation
 
-    result = run_flow(pipeline_flow, dicom_root, labels, config, root, masks)
+    export = ExportLocation(dicom_root=dicom_root.absolute(), labels=labels.absolute(),
+                            masks=masks.absolute() if masks else None)
+    result = run_flow(pipeline_flow, export, config, root)
     print_lines(result.summary())
     console.print(f"outputs under {root}")

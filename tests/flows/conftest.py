@@ -22,10 +22,12 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # ty
 def ingested_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_config,  # type: ignore[no-untyped-def]
                   prefect_harness: None) -> Path:
     from flows.ingestion import ingestion_flow
+    from storage.inputs import ExportLocation
 
     root = tmp_path_factory.mktemp("ingested")
-    ingestion_flow(cohort / "dicom", cohort / "labels.csv", test_config.ingest,
-                   test_config.runtime, root, cohort / "masks")
+    export = ExportLocation(dicom_root=cohort / "dicom", labels=cohort / "labels.csv",
+                            masks=cohort / "masks")
+    ingestion_flow(export, test_config.ingest, test_config.runtime, root)
     return root
 
 

@@ -12,8 +12,10 @@ import pandas as pd
 import pydicom
 import pytest
 
+from dsan_core.errors import InputError
 from dsan_core.synthetic import plan_cohort
 from flows.ingestion import ingestion_flow
+from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
@@ -23,8 +25,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def _ingest(cohort: Path, root: Path, config) -> IngestOutcome:  # type: ignore[no-untyped-def]
-    return ingestion_flow(cohort / "dicom", cohort / "labels.csv", config.ingest, config.runtime,
-                          root, cohort / "masks")
+    export = ExportLocation(dicom_root=cohort / "dicom", labels=cohort / "labels.csv",
+                            masks=cohort / "masks")
+    return ingestion_flow(export, config.ingest, config.runtime, root)
 
 
 def test_ingest_rerun_and_single_file_change(cohort: Path, tmp_path: Path, test_config,  # type: ignore[no-untyped-def]
@@ -94,13 +97,16 @@ def test_pydicom_test_files_are_each_indexed_or_quarantined(tmp_path: Path,
             shutil.copyfile(source, target)
     labels = tmp_path / "labels.csv"
     labels.write_text("patient_id,study_instance_uid,diagnosis,site,acquisition_date\n")
-    summary = ingestion_flow(export, labels, test_config.ingest, test_config.runtime,
-                             tmp_path / "data", None).summary
+    # No labels: no usable scan, a clear error once every file is accounted for.
+    with pytest.raises(InputError, match="no usable series") as refused:
+        ingestion_flow(ExportLocation(dicom_root=export, labels=labels), test_config.ingest,
+                       test_config.runtime, tmp_path / "data")
     n_files = sum(1 for p in export.rglob("*") if p.is_file())
-    assert summary.files_found == n_files
-    assert n_files == (summary.files_in_scans + summary.files_in_skipped_series
-                       + summary.files_quarantined)
+    assert f"{n_files} file(s) found" in str(refused.value)
+    series = read_table(DataLayout(tmp_path / "data"), "series")
     quarantine = read_table(DataLayout(tmp_path / "data"), "quarantine")
+    in_series = int(series.loc[series["status"].isin(["chosen", "skipped"]), "n_files"].sum())
+    assert n_files == in_series + int(quarantine["n_files"].sum())
     assert quarantine["reason"].str.len().gt(0).all()
     assert (quarantine["kind"] == "file").sum() > 10
     assert np.isin(["not_dicom", "no_pixel_data"], quarantine["reason"]).all()
