@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
 from dsan_core.config import PipelineConfig
 from flows.ingestion import ingestion_flow
 from flows.preprocessing import preprocess_flow
+from flows.runtime import run_name
 from flows.segmentation import SegmentationResult, segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
 from storage.inputs import ExportLocation
@@ -41,10 +43,16 @@ def pipeline_flow(export: ExportLocation, config: PipelineConfig,
                   data_root: Path) -> PipelineResult:
     """Every stage on `export` (recorded by Prefect as "<redacted>", see storage.inputs)."""
     run_id = new_run_id()
-    ingest = ingestion_flow(export, config.ingest, config.runtime, data_root, run_id)
-    segmentation = segmentation_flow(config.segmentation, config.groups, config.runtime,
-                                     data_root, run_id)
-    splits = split_flow(config.split, data_root, run_id=run_id)
-    audit = audit_splits_flow(config.split, data_root, run_id=run_id)
-    preprocess = preprocess_flow(config.preprocess, config.runtime, data_root, run_id=run_id)
+
+    def named(flow_fn: Any, stage: str) -> Any:
+        return flow_fn.with_options(flow_run_name=run_name(stage, config.profile))
+
+    ingest = named(ingestion_flow, "ingest")(export, config.ingest, config.runtime, data_root,
+                                             run_id)
+    segmentation = named(segmentation_flow, "segment")(
+        config.segmentation, config.groups, config.runtime, data_root, run_id)
+    splits = named(split_flow, "split")(config.split, data_root, run_id=run_id)
+    audit = named(audit_splits_flow, "audit-splits")(config.split, data_root, run_id=run_id)
+    preprocess = named(preprocess_flow, "preprocess")(config.preprocess, config.runtime,
+                                                      data_root, run_id=run_id)
     return PipelineResult(run_id, ingest, segmentation, splits, audit, preprocess)

@@ -5,9 +5,13 @@ settings at import time); the CLI calls it first thing. Defaults, all overridabl
 by the user's own PREFECT_* variables:
 
 - PREFECT_HOME under the data root, so nothing is written outside it;
-- server analytics off (there is no network);
+- nothing phones home: server analytics off, and Prefect's client telemetry off
+  (DO_NOT_TRACK=1; without it, importing prefect in a terminal prints a notice and
+  sends usage events);
 - results not persisted: tasks return small manifests, and the stage cache
   (storage/stage_cache.py) is what makes reruns cheap;
+- logs at INFO for the Prefect UI, but the terminal shows only warnings from Prefect
+  plus dsan's own progress lines (flows.console);
 - no PREFECT_API_URL: the ephemeral API (a temporary server per process, ~5 s).
 """
 
@@ -33,14 +37,30 @@ def resolve_data_root(cli_value: Path | None) -> Path:
     return Path(env).absolute() if env else DEFAULT_DATA_ROOT.absolute()
 
 
+def check_data_root(data_root: Path) -> None:
+    """ConfigError unless the data root is (or can become) a writable folder."""
+    from dsan_core.errors import ConfigError
+
+    if data_root.exists() and not data_root.is_dir():
+        raise ConfigError("expected a folder as the data root (--data-root), found a file")
+    try:
+        data_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the data root (--data-root): {error.strerror}") from None
+    if not os.access(data_root, os.W_OK | os.X_OK):
+        raise ConfigError("the data root (--data-root) is not writable by this user")
+
+
 def prefect_environment(data_root: Path) -> dict[str, str]:
     """Set the embedded defaults in os.environ (user values win); return what was set."""
     layout = DataLayout(data_root)
     defaults = {
         "PREFECT_HOME": str(layout.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         # matplotlib would otherwise write its font cache under the home folder.
         "MPLCONFIGDIR": str(layout.matplotlib_cache),
@@ -94,3 +114,10 @@ def dask_scheduler(config: DaskConfig, scratch: Path | None = None) -> Iterator[
         **network,
     ) as cluster:
         yield cluster.scheduler_address
+
+
+def run_name(stage: str, profile: str) -> str:
+    """A flow run's name in the UI and the logs: stage, profile, local date and time."""
+    from datetime import datetime
+
+    return f"{stage} {profile} {datetime.now().astimezone():%Y-%m-%d %H:%M:%S}"

@@ -97,3 +97,19 @@ def read_lineage(layout: DataLayout) -> pd.DataFrame:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def last_run_id(layout: DataLayout) -> str | None:
+    """The run id of the most recently started stage, None before any run."""
+    rows = read_lineage(layout)
+    return None if rows.empty else str(rows["run_id"].iloc[-1])
+
+
+def stage_times(layout: DataLayout, run_id: str) -> pd.DataFrame:
+    """Per stage of one run, in order: wall seconds (its lineage row's start to end) and
+    whether it was a cache hit."""
+    rows = read_lineage(layout)
+    rows = rows[rows["run_id"] == run_id]
+    seconds = (rows["ended_at"] - rows["started_at"]).dt.total_seconds()
+    return pd.DataFrame({"stage": rows["stage"].to_numpy(), "seconds": seconds.to_numpy(),
+                         "cache_hit": rows["cache_hit"].to_numpy()})

@@ -189,7 +189,7 @@ def _decode(run: StageRun, plan: IngestPlan, series_hash: dict[str, str], key: b
 
     return cached_map(run, items, stage=SERIES_STAGE, version=SERIES_VERSION,
                       config_hash=key_fingerprint(key), compute=decode_and_write, finish=finish,
-                      address=address, description="decoding series",
+                      address=address, description="decoding series", unit="series",
                       artifact_key="ingest-decode-progress")
 
 
@@ -222,7 +222,8 @@ def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
         return _copy_masks(run.layout, run.memo.hash_file, scan, sources)
 
     result = cached_map(run, items, stage=GROUND_TRUTH_STAGE, version=SERIES_VERSION,
-                        config_hash="-", compute=copy_masks)
+                        config_hash="-", compute=copy_masks,
+                        description="importing ground-truth masks", unit="scans")
     truth = {scan_id: {"lung_path": m.outputs["lung"]["path"],
                        "lung_hash": m.outputs["lung"]["sha256"],
                        "infection_path": m.outputs["infection"]["path"],

@@ -77,6 +77,7 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: str
                             config_hash=config_hash, compute=preprocess_and_write,
                             finish=lambda item, key, out: _manifest(run, item, key, out),
                             address=dask_address, description="pre-processing scans",
+                            unit="scans",
                             artifact_key="preprocess-progress")
         table = pd.DataFrame([_row(config_hash, m) for _, m in sorted(result.manifests.items())],
                              columns=PREPROCESSED.names)

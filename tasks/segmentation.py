@@ -40,6 +40,7 @@ from storage.stage_cache import Manifest, artifact, stage_key
 from storage.tables import read_table, write_table
 from storage.volumes import external_mask_files, read_image, write_image
 from tasks.contract import MapItem, StageRun, cached_map, cached_stage
+from tasks.progress import StageProgress
 
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
@@ -155,7 +156,8 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig,
 
         segment = partial(_segment_one, run, config, tag, network, threshold, device)
         done = cached_map(run, items, stage=SCAN_STAGE, version=VERSION, config_hash=tag,
-                          compute=segment)
+                          compute=segment, description="segmenting scans", unit="scans",
+                          artifact_key="segmentation-progress")
         failures = [*missing, *done.failures.values()]
         for message in failures:
             logger.warning("segmentation failed: %s", message)
@@ -182,14 +184,21 @@ def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: lis
     history_path = run.layout.training_history("vbnet", version)
     resume = load_checkpoint(last) if last.exists() else None
     history = json.loads(history_path.read_text()) if resume and history_path.exists() else []
+    progress = StageProgress(f"training VB-Net ({len(train)} scans, {len(val)} val)",
+                             config.vbnet.epochs, unit="epochs", artifact_key="vbnet-training")
 
     def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
         save_checkpoint(checkpoint, last)
         history.append(asdict(report))
         write_json(history_path, history)
+        progress.advance(note=f"loss {report.train_loss:.3f}, val Dice lung "
+                              f"{report.val_lung_dice:.3f} infection "
+                              f"{report.val_infection_dice:.3f}")
 
-    result = train_vbnet(train, val, config.vbnet, device=torch.device(device), resume=resume,
-                         on_epoch_end=on_epoch_end, log=logger.info)
+    with progress:
+        progress.advance(len(history))
+        result = train_vbnet(train, val, config.vbnet, device=torch.device(device),
+                             resume=resume, on_epoch_end=on_epoch_end, log=logger.info)
     best = run.layout.checkpoint("vbnet", version, "best")
     save_checkpoint(best_weights(result), best)
     return Manifest(TRAIN_STAGE, key, {

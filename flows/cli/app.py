@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from flows.runtime import prefect_environment, resolve_data_root
+from flows.runtime import check_data_root, prefect_environment, resolve_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dsan: chest-CT DICOM to a COVID-19 vs CAP classifier (DSAN), "
@@ -68,11 +68,15 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         fail(error)
 
 
-def run_flow(flow_fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a flow without heartbeats; dsan errors become exit code 2."""
+def run_flow(flow_fn: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+    """Run a flow (named `name` in the UI) without heartbeats; dsan errors become one
+    line and exit code 2, without the engine's tracebacks above it."""
+    from flows.console import user_errors_as_one_line
     from flows.runtime import quiet_flow_settings
 
-    with quiet_flow_settings():
+    if name is not None:
+        flow_fn = flow_fn.with_options(flow_run_name=name)
+    with quiet_flow_settings(), user_errors_as_one_line():
         return call(flow_fn, *args, **kwargs)
 
 
@@ -84,7 +88,32 @@ def print_lines(lines: list[str]) -> None:
 
 def stage_setup(profile: str, data_root: Path | None,
                 overrides: dict[str, Any] | None = None) -> tuple[Path, Any]:
-    """The data root (with the embedded Prefect environment set for it) and the config."""
+    """The data root (checked, with the embedded Prefect environment set for it) and the
+    config; progress lines on the terminal."""
+    from flows.console import configure_console
+
     root = resolve_data_root(data_root)
+    config = call(load_config, profile, overrides)
+    call(check_data_root, root)
     prefect_environment(root)
-    return root, call(load_config, profile, overrides)
+    configure_console()
+    return root, config
+
+
+def print_stage_times(root: Path, run_id: str, total_seconds: float | None = None) -> None:
+    """The wall time of every stage of a run, from its lineage rows."""
+    from rich.table import Table
+
+    from storage.layout import DataLayout
+    from storage.lineage import stage_times
+
+    times = stage_times(DataLayout(root), run_id)
+    view = Table(title=f"wall time per stage (run {run_id})")
+    view.add_column("stage")
+    view.add_column("seconds", justify="right")
+    view.add_column("cache hit")
+    for row in times.itertuples(index=False):
+        view.add_row(str(row.stage), f"{row.seconds:.1f}", "yes" if row.cache_hit else "no")
+    if total_seconds is not None:
+        view.add_row("total (with start-up)", f"{total_seconds:.1f}", "")
+    console.print(view)

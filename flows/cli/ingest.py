@@ -26,9 +26,11 @@ def ingest(
     """Index, choose, validate, decode and pseudonymise DICOM series."""
     root, config = stage_setup(profile, data_root)
     from flows.ingestion import ingestion_flow
+    from flows.runtime import run_name
     from storage.inputs import ExportLocation
 
     export = ExportLocation(dicom_root=dicom_root.absolute(), labels=labels.absolute(),
                             masks=masks.absolute() if masks else None)
-    result = run_flow(ingestion_flow, export, config.ingest, config.runtime, root)
+    result = run_flow(ingestion_flow, export, config.ingest, config.runtime, root,
+                      name=run_name("ingest", config.profile))
     print_lines(result.summary.lines())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flows.cli.app import (
     DataRootOpt,
     DicomRootOpt,
@@ -11,6 +13,7 @@ from flows.cli.app import (
     app,
     console,
     print_lines,
+    print_stage_times,
     run_flow,
     stage_setup,
 )
@@ -25,12 +28,16 @@ def run(
     data_root: DataRootOpt = None,
 ) -> None:
     """Run the whole pipeline (every stage) with caching."""
+    started = time.perf_counter()
     root, config = stage_setup(profile, data_root)
     from flows.pipeline import pipeline_flow
+    from flows.runtime import run_name
     from storage.inputs import ExportLocation
 
     export = ExportLocation(dicom_root=dicom_root.absolute(), labels=labels.absolute(),
                             masks=masks.absolute() if masks else None)
-    result = run_flow(pipeline_flow, export, config, root)
+    result = run_flow(pipeline_flow, export, config, root,
+                      name=run_name("pipeline", config.profile))
     print_lines(result.summary())
+    print_stage_times(root, result.run_id, time.perf_counter() - started)
     console.print(f"outputs under {root}")

@@ -26,6 +26,8 @@ def preprocess(
     overrides = {"runtime": {"dask": {"address": dask_address}}} if dask_address else None
     root, config = stage_setup(profile, data_root, overrides)
     from flows.preprocessing import preprocess_flow
+    from flows.runtime import run_name
 
-    result = run_flow(preprocess_flow, config.preprocess, config.runtime, root)
+    result = run_flow(preprocess_flow, config.preprocess, config.runtime, root,
+                      name=run_name("preprocess", config.profile))
     print_lines(result.summary())

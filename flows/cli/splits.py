@@ -22,9 +22,11 @@ def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
           data_root: DataRootOpt = None) -> None:
     """Patient-level TV/test split and CV folds; known patients never move."""
     root, config = stage_setup(profile, data_root)
+    from flows.runtime import run_name
     from flows.splits import split_flow
 
-    result = run_flow(split_flow, config.split, root, reshuffle=reshuffle)
+    result = run_flow(split_flow, config.split, root, reshuffle=reshuffle,
+                      name=run_name("split", config.profile))
     print_lines(result.summary())
 
 
@@ -33,9 +35,11 @@ def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
                  data_root: DataRootOpt = None) -> None:
     """Check the current split for leakage; exit 1 when any id crosses partitions."""
     root, config = stage_setup(profile, data_root)
+    from flows.runtime import run_name
     from flows.splits import audit_splits_flow
 
-    result = run_flow(audit_splits_flow, config.split, root, against=against)
+    result = run_flow(audit_splits_flow, config.split, root, against=against,
+                      name=run_name("audit-splits", config.profile))
     print_lines(result.summary())
     if result.has_leakage:
         raise typer.Exit(code=1)

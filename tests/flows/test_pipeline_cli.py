@@ -24,6 +24,10 @@ def test_dsan_run_then_rerun_is_cached(cohort: Path, tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     for stage in ("[ingest]", "[segment]", "[split]", "[preprocess]"):
         assert stage in first.output
+    # Progress of the long stages, and the wall time of every stage at the end.
+    assert "training VB-Net" in first.output and "epochs" in first.output
+    assert "segmenting scans: " in first.output and "pre-processing scans: " in first.output
+    assert "wall time per stage" in first.output and "train-seg" in first.output
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     lineage = read_lineage(DataLayout(root))
