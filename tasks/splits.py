@@ -189,7 +189,10 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
             report = audit_splits(read_table(layout, "splits"), read_table(layout, "scans"),
                                   read_table(layout, "groups"), config,
                                   against=earlier[1] if earlier is not None else None)
-            name = f"audit-{report.split_version}"
+            # An edited table is audited under its content's version: the report of the
+            # version it claims stays as it was.
+            name = (f"audit-{report.content_version}-edited" if report.edited
+                    else f"audit-{report.split_version}")
             if earlier is not None:
                 name += f"--against-{earlier[0][:12]}"
             md = layout.report(REPORT_STAGE, name + ".md")

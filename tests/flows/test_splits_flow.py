@@ -178,7 +178,32 @@ def test_cli_split_audit_and_injected_leakage(tmp_path: Path) -> None:
     assert "LEAKAGE FOUND" in leaky.output
     assert f"leak: patient {twice['patient_id']}" in leaky.output
     assert f"leak: volume {shared_hash}" in leaky.output
-    report = json.loads(next(layout.report("splits", "x").parent.glob("*.json")).read_text())
+    # The edited table is audited under its content's version; the clean report of the
+    # version it claims is still there, unchanged.
+    reports = layout.report("splits", "x").parent
+    report = json.loads(next(reports.glob("*-edited.json")).read_text())
     assert report["has_leakage"] and report["leak_counts"] == {"patient": 1, "volume": 1}
+    assert report["edited"] and "EDITED" in leaky.output
+    clean_report = json.loads(next(p for p in reports.glob("*.json")
+                                   if "edited" not in p.name).read_text())
+    assert not clean_report["has_leakage"] and not clean_report["edited"]
     for path in layout.report("splits", "x").parent.iterdir():
         assert str(tmp_path) not in path.read_text()
+
+
+def test_a_split_table_edited_with_pandas_is_audited_not_refused(tmp_path: Path) -> None:
+    layout = _data_root(tmp_path / "data", range(30))
+    runner = CliRunner()
+    common = ["--profile", "test", "--data-root", str(layout.root)]
+    assert runner.invoke(app, ["split", *common]).exit_code == 0
+    # What a quick pandas edit does: fold becomes double, strings large_string; here it
+    # also moves one scan of a two-scan patient to another fold (a leak).
+    edited = pd.read_parquet(layout.table("splits"))
+    edited["fold"] = edited["fold"].astype("float64")
+    tv = edited[edited["set"] == "tv"]
+    twice = tv[tv["patient_id"].duplicated(keep=False)].iloc[0]
+    edited.loc[edited["scan_id"] == twice["scan_id"], "fold"] = 1.0 - twice["fold"]
+    edited.to_parquet(layout.table("splits"))
+    audit = runner.invoke(app, ["audit-splits", *common])
+    assert audit.exit_code == 1, audit.output
+    assert "EDITED" in audit.output and f"leak: patient {twice['patient_id']}" in audit.output

@@ -76,6 +76,9 @@ def audit_summary_lines(report: dict[str, Any], report_path: str, rows: int = 20
     """Short lines about an audit from its JSON form (`AuditReport.to_json_dict`):
     the verdict, up to `rows` leaks and moved patients, warnings, where the report is."""
     version = str(report["split_version"])[:12]
+    if report.get("edited"):
+        version = (f"{str(report['content_version'])[:12]} (EDITED: the table claims "
+                   f"{version})")
     verdict = "LEAKAGE FOUND" if report["has_leakage"] else "no leakage found"
     lines = [f"split audit of version {version}: {verdict}", *_leak_lines(report["leaks"], rows)]
     if report["warnings"]:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from dsan_core.config import SplitConfig
 from dsan_core.errors import InputError
+from dsan_core.splits.assignment import split_version
 from dsan_core.splits.audit.diff import SplitDiff, diff_splits
 from dsan_core.splits.audit.leaks import (
     LEAK_KEYS,
@@ -66,6 +67,13 @@ class AuditReport:
     tables: dict[str, pd.DataFrame]
     warnings: list[str] = field(default_factory=list)
     diff: SplitDiff | None = None
+    #: The version of the table's content; differs from `split_version` (the version the
+    #: table claims) when the table was edited after the split stage wrote it.
+    content_version: str | None = None
+
+    @property
+    def edited(self) -> bool:
+        return self.content_version is not None and self.content_version != self.split_version
 
     @property
     def has_leakage(self) -> bool:
@@ -76,6 +84,8 @@ class AuditReport:
         counts = self.leaks["kind"].value_counts().to_dict() if self.has_leakage else {}
         out: dict[str, Any] = {
             "split_version": self.split_version,
+            "content_version": self.content_version,
+            "edited": self.edited,
             "n_folds": self.n_folds,
             "has_leakage": self.has_leakage,
             "leak_counts": json_value(counts),
@@ -97,8 +107,10 @@ class AuditReport:
     def to_markdown(self) -> str:
         """A readable report: verdict, leaks, warnings, tables, diff."""
         verdict = "LEAKAGE FOUND" if self.has_leakage else "no leakage found"
-        parts = [f"# Split audit\n\nsplit version `{self.split_version}`, "
-                 f"{self.n_folds} folds: **{verdict}**\n"]
+        version = (f"`{self.content_version}` (EDITED: the table claims `{self.split_version}`)"
+                   if self.edited else f"`{self.split_version}`")
+        parts = [f"# Split audit\n\nsplit version {version}, {self.n_folds} folds: "
+                 f"**{verdict}**\n"]
         parts.append("## Leaks\n\n" + markdown_table(self.leaks, MARKDOWN_ROWS))
         if self.warnings:
             parts.append("## Warnings\n\n" + "\n".join(f"- {w}" for w in self.warnings) + "\n")
@@ -257,6 +269,11 @@ def audit_splits(splits: pd.DataFrame, scans: pd.DataFrame, groups: pd.DataFrame
                                                    for kind, n in counts.items()))
     version = (str(splits["split_version"].iloc[0])
                if "split_version" in splits.columns and len(splits) else None)
+    content = split_version(splits["scan_id"], splits["set"], splits["fold"])
+    if version is not None and content != version:
+        warnings.insert(0, f"EDITED: the splits table claims split version {version[:12]}, "
+                           f"but its assignment is version {content[:12]}: it was changed "
+                           "after the split stage wrote it")
     diff = diff_splits(splits, against) if against is not None else None
     return AuditReport(split_version=version, n_folds=k, leaks=leaks, tables=tables,
-                       warnings=warnings, diff=diff)
+                       warnings=warnings, diff=diff, content_version=content)
