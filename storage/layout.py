@@ -15,7 +15,7 @@
     <root>/cache/<stage>/<key>.json                   stage manifests (the stage cache)
     <root>/cache/file_hashes.parquet                  the file-hash memo
     <root>/cache/{dask-scratch,matplotlib}/           Dask spill and matplotlib's font cache
-    <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>.parquet
+    <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>-<nonce>.parquet
                                                       lineage rows (append-only parts)
     <root>/prefect/                                   PREFECT_HOME of the embedded API
 

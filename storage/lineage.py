@@ -80,7 +80,9 @@ def record_lineage(layout: DataLayout, row: LineageRow) -> Path:
     table = pa.Table.from_pandas(frame, schema=LINEAGE, preserve_index=False)
     day = row.started_at.astimezone(UTC).strftime("%Y-%m-%d")
     stamp = row.started_at.astimezone(UTC).strftime("%H%M%S%f")
-    path = layout.lineage_dir / day / f"{stamp}-{row.run_id}-{row.stage}.parquet"
+    # Several rows of one run and stage can share a start (one StageRun, several calls).
+    name = f"{stamp}-{row.run_id}-{row.stage}-{uuid.uuid4().hex[:8]}.parquet"
+    path = layout.lineage_dir / day / name
     with atomic_path(path) as temp:
         pq.write_table(table.replace_schema_metadata(None), temp)
     return path
@@ -92,7 +94,8 @@ def read_lineage(layout: DataLayout) -> pd.DataFrame:
     if not parts:
         return LINEAGE.empty_table().to_pandas()
     tables = [pq.read_table(p, schema=LINEAGE) for p in parts]
-    return pa.concat_tables(tables).to_pandas().sort_values("started_at", ignore_index=True)
+    return pa.concat_tables(tables).to_pandas().sort_values(
+        ["started_at", "ended_at"], ignore_index=True, kind="stable")
 
 
 def utcnow() -> datetime:
