@@ -4,11 +4,13 @@ Everything is drawn from `SynthConfig.seed`, so a plan is reproducible, and ever
 fake identifier (name, patient id, birth date, UIDs) is exposed here so tests can
 check that none of them leaks downstream.
 
-Infection ratios follow the paper's train-validation distribution over the analysis
-bins (< 0.005, 0.005-0.030, > 0.030; COVID 151/318/625, CAP 838/183/71 scans), drawn
-log-uniformly within a bin. With n_patients >= 8 and two patients per class, the first
-studies of four patients are pinned to the four sampling groups (covid_small,
-covid_large, cap_small, cap_large) so even a tiny cohort has all of them.
+Infection ratios come from the joint distribution over analysis bins and sampling
+groups in `dsan_core.synthetic.ratios` (the paper's TV shares for the earlier set,
+its test shares for the later one), dealt as quotas per set and class. With
+`SynthConfig.later_cutoff` the patients split into an earlier set (before the cutoff,
+sites `sites`) and a later, mostly-COVID set (on or after it), whose CAP patients all
+come from `later_cap_site`; later COVID patients come from any site. A patient's
+studies all fall in its set's date window.
 """
 
 from __future__ import annotations
@@ -20,21 +22,27 @@ from typing import Literal
 import numpy as np
 
 from dsan_core.config import SynthConfig
+from dsan_core.synthetic.ratios import (
+    CohortSet,
+    Diagnosis,
+    deal_strata,
+    follow_up_ratio,
+    ratio_at,
+    spread_quantiles,
+    strata_of,
+    stratum_quotas,
+)
 from dsan_core.synthetic.sites import SiteProfile, site_profiles
 from dsan_core.synthetic.uids import make_uid
 
-Diagnosis = Literal["COVID", "CAP"]
 StudyRole = Literal[
     "cohort", "truncated_file", "missing_slice", "non_ct_series", "label_without_dicom",
     "dicom_without_label",
 ]
-
-_BIN_WEIGHTS = {"COVID": (151, 318, 625), "CAP": (838, 183, 71)}
-_BIN_RANGES = {"COVID": ((2e-4, 5e-3), (5e-3, 0.03), (0.03, 0.30)),
-               "CAP": ((2e-4, 5e-3), (5e-3, 0.03), (0.03, 0.20))}
-#: Ranges that sit clearly inside one sampling group (used to pin the four groups).
-_PINNED = (("COVID", (0.006, 0.02)), ("COVID", (0.06, 0.2)),
-           ("CAP", (3e-4, 7e-4)), ("CAP", (2e-3, 0.02)))
+BROKEN_ROLES: tuple[StudyRole, ...] = (
+    "truncated_file", "missing_slice", "non_ct_series", "label_without_dicom",
+    "dicom_without_label",
+)
 _SURNAMES = (
     "MUELLER", "SCHMIDT", "WANG", "LI", "ZHANG", "GARCIA", "MARTIN", "ROSSI", "NOVAK", "SMITH",
     "JOHNSON", "BROWN", "TANAKA", "SATO", "KIM", "PARK", "NGUYEN", "SILVA", "DUBOIS", "JANSEN",
@@ -59,6 +67,8 @@ class PatientPlan:
     birth_date: date
     diagnosis: Diagnosis
     site: str
+    cohort_set: CohortSet
+    stratum: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,10 @@ class StudyPlan:
     site: str
     target_ratio: float
     seed: tuple[int, int]
+    cohort_set: CohortSet
+    stratum: str
+    slice_thickness_mm: float
+    n_slices: int
     role: StudyRole = "cohort"
 
     @property
@@ -105,82 +119,148 @@ class CohortPlan:
     def site(self, name: str) -> SiteProfile:
         return next(s for s in self.sites if s.name == name)
 
-
-def _draw_ratio(diagnosis: Diagnosis, rng: np.random.Generator) -> float:
-    weights = np.array(_BIN_WEIGHTS[diagnosis], dtype=float)
-    b = int(rng.choice(3, p=weights / weights.sum()))
-    if diagnosis == "CAP" and b == 0 and rng.random() < 0.1:
-        return float(np.exp(rng.uniform(np.log(3e-5), np.log(2e-4))))  # essentially clear
-    lo, hi = _BIN_RANGES[diagnosis][b]
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    def cohort_studies(self) -> tuple[StudyPlan, ...]:
+        """The labelled, usable studies (no broken inputs)."""
+        return tuple(s for s in self.studies if s.role == "cohort")
 
 
 def _age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+def _class_counts(count: int, fraction: float, floor: int) -> int:
+    """COVID patients of `count`: rounded, but leaving `floor` of each class when it can."""
+    n_covid = int(round(count * fraction))
+    if 0.0 < fraction < 1.0 and count >= 2 * floor:
+        n_covid = min(max(n_covid, floor), count - floor)
+    return n_covid
+
+
+def _patient_specs(config: SynthConfig, rng: np.random.Generator
+                   ) -> list[tuple[CohortSet, Diagnosis]]:
+    """(set, diagnosis) of every labelled patient, in a random order."""
+    n = config.n_patients
+    n_later = 0
+    if config.later_cutoff is not None:
+        n_later = min(max(int(round(n * config.later_fraction)), 1), n - 1)
+    n_earlier = n - n_later
+    covid: Diagnosis = "COVID"
+    cap: Diagnosis = "CAP"
+    earlier: CohortSet = "earlier"
+    later: CohortSet = "later"
+    n_covid = _class_counts(n_earlier, config.covid_fraction, 2 if n_earlier >= 8 else 0)
+    later_covid = _class_counts(n_later, config.later_covid_fraction, 1)
+    specs = ([(earlier, covid)] * n_covid + [(earlier, cap)] * (n_earlier - n_covid)
+             + [(later, covid)] * later_covid + [(later, cap)] * (n_later - later_covid))
+    return [specs[i] for i in rng.permutation(n)]
+
+
+def _study_counts(specs: list[tuple[CohortSet, Diagnosis]], repeat_fraction: float,
+                  rng: np.random.Generator) -> list[int]:
+    """Studies per labelled patient: 2 or 3 for `repeat_fraction` of each (set, class).
+
+    Per (set, class) rather than overall, so the classes' scan counts (and with them
+    the sampling-group quotas) do not swing with where the repeat scanners fall.
+    """
+    sizes = [1] * len(specs)
+    for key in sorted(set(specs)):
+        members = [i for i, spec in enumerate(specs) if spec == key]
+        n_repeat = int(round(len(members) * repeat_fraction))
+        chosen = rng.choice(len(members), size=n_repeat, replace=False)
+        extra = rng.permutation(np.arange(n_repeat) % 2)  # as many 3-scan as 2-scan patients
+        for j, more in zip(chosen, extra, strict=True):
+            sizes[members[j]] = 2 + int(more)
+    return sizes
+
+
+def _strata(specs: list[tuple[CohortSet, Diagnosis]], sizes: list[int],
+            rng: np.random.Generator) -> list[str]:
+    """A ratio stratum per labelled patient, meeting each (set, class)'s scan quotas."""
+    chosen = [""] * len(specs)
+    for key in sorted(set(specs)):
+        members = [i for i, spec in enumerate(specs) if spec == key]
+        member_sizes = [sizes[i] for i in members]
+        quotas = stratum_quotas(key[1], key[0], sum(member_sizes))
+        for i, name in zip(members, deal_strata(member_sizes, quotas, rng), strict=True):
+            chosen[i] = name
+    return chosen
+
+
+def _window(config: SynthConfig, cohort_set: CohortSet) -> tuple[date, date]:
+    cutoff = config.later_cutoff
+    if cutoff is None:
+        return config.first_date, config.last_date
+    if cohort_set == "later":
+        return cutoff, config.last_date
+    return config.first_date, cutoff - timedelta(days=1)
+
+
+def _site(config: SynthConfig, cohort_set: CohortSet, diagnosis: Diagnosis,
+          rng: np.random.Generator) -> str:
+    if cohort_set == "later" and diagnosis == "CAP":
+        return config.later_cap_site
+    choices = config.sites + ((config.later_cap_site,) if cohort_set == "later" else ())
+    return choices[int(rng.integers(0, len(choices)))]
+
+
+def _random_stratum(diagnosis: Diagnosis, rng: np.random.Generator) -> str:
+    strata = strata_of(diagnosis)
+    weights = np.array([s.weight_earlier for s in strata], dtype=float)
+    return strata[int(rng.choice(len(strata), p=weights / weights.sum()))].name
+
+
 def plan_cohort(config: SynthConfig) -> CohortPlan:
     """Plan the labelled patients plus, with include_broken, the extra broken ones."""
     rng = np.random.default_rng([config.seed, 1])
-    sites = site_profiles(config.sites)
+    later = config.later_cutoff is not None
+    sites = site_profiles(config.sites + ((config.later_cap_site,) if later else ()))
     n = config.n_patients
-    n_covid = int(round(n * config.covid_fraction))
-    if n >= 8 and 0.0 < config.covid_fraction < 1.0:
-        n_covid = min(max(n_covid, 2), n - 2)
-    covid: Diagnosis = "COVID"
-    cap: Diagnosis = "CAP"
-    diagnoses = [covid] * n_covid + [cap] * (n - n_covid)
-    order = rng.permutation(n)
-    diagnoses = [diagnoses[i] for i in order]
+    specs = _patient_specs(config, rng)
+    sizes = _study_counts(specs, config.repeat_fraction, rng)
+    strata = _strata(specs, sizes, rng)
     roles: list[StudyRole] = ["cohort"] * n
     if config.include_broken:
-        roles += ["truncated_file", "missing_slice", "non_ct_series", "label_without_dicom",
-                  "dicom_without_label"]
-        extra: tuple[Diagnosis, Diagnosis] = ("COVID", "CAP")
-        diagnoses += [extra[i % 2] for i in range(5)]
+        roles += list(BROKEN_ROLES)
+        for i in range(len(BROKEN_ROLES)):
+            diagnosis: Diagnosis = "COVID" if i % 2 == 0 else "CAP"
+            specs.append(("earlier", diagnosis))
+            sizes.append(1)
+            strata.append(_random_stratum(diagnosis, rng))
     total = len(roles)
+    quantiles = spread_quantiles(strata[:n], rng) + [float(rng.random()) for _ in roles[n:]]
+    thickness = config.slice_thickness_choices_mm or (config.slice_thickness_mm,)
+    coverage = config.n_slices * config.slice_thickness_mm
 
-    pinned: dict[int, tuple[float, float]] = {}
-    if n >= 8:
-        for diagnosis, bounds in _PINNED:
-            free = [i for i in range(n) if diagnoses[i] == diagnosis and i not in pinned]
-            if free:
-                pinned[free[0]] = bounds
-    repeaters = set(rng.choice(n, size=int(round(n * config.repeat_fraction)), replace=False))
-
-    span_days = max((config.last_date - config.first_date).days, 0)
     names = rng.permutation(len(_SURNAMES) * len(_GIVEN["F"]))
     ids = rng.choice(9_000_000, size=total, replace=False) + 1_000_000
     patients: list[PatientPlan] = []
     studies: list[StudyPlan] = []
     for i in range(total):
-        diagnosis = diagnoses[i]
+        cohort_set, diagnosis = specs[i]
         sex: Literal["F", "M"] = "F" if rng.random() < 0.5 else "M"
         median = 50.0 if diagnosis == "COVID" else 57.0
         age = int(np.clip(round(rng.normal(median, 15.0)), 18, 92))
-        n_studies = int(rng.integers(2, 4)) if i in repeaters else 1
-        first = config.first_date + timedelta(days=int(rng.integers(0, span_days + 1)))
-        if n_studies > 1:
-            first = min(first, config.last_date - timedelta(days=min(8 * n_studies, span_days)))
+        start, end = _window(config, cohort_set)
+        span_days = max((end - start).days, 0)
+        first = start + timedelta(days=int(rng.integers(0, span_days + 1)))
+        if sizes[i] > 1:
+            first = min(first, end - timedelta(days=min(8 * sizes[i], span_days)))
         anniversary = date(first.year - age, first.month, min(first.day, 28))
         birth = anniversary - timedelta(days=int(rng.integers(0, 360)))
         name_idx = int(names[i % names.size])
         surname = _SURNAMES[name_idx % len(_SURNAMES)]
         given = _GIVEN[sex][(name_idx // len(_SURNAMES)) % len(_GIVEN[sex])]
-        site = sites[int(rng.integers(0, len(sites)))].name
+        site = _site(config, cohort_set, diagnosis, rng)
         patients.append(PatientPlan(i + 1, f"PID{int(ids[i]):07d}", f"{surname}^{given}", sex,
-                                    birth, diagnosis, site))
-        if i in pinned:
-            lo, hi = pinned[i]
-            ratio = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        else:
-            ratio = _draw_ratio(diagnosis, rng)
+                                    birth, diagnosis, site, cohort_set, strata[i]))
+        ratio = ratio_at(strata[i], quantiles[i])
         day = first
-        for k in range(n_studies):
+        for k in range(sizes[i]):
             if k:
-                day = min(day + timedelta(days=int(rng.integers(4, 15))), config.last_date)
-                ratio = float(np.clip(ratio * np.exp(rng.normal(0.0, 0.6)), 3e-5, 0.35))
+                day = min(day + timedelta(days=int(rng.integers(4, 15))), end)
+                ratio = follow_up_ratio(strata[i], ratio, rng)
             number = len(studies) + 1
+            thickness_mm = float(thickness[int(rng.integers(0, len(thickness)))])
             studies.append(StudyPlan(
                 number=number, patient_number=i + 1, study_number=k + 1,
                 study_instance_uid=make_uid(config.seed, 1, number),
@@ -192,6 +272,9 @@ def plan_cohort(config: SynthConfig) -> CohortPlan:
                 f"{int(rng.integers(0, 60)):02d}",
                 age_years=_age_on(birth, day),
                 diagnosis=diagnosis, site=site, target_ratio=ratio,
-                seed=(config.seed, number), role=roles[i],
+                seed=(config.seed, number), cohort_set=cohort_set, stratum=strata[i],
+                slice_thickness_mm=thickness_mm,
+                n_slices=int(round(coverage / thickness_mm)),
+                role=roles[i],
             ))
     return CohortPlan(tuple(patients), tuple(studies), sites)

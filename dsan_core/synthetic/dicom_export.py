@@ -176,23 +176,26 @@ def write_axial_series(
     positions: list[tuple[float, float, float]],
     *,
     skip: frozenset[int] = frozenset(),
+    first: int = 0,
 ) -> list[Path]:
-    """Write slices `stored[k]` at `positions[k]` (x, y, z mm) as IM0001.dcm, ... .
+    """Write slices `stored[i]` at `positions[i]` (x, y, z mm) as IM<first + i + 1>.dcm.
 
-    Slices whose index is in `skip` are left out (their instance numbers stay unused).
+    `first` is the series index of `stored[0]`, so a series can be written a slab at a
+    time; series indices in `skip` are left out (their instance numbers stay unused).
     """
     paths = []
     series_number = int(template.SeriesNumber)
-    for k in range(stored.shape[0]):
+    for i in range(stored.shape[0]):
+        k = first + i
         if k in skip:
             continue
         uid = make_uid(study.seed[0], 3, study.number, series_number, k + 1)
         template.file_meta = _file_meta(template.SOPClassUID, uid)
         template.SOPInstanceUID = uid
         template.InstanceNumber = k + 1
-        template.ImagePositionPatient = [ds_str(v) for v in positions[k]]
-        template.SliceLocation = ds_str(positions[k][2])
-        template.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        template.ImagePositionPatient = [ds_str(v) for v in positions[i]]
+        template.SliceLocation = ds_str(positions[i][2])
+        template.PixelData = np.ascontiguousarray(stored[i]).tobytes()
         path = folder / f"IM{k + 1:04d}.dcm"
         atomic_write_bytes(path, encode(template))
         paths.append(path)

@@ -6,6 +6,11 @@ Layout under `out_dir`:
     labels.csv         patient_id,study_instance_uid,diagnosis,site,acquisition_date
     ground_truth.csv   series_instance_uid,infection_ratio,lung_ml,infection_ml,ratio_bin
 
+Each study is rendered and written a slab at a time (`PhantomPlan.slabs` into
+`CtStudyWriter`): memory holds the two uint8 masks and one slab, so paper-sized
+studies (512 x 512 x 300+) need well under 1 GB. The summary adds, per set, the class
+mix and the size-balanced weights expected from `ratios` and realised by ground truth.
+
 Same SynthConfig -> byte-identical files; re-running over an existing out_dir rewrites
 the same bytes (files from an earlier, different config are not deleted).
 """
@@ -14,38 +19,34 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 from dsan_core.config import SynthConfig
-from dsan_core.synthetic.cohort import StudyPlan, plan_cohort
+from dsan_core.synthetic.cohort import PatientPlan, StudyPlan, plan_cohort
 from dsan_core.synthetic.dicom_export import atomic_write_bytes, write_secondary_capture
 from dsan_core.synthetic.masks import write_mask
-from dsan_core.synthetic.phantom import Phantom, make_phantom
-from dsan_core.synthetic.study_writer import StudyGeometry, write_ct_study
+from dsan_core.synthetic.phantom import Phantom, PhantomPlan, plan_phantom
+from dsan_core.synthetic.ratios import (
+    RATIO_BINS,
+    CohortSet,
+    expected_weights,
+    ratio_bin,
+    sampling_group,
+    size_balanced_weights,
+)
+from dsan_core.synthetic.sites import SiteProfile
+from dsan_core.synthetic.study_writer import CtStudyWriter, StudyGeometry, WrittenStudy
 
 LABEL_COLUMNS = ("patient_id", "study_instance_uid", "diagnosis", "site", "acquisition_date")
 GROUND_TRUTH_COLUMNS = (
     "series_instance_uid", "infection_ratio", "lung_ml", "infection_ml", "ratio_bin",
 )
-RATIO_BINS = ("<0.005", "0.005-0.030", ">0.030")
-
-
-def ratio_bin(ratio: float) -> str:
-    """The paper's analysis bin of an infection ratio."""
-    if ratio < 0.005:
-        return RATIO_BINS[0]
-    return RATIO_BINS[1] if ratio <= 0.030 else RATIO_BINS[2]
-
-
-def sampling_group(diagnosis: str, ratio: float) -> str:
-    """The paper's sampling group (METHOD.md): covid/cap x small/large."""
-    if diagnosis == "COVID":
-        return "covid_small" if ratio < 0.030 else "covid_large"
-    return "cap_small" if ratio <= 0.001 else "cap_large"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,12 @@ class BrokenInput:
 
 @dataclass(frozen=True)
 class CohortSummary:
-    """Counts of what `generate_cohort` wrote."""
+    """Counts of what `generate_cohort` wrote; groups and weights by ground truth.
+
+    `per_set` and `groups_per_set` count the labelled, usable scans of each set
+    ("earlier", and "later" when the config has a cutoff) per class and per sampling
+    group; `expected_weights` are the joint distribution's (`ratios`) per set.
+    """
 
     patients: int
     studies: int
@@ -70,6 +76,31 @@ class CohortSummary:
     per_class: dict[str, int]
     per_ratio_bin: dict[str, int]
     per_sampling_group: dict[str, int]
+    per_set: dict[str, dict[str, int]] = field(default_factory=dict)
+    groups_per_set: dict[str, dict[str, int]] = field(default_factory=dict)
+    expected_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    cutoff: date | None = None
+
+    def realised_weights(self, cohort_set: str) -> dict[str, float]:
+        """W_covid_small and W_cap_large of a set's scans (NaN for an empty group)."""
+        counts = self.groups_per_set.get(cohort_set, {})
+        return size_balanced_weights({k: float(v) for k, v in counts.items()})
+
+    def _set_lines(self) -> list[str]:
+        lines = ["per set (class mix; size-balanced weights W expected / realised):"]
+        for name in sorted(self.per_set, key=("earlier", "later").index):
+            classes = self.per_set[name]
+            covid, cap = classes.get("COVID", 0), classes.get("CAP", 0)
+            share = 100.0 * covid / (covid + cap) if covid + cap else 0.0
+            when = "all scans" if self.cutoff is None else (
+                f"earlier (before {self.cutoff})" if name == "earlier"
+                else f"later (from {self.cutoff})")
+            expected, realised = self.expected_weights.get(name, {}), self.realised_weights(name)
+            weights = ", ".join(f"W_{g} {_weight(expected.get(g))} / {_weight(realised[g])}"
+                                for g in ("covid_small", "cap_large"))
+            lines.append(f"  {when}: COVID {covid}, CAP {cap} ({share:.0f} % COVID); "
+                         f"{weights}")
+        return lines
 
     def as_text(self) -> str:
         lines = [
@@ -84,10 +115,15 @@ class CohortSummary:
             + ", ".join(f"{k} {self.per_ratio_bin.get(k, 0)}" for k in RATIO_BINS),
             "per sampling group: "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.per_sampling_group.items())),
+            *self._set_lines(),
             f"broken inputs ({len(self.broken_inputs)}):",
         ]
         lines += [f"  - {b.kind}: {b.path or '(no file)'}" for b in self.broken_inputs]
         return "\n".join(lines)
+
+
+def _weight(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def _csv_bytes(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> bytes:
@@ -120,16 +156,69 @@ def _junk_files(out_dir: Path, non_ct: StudyPlan | None) -> list[BrokenInput]:
     return found
 
 
-def study_phantom(config: SynthConfig, study: StudyPlan) -> Phantom:
-    """The in-memory phantom (HU, lung, infection) that `generate_cohort` exports for `study`."""
-    px = config.fov_mm / config.matrix
-    return make_phantom(
-        (config.n_slices, config.matrix, config.matrix),
-        (px, px, config.slice_thickness_mm),
+def study_geometry(config: SynthConfig, study: StudyPlan) -> StudyGeometry:
+    """Matrix, slices and spacings of `study`'s thin series."""
+    return StudyGeometry(config.matrix, study.n_slices, config.fov_mm / config.matrix,
+                         study.slice_thickness_mm)
+
+
+def study_phantom_plan(config: SynthConfig, study: StudyPlan) -> PhantomPlan:
+    """The phantom plan (chest, lesions, cut) of `study`; render it with `.slabs()`."""
+    g = study_geometry(config, study)
+    return plan_phantom(
+        (g.n_slices, g.matrix, g.matrix),
+        (g.pixel_mm, g.pixel_mm, g.slice_mm),
         np.random.default_rng(list(study.seed)),
         diagnosis=study.diagnosis,
         target_ratio=study.target_ratio,
     )
+
+
+def study_phantom(config: SynthConfig, study: StudyPlan) -> Phantom:
+    """The whole in-memory phantom (HU, lung, infection) that `generate_cohort` exports."""
+    return study_phantom_plan(config, study).render()
+
+
+@dataclass
+class _Tally:
+    per_class: dict[str, int] = field(default_factory=dict)
+    per_bin: dict[str, int] = field(default_factory=dict)
+    per_group: dict[str, int] = field(default_factory=dict)
+    per_set: dict[str, dict[str, int]] = field(default_factory=dict)
+    groups_per_set: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, study: StudyPlan, ratio: float) -> None:
+        group = sampling_group(study.diagnosis, ratio)
+        for counts, key in ((self.per_class, study.diagnosis), (self.per_bin, ratio_bin(ratio)),
+                            (self.per_group, group),
+                            (self.per_set.setdefault(study.cohort_set, {}), study.diagnosis),
+                            (self.groups_per_set.setdefault(study.cohort_set, {}), group)):
+            counts[key] = counts.get(key, 0) + 1
+
+
+def _write_study(config: SynthConfig, out_dir: Path, folder: Path, study: StudyPlan,
+                 plan_patient: PatientPlan, site: SiteProfile
+                 ) -> tuple[WrittenStudy, PhantomPlan]:
+    """Stream one study's phantom into its DICOM series and, when usable, its masks."""
+    geometry = study_geometry(config, study)
+    phantom = study_phantom_plan(config, study)
+    writer = CtStudyWriter(folder, plan_patient, study, site, geometry,
+                           include_localizer=config.include_localizer,
+                           include_thick=config.include_thick_series)
+    shape = (geometry.n_slices, geometry.matrix, geometry.matrix)
+    lung = np.zeros(shape, dtype=np.uint8)
+    infection = np.zeros(shape, dtype=np.uint8)
+    for slab in phantom.slabs():
+        writer.add(slab.hu)
+        z1 = slab.z0 + slab.hu.shape[0]
+        lung[slab.z0:z1], infection[slab.z0:z1] = slab.lung, slab.infection
+    written = writer.finish()
+    if written.broken is None:
+        uid = written.thin_series_uid
+        write_mask(out_dir / "masks" / f"{uid}_lung.nii.gz", lung, written.mask_geometry)
+        write_mask(out_dir / "masks" / f"{uid}_infection.nii.gz", infection,
+                   written.mask_geometry)
+    return written, phantom
 
 
 def generate_cohort(
@@ -141,15 +230,11 @@ def generate_cohort(
     """Write the synthetic export, masks, labels.csv and ground_truth.csv under `out_dir`."""
     plan = plan_cohort(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    px = config.fov_mm / config.matrix
-    geometry = StudyGeometry(config.matrix, config.n_slices, px, config.slice_thickness_mm)
     files = 0
     broken: list[BrokenInput] = []
     label_rows: list[tuple[str, ...]] = []
     truth_rows: list[tuple[str, ...]] = []
-    per_class: dict[str, int] = {}
-    per_bin: dict[str, int] = {}
-    per_group: dict[str, int] = {}
+    tally = _Tally()
     non_ct: StudyPlan | None = None
     dicom_patients: set[int] = set()
 
@@ -171,31 +256,22 @@ def generate_cohort(
             broken.append(BrokenInput(study.role, study.study_instance_uid,
                                       str(path.parent.relative_to(out_dir))))
         else:
-            phantom = study_phantom(config, study)
-            written = write_ct_study(folder, patient, study, site, phantom, geometry,
-                                     include_localizer=config.include_localizer,
-                                     include_thick=config.include_thick_series)
+            written, phantom = _write_study(config, out_dir, folder, study, patient, site)
             files += written.files
             if written.broken is not None:
                 broken.append(BrokenInput(study.role, study.study_instance_uid,
                                           str(written.broken.relative_to(out_dir))))
             else:
-                uid = written.thin_series_uid
-                write_mask(out_dir / "masks" / f"{uid}_lung.nii.gz", phantom.lung,
-                           written.mask_geometry)
-                write_mask(out_dir / "masks" / f"{uid}_infection.nii.gz", phantom.infection,
-                           written.mask_geometry)
                 ratio = phantom.infection_ratio
-                truth_rows.append((uid, _fmt(ratio), _fmt(phantom.lung_ml),
-                                   _fmt(phantom.infection_ml), ratio_bin(ratio)))
+                voxel_ml = written.mask_geometry.voxel_ml
+                truth_rows.append((written.thin_series_uid, _fmt(ratio),
+                                   _fmt(phantom.lung_voxels * voxel_ml),
+                                   _fmt(phantom.infection_voxels * voxel_ml), ratio_bin(ratio)))
                 if study.role == "dicom_without_label":
                     broken.append(BrokenInput(study.role, study.study_instance_uid,
                                               str(folder.relative_to(out_dir))))
                 if study.role == "cohort":
-                    per_class[study.diagnosis] = per_class.get(study.diagnosis, 0) + 1
-                    per_bin[ratio_bin(ratio)] = per_bin.get(ratio_bin(ratio), 0) + 1
-                    group = sampling_group(study.diagnosis, ratio)
-                    per_group[group] = per_group.get(group, 0) + 1
+                    tally.add(study, ratio)
         if study.has_dicom:
             dicom_patients.add(study.patient_number)
         if progress is not None:
@@ -207,6 +283,7 @@ def generate_cohort(
         broken += junk
     atomic_write_bytes(out_dir / "labels.csv", _csv_bytes(LABEL_COLUMNS, label_rows))
     atomic_write_bytes(out_dir / "ground_truth.csv", _csv_bytes(GROUND_TRUTH_COLUMNS, truth_rows))
+    sets: tuple[CohortSet, ...] = ("earlier", "later") if config.later_cutoff else ("earlier",)
     return CohortSummary(
         patients=len(dicom_patients),
         studies=sum(1 for s in plan.studies if s.has_dicom),
@@ -214,7 +291,11 @@ def generate_cohort(
         files=files,
         label_rows=len(label_rows),
         broken_inputs=tuple(broken),
-        per_class=per_class,
-        per_ratio_bin=per_bin,
-        per_sampling_group=per_group,
+        per_class=tally.per_class,
+        per_ratio_bin=tally.per_bin,
+        per_sampling_group=tally.per_group,
+        per_set=tally.per_set,
+        groups_per_set=tally.groups_per_set,
+        expected_weights={name: expected_weights(name) for name in sets},
+        cutoff=config.later_cutoff,
     )

@@ -21,6 +21,11 @@ class MaskGeometry:
     origin: tuple[float, float, float]
     spacing: tuple[float, float, float]
 
+    @property
+    def voxel_ml(self) -> float:
+        sx, sy, sz = self.spacing
+        return sx * sy * sz / 1000.0
+
 
 def write_mask(path: Path, mask: NDArray[np.uint8], geometry: MaskGeometry) -> None:
     """Write a (z, y, x) 0/1 mask as uint8 NIfTI, atomically (temp name + os.replace)."""

@@ -2,22 +2,45 @@
 
 Conventions: arrays are (z, y, x); spacings are (x, y, z) in mm (SimpleITK order);
 `hu` is int16 HU, `lung` and `infection` are uint8 0/1 with infection inside lung.
+
+A chest phantom is made in two passes over fixed slabs of `SLAB` slices, so memory is
+bounded by a slab (plus one float per lung voxel) whatever the volume size: the first
+pass finds where the lesions stop (`LesionCut`), the second renders each slab for
+writing (`PhantomPlan.slabs`). Noise and lesion texture are seeded per slice, so a
+slab's voxels never depend on which other slabs were made; `make_phantom` just
+stacks the slabs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dsan_core.errors import ConfigError
-from dsan_core.synthetic.anatomy import LUNG_HU, check_geometry, make_anatomy, voxel_axes
-from dsan_core.synthetic.infection import Pattern, apply_lesions, plan_lesions
+from dsan_core.synthetic.anatomy import (
+    LUNG_HU,
+    ChestLayout,
+    check_geometry,
+    draw_layout,
+    render_slab,
+    voxel_axes,
+)
+from dsan_core.synthetic.infection import (
+    LesionCut,
+    find_cut,
+    lung_points,
+    paint_lesions,
+    scaled_distance,
+)
+from dsan_core.synthetic.lesions import Diagnosis, Lesion, Pattern, plan_lesions
 
 #: Stored CT values are HU + 1024 in 12 bits at some sites, so HU is kept in this range.
 HU_MIN, HU_MAX = -1024, 3071
+#: Slices per slab (fixed: the lesion cut is found on these very slabs).
+SLAB = 16
 
 
 @dataclass(frozen=True)
@@ -48,12 +71,102 @@ class Phantom:
         return float(np.count_nonzero(self.infection & self.lung)) / lung if lung else 0.0
 
 
-def _finish(
-    hu: NDArray[np.float32], rng: np.random.Generator, noise_hu: float
-) -> NDArray[np.int16]:
-    if noise_hu > 0:
-        hu = hu + rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
-    return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
+@dataclass(frozen=True)
+class PhantomSlab:
+    """Slices z0..z0+len-1 of a phantom (same conventions as `Phantom`)."""
+
+    z0: int
+    hu: NDArray[np.int16]
+    lung: NDArray[np.uint8]
+    infection: NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class PhantomPlan:
+    """Everything needed to render a phantom slab by slab, and its voxel counts."""
+
+    layout: ChestLayout
+    lesions: tuple[Lesion, ...]
+    cut: LesionCut | None
+    noise_hu: float
+    noise_seed: int
+    lung_voxels: int
+    infection_voxels: int
+
+    @property
+    def infection_ratio(self) -> float:
+        return self.infection_voxels / self.lung_voxels if self.lung_voxels else 0.0
+
+    def slabs(self) -> Iterator[PhantomSlab]:
+        """Render the phantom a slab at a time, from the bottom slice up."""
+        ties_seen = 0
+        for z0 in range(0, self.layout.shape[0], SLAB):
+            z1 = min(z0 + SLAB, self.layout.shape[0])
+            anatomy = render_slab(self.layout, z0, z1)
+            hu = anatomy.hu
+            texture, noise = self._fields(z0, z1, hu.shape)
+            infection, ties_seen = paint_lesions(anatomy, hu, self.lesions, self.cut,
+                                                 ties_seen, texture)
+            if self.noise_hu > 0:
+                hu = hu + self.noise_hu * noise
+            yield PhantomSlab(
+                z0=z0,
+                hu=np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16),
+                lung=anatomy.lung.astype(np.uint8),
+                infection=(infection & anatomy.lung).astype(np.uint8),
+            )
+
+    def render(self) -> Phantom:
+        """The whole phantom in memory (the slabs stacked)."""
+        slabs = list(self.slabs())
+        return Phantom(hu=np.concatenate([s.hu for s in slabs]),
+                       lung=np.concatenate([s.lung for s in slabs]),
+                       infection=np.concatenate([s.infection for s in slabs]),
+                       spacing=self.layout.spacing)
+
+    def _fields(self, z0: int, z1: int, shape: tuple[int, ...]
+                ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Unit-normal lesion texture and CT noise, drawn per slice."""
+        texture = np.empty(shape, dtype=np.float32)
+        noise = np.empty(shape, dtype=np.float32)
+        for k in range(z0, z1):
+            rng = np.random.default_rng([self.noise_seed, k])
+            texture[k - z0] = rng.standard_normal(shape[1:], dtype=np.float32)
+            noise[k - z0] = rng.standard_normal(shape[1:], dtype=np.float32)
+        return texture, noise
+
+
+def plan_phantom(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    *,
+    diagnosis: Diagnosis | None,
+    target_ratio: float,
+    pattern: Pattern = "auto",
+    noise_hu: float = 15.0,
+) -> PhantomPlan:
+    """Draw a chest and its lesions and size them to `target_ratio` (the first pass)."""
+    if not 0.0 <= target_ratio <= 1.0:
+        raise ConfigError(f"target_ratio must be in [0, 1], got {target_ratio}")
+    layout = draw_layout(shape, spacing, rng)
+    lesions = plan_lesions(layout, rng, diagnosis, target_ratio, pattern=pattern)
+    noise_seed = int(rng.integers(0, 2**63 - 1))
+    parts = []
+    for z0 in range(0, shape[0], SLAB):
+        anatomy = render_slab(layout, z0, min(z0 + SLAB, shape[0]))
+        _, points = lung_points(anatomy)
+        parts.append(scaled_distance(lesions, points)[0])
+    distances = np.concatenate(parts)
+    if distances.size == 0:
+        raise ConfigError(f"phantom shape {shape} at spacing {spacing} leaves no lung voxels")
+    count = int(round(target_ratio * distances.size))
+    if target_ratio > 0:
+        count = max(count, 1)  # a positive target always marks at least one voxel
+    cut = find_cut(distances, count)
+    return PhantomPlan(layout=layout, lesions=lesions, cut=cut, noise_hu=noise_hu,
+                       noise_seed=noise_seed, lung_voxels=int(distances.size),
+                       infection_voxels=min(count, int(distances.size)) if cut else 0)
 
 
 def make_phantom(
@@ -61,29 +174,27 @@ def make_phantom(
     spacing: tuple[float, float, float],
     rng: np.random.Generator,
     *,
-    diagnosis: Literal["COVID", "CAP"] | None,
+    diagnosis: Diagnosis | None,
     target_ratio: float,
     pattern: Pattern = "auto",
     noise_hu: float = 15.0,
 ) -> Phantom:
-    """A chest CT phantom with lesions of the diagnosis' look covering `target_ratio` of lung.
+    """A whole chest CT phantom whose lesions cover `target_ratio` of the lung.
 
-    `diagnosis` None draws one of the two looks at random; `pattern` forces every
-    lesion to GGO or consolidation (for tests). The achieved ratio is exact up to
-    one voxel (a positive target marks at least one voxel).
+    Lesions have the look of `diagnosis` (`dsan_core.synthetic.lesions`; None draws
+    one of the two at random); `pattern` forces every lesion to plain GGO or
+    consolidation (for tests). The achieved ratio is exact to the voxel (a positive
+    target marks at least one voxel).
     """
-    if not 0.0 <= target_ratio <= 1.0:
-        raise ConfigError(f"target_ratio must be in [0, 1], got {target_ratio}")
-    anatomy = make_anatomy(shape, spacing, rng)
-    lesions = plan_lesions(anatomy, rng, diagnosis, pattern=pattern)
-    hu = anatomy.hu
-    infection = apply_lesions(anatomy, hu, lesions, target_ratio, rng)
-    return Phantom(
-        hu=_finish(hu, rng, noise_hu),
-        lung=anatomy.lung.astype(np.uint8),
-        infection=(infection & anatomy.lung).astype(np.uint8),
-        spacing=spacing,
-    )
+    return plan_phantom(shape, spacing, rng, diagnosis=diagnosis, target_ratio=target_ratio,
+                        pattern=pattern, noise_hu=noise_hu).render()
+
+
+def _finish(hu: NDArray[np.float32], rng: np.random.Generator, noise_hu: float
+            ) -> NDArray[np.int16]:
+    if noise_hu > 0:
+        hu = hu + rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
+    return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
 
 
 def ellipsoid_phantom(
