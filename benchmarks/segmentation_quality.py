@@ -56,9 +56,8 @@ USABLE_ROLES = ("cohort",)
 def _volume(args: tuple[SynthConfig, bytes, Any]) -> tuple[str, SegVolume]:
     config, key, study = args
     phantom = study_phantom(config, study)
-    px = config.fov_mm / config.matrix
     volume = SegVolume(np.round(phantom.hu).astype(np.float32), phantom.lung.astype(np.uint8),
-                       phantom.infection.astype(np.uint8), (px, px, config.slice_thickness_mm))
+                       phantom.infection.astype(np.uint8), phantom.spacing)
     # The thin series is SE0002; its scan id is the pipeline's pseudonym of its UID.
     return pseudonymise("series", study.series_uid(2), key), volume
 

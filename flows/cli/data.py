@@ -15,13 +15,17 @@ from flows.runtime import resolve_data_root
 def synth(
     out: Annotated[Path, typer.Option("--out", help="folder for dicom/, masks/, labels.csv")],
     profile: ProfileOpt = "demo",
+    patients: Annotated[int | None, typer.Option(
+        "--patients", min=2, help="labelled patients instead of the profile's (e.g. a few "
+                                  "paper-sized studies for a benchmark)")] = None,
 ) -> None:
     """Generate the seeded synthetic chest-CT cohort (a stand-in hospital export)."""
     from rich.progress import Progress
 
     from dsan_core.synthetic import generate_cohort
 
-    config = call(load_config, profile)
+    overrides = {"synth": {"n_patients": patients}} if patients is not None else None
+    config = call(load_config, profile, overrides)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("writing synthetic cohort", total=None)
 
