@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import SimpleITK as sitk
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -39,7 +38,7 @@ from dsan_core.dicom import (
     require_scans,
     resolve_pseudonym_key,
 )
-from dsan_core.segmentation.external import ScanGeometry, validate_external_mask
+from dsan_core.segmentation.external import conform_mask
 from storage.hashing import combine_hashes, hash_frames, sha256_file, stat_key
 from storage.inputs import ExportLocation
 from storage.layout import DataLayout
@@ -58,6 +57,8 @@ GROUND_TRUTH_STAGE = "ingest-ground-truth"
 VERSION = "2"
 #: The decoded volume of a series depends only on its files and its scan id.
 SERIES_VERSION = "1"
+#: 2: a ground-truth mask with values other than 0/1 is refused, not binarised.
+GROUND_TRUTH_VERSION = "2"
 KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 
@@ -203,7 +204,7 @@ def _decoded(manifest: Manifest) -> DecodedSeries:
 
 def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
                   decoded: dict[str, DecodedSeries]
-                  ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+                  ) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, str]]]:
     """Ground-truth masks `<series uid>_{lung,infection}.nii.gz` copied onto each scan's
     grid, keyed by scan id; and why a scan's masks were refused."""
     if masks_root is None:
@@ -221,7 +222,7 @@ def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
     def copy_masks(scan: DecodedSeries, sources: dict[str, Path]) -> Manifest:
         return _copy_masks(run.layout, run.memo.hash_file, scan, sources)
 
-    result = cached_map(run, items, stage=GROUND_TRUTH_STAGE, version=SERIES_VERSION,
+    result = cached_map(run, items, stage=GROUND_TRUTH_STAGE, version=GROUND_TRUTH_VERSION,
                         config_hash="-", compute=copy_masks,
                         description="importing ground-truth masks", unit="scans")
     truth = {scan_id: {"lung_path": m.outputs["lung"]["path"],
@@ -229,7 +230,8 @@ def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
                        "infection_path": m.outputs["infection"]["path"],
                        "infection_hash": m.outputs["infection"]["sha256"]}
              for scan_id, m in result.manifests.items()}
-    return truth, result.failures
+    return truth, {scan_id: (result.reasons[scan_id], message)
+                   for scan_id, message in result.failures.items()}
 
 
 def _copy_masks(layout: DataLayout, hash_file: Any, scan: DecodedSeries,
@@ -237,13 +239,9 @@ def _copy_masks(layout: DataLayout, hash_file: Any, scan: DecodedSeries,
     reference = read_image(layout.resolve(scan.volume_path))
     outputs = {}
     for kind, path in sources.items():
-        mask = read_image(path)
-        validate_external_mask(mask.GetSize(), mask.GetSpacing(), mask.GetOrigin(),
-                               mask.GetDirection(), ScanGeometry.from_image(reference),
-                               scan_id=scan.scan_id, kind=kind)
-        mask.CopyInformation(reference)
+        mask = conform_mask(read_image(path), reference, scan_id=scan.scan_id, kind=kind)
         destination = layout.ground_truth_mask(scan.scan_id, kind)
-        write_image(sitk.Cast(mask > 0, sitk.sitkUInt8), destination)
+        write_image(mask, destination)
         outputs[kind] = {"path": layout.relative(destination), "sha256": hash_file(destination)}
     return Manifest(GROUND_TRUTH_STAGE, "", outputs, {"scan_id": scan.scan_id})
 

@@ -119,13 +119,14 @@ def ingestion_tables(
     decoded: Mapping[str, DecodedSeries],
     decode_failures: dict[str, str],
     ground_truth: Mapping[str, Mapping[str, str]],
-    mask_failures: dict[str, str],
+    mask_failures: Mapping[str, tuple[str, str]],
     key: bytes,
 ) -> IngestTables:
     """The scans, series, quarantine and ground_truth tables, and the file balance.
 
     `decoded` / `decode_failures` are by raw series UID, `ground_truth` (lung/infection
-    paths and hashes) and `mask_failures` by scan id; `file_hash` by raw file path.
+    paths and hashes) and `mask_failures` ((reason, message)) by scan id; `file_hash` by
+    raw file path.
     """
     labelled = {str(r.study_instance_uid): r for r in plan.labels.labels.itertuples(index=False)}
     # One header record (of the series' first file) per decoded series.

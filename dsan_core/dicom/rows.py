@@ -16,6 +16,9 @@ from dsan_core.dicom.labels import LabelsReconciliation
 from dsan_core.dicom.pseudonym import pseudonymise
 from dsan_core.dicom.series import SeriesPlan
 
+#: Quarantine reason of a refused ground-truth mask, by its MaskError reason.
+MASK_REASONS = {"geometry": "mask_geometry_mismatch", "values": "mask_not_binary"}
+
 
 @dataclass(frozen=True)
 class DecodedSeries:
@@ -122,7 +125,7 @@ def _modality(decision: Any) -> str:
 def quarantine_rows(plan: SeriesPlan, file_failures: Sequence[FileFailure],
                     file_hash: Mapping[str, str | None], labels: LabelsReconciliation,
                     series_hash: dict[str, str], key: bytes, decode_failures: dict[str, str],
-                    mask_failures: dict[str, str]) -> pd.DataFrame:
+                    mask_failures: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
     """One `quarantine` row per unusable file, series, study, label row or mask, with
     its reason; `file_hash`: content hash by raw path (memory only)."""
     rows: list[dict[str, Any]] = []
@@ -166,8 +169,9 @@ def quarantine_rows(plan: SeriesPlan, file_failures: Sequence[FileFailure],
                      "message": where + str(issue.message), "n_files": n_files,
                      "study_id": pseudonymise("study", study_uid, key) if study_uid else None,
                      "series_id": series_id, "source_hash": source})
-    for scan_id, message in mask_failures.items():
-        rows.append({"kind": "mask", "reason": "mask_geometry_mismatch", "message": message,
+    for scan_id, (reason, message) in mask_failures.items():
+        rows.append({"kind": "mask", "reason": MASK_REASONS.get(reason, f"mask_{reason}"),
+                     "message": message,
                      "n_files": 0, "study_id": None, "series_id": scan_id, "source_hash": ""})
     frame = pd.DataFrame(rows, columns=["kind", "reason", "message", "n_files", "study_id",
                                         "series_id", "source_hash"])

@@ -5,6 +5,7 @@ and label maps here; the grid check is `dsan_core.grid`. Arrays are (z, y, x).
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 
 from dsan_core.errors import MaskError
 from dsan_core.grid import ScanGeometry, check_same_grid, validate_external_mask
@@ -13,6 +14,7 @@ __all__ = [
     "ScanGeometry",
     "binary_mask",
     "check_same_grid",
+    "conform_mask",
     "external_masks",
     "split_label_map",
     "validate_external_mask",
@@ -62,3 +64,16 @@ def external_masks(
     lung_b = binary_mask(lung, scan_id=scan_id, kind="lung")
     infection_b = binary_mask(infection, scan_id=scan_id, kind="infection")
     return lung_b | infection_b, infection_b
+
+
+def conform_mask(mask: sitk.Image, reference: sitk.Image, *, scan_id: str,
+                 kind: str) -> sitk.Image:
+    """A mask made elsewhere as a uint8 0/1 image on the reference scan's grid: refused
+    (MaskError) unless it lies on that grid and holds only 0 and 1. One rule for every
+    imported mask (ground truth at ingestion, external segmentations)."""
+    check_same_grid(ScanGeometry.from_image(mask), ScanGeometry.from_image(reference),
+                    scan_id=scan_id, kind=kind)
+    binary = binary_mask(sitk.GetArrayViewFromImage(mask), scan_id=scan_id, kind=kind)
+    out = sitk.GetImageFromArray(binary)
+    out.CopyInformation(reference)
+    return out

@@ -110,3 +110,24 @@ def test_pydicom_test_files_are_each_indexed_or_quarantined(tmp_path: Path,
     assert quarantine["reason"].str.len().gt(0).all()
     assert (quarantine["kind"] == "file").sum() > 10
     assert np.isin(["not_dicom", "no_pixel_data"], quarantine["reason"]).all()
+
+
+def test_a_ground_truth_mask_that_is_not_binary_is_quarantined(cohort: Path, tmp_path: Path,
+                                                               test_config) -> None:  # type: ignore[no-untyped-def]
+    import SimpleITK as sitk
+
+    export = tmp_path / "export"
+    shutil.copytree(cohort, export)
+    victim = sorted((export / "masks").glob("*_lung.nii.gz"))[0]
+    image = sitk.ReadImage(str(victim))
+    scaled = sitk.Cast(image, sitk.sitkUInt8) * 255  # a 0/255 export
+    scaled.CopyInformation(image)
+    sitk.WriteImage(scaled, str(victim))
+    root = tmp_path / "data"
+    summary = _ingest(export, root, test_config).summary
+    layout = DataLayout(root)
+    quarantine = read_table(layout, "quarantine")
+    refused = quarantine[quarantine["reason"] == "mask_not_binary"]
+    assert len(refused) == 1 and "expected binary values 0/1" in refused["message"].iloc[0]
+    assert summary.ground_truth_masks == summary.scans - 1
+    assert refused["series_id"].iloc[0] not in set(read_table(layout, "ground_truth")["scan_id"])

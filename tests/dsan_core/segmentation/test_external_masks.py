@@ -101,3 +101,20 @@ def test_external_masks_from_two_binary_masks() -> None:
     assert inf_out.tolist() == [[[0, 1, 1, 0]]]
     lung_out, inf_out = external_masks(np.array([[[2, 0]]]), None, scan_id="s")
     assert lung_out.tolist() == [[[1, 0]]] and inf_out.tolist() == [[[1, 0]]]
+
+
+def test_conform_mask_is_one_rule_for_every_imported_mask() -> None:
+    from dsan_core.segmentation.external import conform_mask
+
+    reference = sitk.Image(4, 3, 2, sitk.sitkInt16)
+    reference.SetSpacing((0.8, 0.8, 1.5))
+    mask = sitk.GetImageFromArray(np.array([[[0, 1, 1, 0]] * 3] * 2, dtype=np.uint16))
+    mask.CopyInformation(reference)
+    out = conform_mask(mask, reference, scan_id="X-1", kind="lung")
+    assert out.GetPixelID() == sitk.sitkUInt8 and out.GetSpacing() == (0.8, 0.8, 1.5)
+    exported = sitk.GetImageFromArray(np.array([[[0, 255, 255, 0]] * 3] * 2, dtype=np.uint8))
+    exported.CopyInformation(reference)  # 0/255: a common export, refused, never binarised
+    with pytest.raises(MaskError, match=r"scan X-1: lung mask: expected binary values 0/1, "
+                                        r"found \[0.0, 255.0\]") as refused:
+        conform_mask(exported, reference, scan_id="X-1", kind="lung")
+    assert refused.value.reason == "values"
