@@ -177,7 +177,10 @@ class ClassicalSegConfig(_Section):
 
 
 class SegmentationConfig(_Section):
-    method: Literal["vbnet", "classical", "external"] = "vbnet"
+    #: vbnet (trained here), classical (thresholds), external (masks made elsewhere, in
+    #: external_mask_dir), or ground_truth: the masks imported at ingestion (--masks),
+    #: for synthetic cohorts and fast tests; a scan without them fails alone.
+    method: Literal["vbnet", "classical", "external", "ground_truth"] = "vbnet"
     #: For method "external": folder of `<scan_id>_lung.nii.gz` / `<scan_id>_infection.nii.gz`.
     external_mask_dir: Path | None = None
     vbnet: VBNetConfig = VBNetConfig()

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import SegmentationConfig
-from dsan_core.errors import DsanError, StageError
+from dsan_core.errors import DsanError, MaskError, StageError
 from dsan_core.segmentation import (
     SegCase,
     SegVolume,
@@ -245,23 +245,37 @@ def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
 def _scan_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,
                 network: torch.nn.Module | None, threshold: float
                 ) -> tuple[list[MapItem], list[str]]:
-    """One item per scan (with its external mask files for method external), and why
-    the scans without external masks cannot be segmented."""
+    """One item per scan (with its mask files for methods external and ground_truth), and
+    why the scans without those masks cannot be segmented."""
     items, missing = [], []
+    truth = (read_table(run.layout, "ground_truth").set_index("scan_id")
+             if config.method == "ground_truth" else None)
     for scan in scans.itertuples(index=False):
         inputs = {"volume": scan.volume_hash, "segmenter": version}
         if network is not None:
             inputs["infection_threshold"] = f"{threshold:.6g}"
-        sources: dict[str, Path] = {}
-        if config.method == "external" and config.external_mask_dir is not None:
-            try:
-                sources = external_mask_files(config.external_mask_dir, scan.scan_id)
-            except DsanError as error:  # a scan without masks fails alone
-                missing.append(str(error))
-                continue
-            inputs |= {kind: run.memo.hash_file(path) for kind, path in sources.items()}
+        try:  # a scan without the masks it needs fails alone
+            sources = _mask_sources(run, config, scan.scan_id, truth)
+        except DsanError as error:
+            missing.append(str(error))
+            continue
+        inputs |= {kind: run.memo.hash_file(path) for kind, path in sources.items()}
         items.append(MapItem(scan.scan_id, inputs, (scan, sources)))
     return items, missing
+
+
+def _mask_sources(run: StageRun, config: SegmentationConfig, scan_id: str,
+                  truth: pd.DataFrame | None) -> dict[str, Path]:
+    """The mask files a scan is segmented from (methods external and ground_truth)."""
+    if config.method == "external" and config.external_mask_dir is not None:
+        return external_mask_files(config.external_mask_dir, scan_id)
+    if truth is None:
+        return {}
+    if scan_id not in truth.index:
+        raise MaskError("no ground-truth masks (method ground_truth needs ingestion with "
+                        "--masks)", scan=scan_id, reason="missing")
+    row = truth.loc[scan_id]
+    return {kind: run.layout.resolve(row[f"{kind}_path"]) for kind in ("lung", "infection")}
 
 
 def _infection_row(scan_id: str, manifest: Manifest, config: SegmentationConfig, version: str,

@@ -39,7 +39,7 @@ def segmenter_tag(config: SegmentationConfig, model_version: str | None) -> tupl
     if config.method == "classical":
         version = config.classical.fingerprint()
         return f"classical__{version}", version
-    return "external", "external"
+    return config.method, config.method  # external, ground_truth: imported masks
 
 
 def spacing_of(image: sitk.Image) -> tuple[float, float, float]:
@@ -59,9 +59,10 @@ def segment_scan(
 ) -> SegmentedScan:
     """Masks and infection ratio of one scan by `config.method`.
 
-    vbnet: `model` (eval mode) on `device` at `infection_threshold`; external: the
-    `external` masks ("lung" + "infection", or one "labels" map 0/1/2), refused
-    (MaskError) unless they lie on the scan's grid and hold only the expected values.
+    vbnet: `model` (eval mode) on `device` at `infection_threshold`; external and
+    ground_truth: the `external` masks ("lung" + "infection", or one "labels" map
+    0/1/2), refused (MaskError) unless they lie on the scan's grid and hold only the
+    expected values.
     """
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     spacing = spacing_of(image)

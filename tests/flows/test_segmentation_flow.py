@@ -18,11 +18,17 @@ from storage.tables import read_table
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+def _vbnet(test_config):  # type: ignore[no-untyped-def]
+    """The test profile's segmentation settings with the VB-Net as the method."""
+    return test_config.segmentation.model_copy(update={"method": "vbnet"})
+
+
 @pytest.mark.slow
-def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
+def test_train_segment_group_rerun(ingested_copy: Path, test_config,  # type: ignore[no-untyped-def]
+                                   caplog: pytest.LogCaptureFixture) -> None:
     root = ingested_copy
     layout = DataLayout(root)
-    first = segmentation_flow(test_config.segmentation, test_config.groups, test_config.runtime,
+    first = segmentation_flow(_vbnet(test_config), test_config.groups, test_config.runtime,
                               root)
     scans = read_table(layout, "scans")
     infection = read_table(layout, "infection")
@@ -48,8 +54,10 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     assert len(read_table(layout, "seg_eval")) >= 2
     report = layout.report("segmentation", "evaluation.md").read_text()
     assert "VB-Net infection threshold (probability): 0.50." in report
+    # Training shows its progress, one line per epoch.
+    assert "training VB-Net" in caplog.text and "2/2 epochs" in caplog.text
 
-    second = segmentation_flow(test_config.segmentation, test_config.groups,
+    second = segmentation_flow(_vbnet(test_config), test_config.groups,
                                test_config.runtime, root)
     assert second.model is not None
     assert second.masks.segmented == 0 and second.model.cache_hit
@@ -60,7 +68,7 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
     assert 0 < threshold < 1
 
     # A fixed inference threshold re-segments every scan but never retrains.
-    fixed = test_config.segmentation.model_copy(update={
+    fixed = _vbnet(test_config).model_copy(update={
         "vbnet": test_config.segmentation.vbnet.model_copy(update={"infection_threshold": 0.95})})
     third = segmentation_flow(fixed, test_config.groups, test_config.runtime, root)
     assert third.model is not None and third.model.cache_hit
@@ -77,12 +85,12 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config) -> None:  #
 def test_training_resumes_after_a_kill(ingested_copy: Path, test_config) -> None:  # type: ignore[no-untyped-def]
     root = ingested_copy
     layout = DataLayout(root)
-    done = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
+    done = train_segmenter_flow(_vbnet(test_config), test_config.runtime, root)
     model_dir = done.stage.output_path(layout, "model").parent
     # Simulate a kill after the last epoch but before the final model was written.
     (model_dir / "best.pt").unlink()
     shutil.rmtree(layout.cache_dir("train-seg"))
-    resumed = train_segmenter_flow(test_config.segmentation, test_config.runtime, root)
+    resumed = train_segmenter_flow(_vbnet(test_config), test_config.runtime, root)
     assert not resumed.cache_hit
     history = (model_dir / "history.json").read_text()
     assert history.count('"epoch"') == test_config.segmentation.vbnet.epochs
