@@ -47,6 +47,9 @@ def test_dsan_run_then_rerun_is_cached(cohort: Path, tmp_path: Path) -> None:
 
     tables = runner.invoke(app, ["tables", "--data-root", str(root)])
     assert tables.exit_code == 0 and "scans" in tables.output and "preprocessed" in tables.output
+    last = runner.invoke(app, ["lineage", "--last", "--data-root", str(root)])
+    assert last.exit_code == 0 and "wall time per stage" in last.output
+    assert "ingest" in last.output and "yes" in last.output  # the rerun: all cache hits
 
 
 def test_bad_profile_value_names_the_field(tmp_path: Path) -> None:
