@@ -14,6 +14,7 @@ from flows.preprocessing import preprocess_flow
 from flows.runtime import run_name
 from flows.segmentation import SegmentationResult, segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
+from flows.training import TrainingResult, training_flow
 from storage.inputs import ExportLocation
 from storage.lineage import new_run_id
 from tasks.ingest import IngestOutcome
@@ -29,12 +30,14 @@ class PipelineResult:
     splits: SplitOutcome
     audit: AuditOutcome
     preprocess: PreprocessOutcome
+    training: TrainingResult
 
     def summary(self) -> list[str]:
         sections = [("ingest", self.ingest.summary.lines()),
                     ("segment", self.segmentation.summary()),
                     ("split", self.splits.summary() + self.audit.summary()),
-                    ("preprocess", self.preprocess.summary())]
+                    ("preprocess", self.preprocess.summary()),
+                    ("train", self.training.summary())]
         return [f"[{name}] {line}" for name, lines in sections for line in lines]
 
 
@@ -55,4 +58,6 @@ def pipeline_flow(export: ExportLocation, config: PipelineConfig,
     audit = named(audit_splits_flow, "audit-splits")(config.split, data_root, run_id=run_id)
     preprocess = named(preprocess_flow, "preprocess")(config.preprocess, config.runtime,
                                                       data_root, run_id=run_id)
-    return PipelineResult(run_id, ingest, segmentation, splits, audit, preprocess)
+    training = named(training_flow, "train")(config.train, config.split, config.runtime,
+                                             data_root, run_id=run_id)
+    return PipelineResult(run_id, ingest, segmentation, splits, audit, preprocess, training)

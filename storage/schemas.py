@@ -148,6 +148,51 @@ PREPROCESSED = pa.schema(
     ]
 )
 
+TRAINING_RUNS = pa.schema(
+    [
+        ("fold", pa.int8()),
+        ("branch", _str),  # att_us | att_ss | rn34_us
+        ("model_key", _str),  # the training key: checkpoints under models/classifier__<key>
+        ("sampler_weights", _str),  # JSON: sampling group -> W ({} for uniform sampling)
+        ("best_epoch", pa.int32()),
+        ("best_val_auc", pa.float64()),
+        ("epochs", pa.int32()),
+        ("seconds", pa.float64()),
+        ("device", _str),
+        ("n_train", pa.int32()),
+        ("n_val", pa.int32()),
+        ("checkpoint_path", _str),
+        ("checkpoint_hash", _str),
+    ]
+)
+
+TRAINING_HISTORY = pa.schema(
+    [
+        ("fold", pa.int8()),
+        ("branch", _str),
+        ("model_key", _str),
+        ("epoch", pa.int32()),
+        ("loss", pa.float64()),
+        ("loss_c", pa.float64()),
+        ("loss_ex", pa.float64()),
+        ("val_auc", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("lr", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+PREDICTIONS = pa.schema(
+    [
+        ("scan_id", _str),
+        ("fold", pa.int8()),
+        ("branch", _str),  # rn34_us | att_us | att_ss | att_ds
+        ("set", _str),  # val (out-of-fold) | test
+        ("probability", pa.float64()),  # P(COVID)
+        ("model_key", _str),
+    ]
+)
+
 LINEAGE = pa.schema(
     [
         ("run_id", _str),
@@ -173,5 +218,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "seg_eval": SEG_EVAL,
     "splits": SPLITS,
     "preprocessed": PREPROCESSED,
+    "training_runs": TRAINING_RUNS,
+    "training_history": TRAINING_HISTORY,
+    "predictions": PREDICTIONS,
     "lineage": LINEAGE,
 }

@@ -39,13 +39,23 @@ def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
 
 def write_table(layout: DataLayout, name: str, frame: pd.DataFrame) -> str:
     """Write `frame` atomically as table `name`; returns the file's sha256."""
+    return write_table_file(layout.table(name), name, frame)
+
+
+def write_table_file(destination: Path, name: str, frame: pd.DataFrame) -> str:
+    """Write `frame` with table `name`'s schema to `destination` (a part of a table kept
+    beside a model, say); returns the file's sha256."""
     from storage.hashing import sha256_file
 
     table = to_arrow(name, frame)
-    destination = layout.table(name)
     with atomic_path(destination) as temp:
         pq.write_table(table, temp, compression="zstd")
     return sha256_file(destination)
+
+
+def read_table_file(path: Path, name: str) -> pd.DataFrame:
+    """Read a file written by `write_table_file` with table `name`'s schema."""
+    return _read_validated(path, name, f"{name} file {path.name}")
 
 
 def read_table(layout: DataLayout, name: str) -> pd.DataFrame:

@@ -126,8 +126,14 @@ class MapResult:
     manifests: dict[str, Manifest] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # item name -> message
     reasons: dict[str, str] = field(default_factory=dict)  # item name -> InputError.reason
+    errors: dict[str, DsanError] = field(default_factory=dict)  # item name -> the error
     computed: int = 0
     cached: int = 0
+
+
+def item_key(item: MapItem, stage: str, version: str, config_hash: str) -> str:
+    """The cache key `cached_map` gives an item."""
+    return stage_key(stage, version, config_hash, item.inputs)
 
 
 class ItemFailed(RuntimeError):
@@ -159,7 +165,7 @@ def cached_map(
     completes. A `DsanError` (bad input) fails its item alone, with its message as the
     reason; any other exception is a bug: every item still runs, then `ItemFailed`.
     """
-    keys = {item.name: stage_key(stage, version, config_hash, item.inputs) for item in items}
+    keys = {item.name: item_key(item, stage, version, config_hash) for item in items}
     found: dict[str, Manifest] = {}
     todo = []
     for item in items:
@@ -177,6 +183,7 @@ def cached_map(
             if isinstance(outcome.error, DsanError):
                 result.failures[item.name] = str(outcome.error)
                 result.reasons[item.name] = getattr(outcome.error, "reason", "invalid")
+                result.errors[item.name] = outcome.error
                 return
             _log_bug(stage, item.name, outcome.trace)
             bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,51 @@ def _artifact(key: str | None, description: str) -> Any:
         return None
 
 
+class _SharedBars:
+    """One rich live display per process (rich allows no more), with a row per running
+    stage: concurrent training tasks each show their own bar."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._display: Any = None
+        self._users = 0
+
+    def add(self, description: str, total: int) -> tuple[Any, Any]:
+        with self._lock:
+            if self._display is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
+
+                self._display = Progress(TextColumn("{task.description}"), BarColumn(),
+                                         MofNCompleteColumn(), TimeElapsedColumn(),
+                                         TimeRemainingColumn(),
+                                         TextColumn("{task.fields[note]}"),
+                                         console=Console(stderr=True), transient=True)
+                self._display.start()
+            self._users += 1
+            return self._display, self._display.add_task(description, total=total, note="")
+
+    def remove(self, task: Any) -> None:
+        with self._lock:
+            if self._display is None:
+                return
+            self._display.remove_task(task)
+            self._users -= 1
+            if self._users == 0:
+                self._display.stop()
+                self._display = None
+
+
+_BARS = _SharedBars()
+
+
 class StageProgress:
     """`with StageProgress("segmenting scans", total=85) as progress: progress.advance()`."""
 
@@ -64,22 +110,7 @@ class StageProgress:
             return self
         self._artifact = _artifact(self._artifact_key, self.description)
         if self._terminal:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
-                                 console=Console(stderr=True), transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, note="")
+            self._bar, self._task = _BARS.add(self.description, self.total)
         return self
 
     def advance(self, steps: int = 1, note: str = "") -> None:
@@ -115,4 +146,4 @@ class StageProgress:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         if self._bar is not None:
-            self._bar.stop()
+            _BARS.remove(self._task)

@@ -12,14 +12,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dsan_core.branches import ATT_SS, ATT_US, MODEL_NAMES, RN34_US
 from dsan_core.errors import InputError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("branch", "epoch", "loss", "val_auc")
 #: The paper's names and one colour per branch; other branches get matplotlib's cycle.
 BRANCH_STYLE: dict[str, tuple[str, str]] = {
-    "att_us": ("Attention RN34 + US", "tab:red"),
-    "att_ss": ("Attention RN34 + SS", "tab:blue"),
-    "rn34_us": ("RN34 + US", "tab:gray"),
+    ATT_US: (MODEL_NAMES[ATT_US], "tab:red"),
+    ATT_SS: (MODEL_NAMES[ATT_SS], "tab:blue"),
+    RN34_US: (MODEL_NAMES[RN34_US], "tab:gray"),
 }
 
 

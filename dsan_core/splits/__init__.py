@@ -27,7 +27,13 @@ from __future__ import annotations
 
 from dsan_core.splits.assignment import SplitResult, make_splits, split_version, unseen_patients
 from dsan_core.splits.folds import stratified_group_folds
-from dsan_core.splits.partitions import partition_codes, partition_counts, partition_names
+from dsan_core.splits.partitions import (
+    FoldScans,
+    fold_scans,
+    partition_codes,
+    partition_counts,
+    partition_names,
+)
 from dsan_core.splits.policies import assign_test_set, patient_keys
 from dsan_core.splits.schema import LABEL_SPLIT_COLUMN, SPLIT_COLUMNS, TEST, TV, require_columns
 
@@ -36,8 +42,10 @@ __all__ = [
     "SPLIT_COLUMNS",
     "TEST",
     "TV",
+    "FoldScans",
     "SplitResult",
     "assign_test_set",
+    "fold_scans",
     "make_splits",
     "partition_codes",
     "partition_counts",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -38,3 +40,27 @@ def partition_counts(splits: pd.DataFrame) -> dict[str, tuple[int, int]]:
     grouped = splits.assign(partition=names.to_numpy()).groupby("partition", sort=True)
     return {str(name): (int(len(part)), int(part["patient_id"].nunique()))
             for name, part in grouped}
+
+
+@dataclass(frozen=True)
+class FoldScans:
+    """The scans one fold's models see: train (TV minus the fold), val (the fold) and the
+    independent test set; each sorted by scan id."""
+
+    fold: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def fold_scans(splits: pd.DataFrame, fold: int) -> FoldScans:
+    """`FoldScans` of `fold` in a split table (scan_id, set, fold)."""
+    folds = splits["fold"].astype("Int64")
+    tv = (splits["set"] == TV).to_numpy(dtype=bool)
+    in_fold = (folds == fold).fillna(False).to_numpy(dtype=bool)
+    if not (tv & in_fold).any():
+        found = sorted(int(f) for f in folds[tv].dropna().unique())
+        raise InputError(f"expected fold {fold} in the split, found folds {found}")
+    ids = splits["scan_id"].astype(str).to_numpy()
+    return FoldScans(fold, tuple(sorted(ids[tv & ~in_fold])), tuple(sorted(ids[tv & in_fold])),
+                     tuple(sorted(ids[(splits["set"] == TEST).to_numpy(dtype=bool)])))

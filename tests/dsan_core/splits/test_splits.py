@@ -222,3 +222,15 @@ def test_bad_inputs_name_the_scan(problem: str) -> None:
     with pytest.raises(InputError) as error:
         make_splits(scans, groups, DATE)
     assert error.value.scan is not None and error.value.scan.startswith("s")
+
+
+def test_fold_scans_by_hand() -> None:
+    from dsan_core.splits import fold_scans
+
+    splits = pd.DataFrame({"scan_id": ["a", "b", "c", "d", "e"],
+                           "set": ["tv", "tv", "tv", "test", "tv"],
+                           "fold": pd.array([0, 1, 0, None, 1], dtype="Int8")})
+    zero = fold_scans(splits, 0)
+    assert (zero.train, zero.val, zero.test) == (("b", "e"), ("a", "c"), ("d",))
+    with pytest.raises(InputError, match=r"expected fold 2 in the split, found folds \[0, 1\]"):
+        fold_scans(splits, 2)

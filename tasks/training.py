@@ -1,0 +1,253 @@
+"""Classifier training stage: one Prefect task per (fold, branch), and the tables.
+
+`train_branch_task` trains one branch of one fold and predicts with its best model. It
+is self-contained (the data root, a config, a fold, a branch and a device), so a
+worker of a GPU pool can run it alone. Two cached items per task:
+
+    classifier-train   key: the fold's training scans (id, pre-processed input and
+                       mask hashes, label, sampling group) and validation scans, the
+                       training fingerprint of TrainConfig, branch, fold, seed, VERSION
+                       -> models/classifier__<key>/best.pt, history.json, val.parquet
+    classifier-test    key: the checkpoint's hash and the test scans' input hashes
+                       -> models/classifier__<key>/test-<inputs>.parquet
+
+so adding test scans re-predicts without retraining, and retraining one branch or
+fold leaves the others alone. A killed training resumes from `last.pt`.
+`training_tables_task` gathers every (fold, branch) model trained on the current data
+into the `training_runs`, `training_history` and `predictions` tables and the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from dsan_core.classifier import (
+    ClassifierCase,
+    branch_seed,
+    load_classifier,
+    predict_probabilities,
+    train_classifier,
+)
+from dsan_core.config import TrainConfig
+from dsan_core.groups import LABEL_COVID
+from dsan_core.splits import FoldScans, fold_scans
+from storage.atomic import write_json
+from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.hashing import hash_json
+from storage.lineage import code_version
+from storage.stage_cache import Manifest, artifact
+from storage.tables import read_table, write_table_file
+from storage.volumes import open_npy
+from tasks.contract import MapItem, StageRun, cached_map, item_key, require_tables
+from tasks.progress import StageProgress
+
+TRAIN_STAGE = "classifier-train"
+TEST_STAGE = "classifier-test"
+#: Bump when a trained model or its predictions would differ for the same inputs.
+VERSION = "1"
+MODEL = "classifier"
+
+
+@dataclass(frozen=True)
+class BranchOutcome:
+    """One trained (fold, branch) model and where its predictions are."""
+
+    fold: int
+    branch: str
+    model_key: str  # 16 hex: models/classifier__<model_key>/
+    train: Manifest  # best.pt, history.json, val.parquet
+    test: Manifest | None  # test predictions (None without test scans)
+    trained: bool  # False: found in the cache
+
+    @property
+    def best_val_auc(self) -> float:
+        return float(self.train.data["best_val_auc"])
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """A fold's cases by pseudonymous scan id, and their content hashes."""
+
+    scans: FoldScans
+    cases: dict[str, ClassifierCase]
+    hashes: dict[str, str]  # scan id -> "<input hash>:<mask hash>"
+
+    def of(self, ids: tuple[str, ...]) -> list[ClassifierCase]:
+        return [self.cases[scan_id] for scan_id in ids if scan_id in self.cases]
+
+
+def fold_data(run: StageRun, fold: int) -> FoldData:
+    """Cases of one fold from the split, groups and pre-processed tables."""
+    require_tables(run.layout, "splits", "groups", "preprocessed")
+    scans = fold_scans(read_table(run.layout, "splits"), fold)
+    groups = read_table(run.layout, "groups").set_index("scan_id")
+    inputs = read_table(run.layout, "preprocessed").set_index("scan_id")
+    cases, hashes = {}, {}
+    for scan_id in (*scans.train, *scans.val, *scans.test):
+        if scan_id not in inputs.index or scan_id not in groups.index:
+            continue  # not pre-processed: its reason is in that stage's summary
+        row, group = inputs.loc[scan_id], groups.loc[scan_id]
+        cases[scan_id] = ClassifierCase(
+            scan_id, int(group["label"] == LABEL_COVID), str(group["sampling_group"]),
+            partial(open_npy, run.layout.resolve(row["input_path"])),
+            partial(open_npy, run.layout.resolve(row["infection_path"])))
+        hashes[scan_id] = f"{row['input_hash']}:{row['infection_hash']}"
+    return FoldData(scans, cases, hashes)
+
+
+def training_item(data: FoldData, config: TrainConfig, fold: int, branch: str) -> MapItem:
+    """The cache item of one (fold, branch) training: everything that changes the model."""
+    train, val = data.of(data.scans.train), data.of(data.scans.val)
+    inputs = {f"train:{c.scan_id}": f"{data.hashes[c.scan_id]}:{c.label}:{c.sampling_group}"
+              for c in train}
+    inputs |= {f"val:{c.scan_id}": f"{data.hashes[c.scan_id]}:{c.label}" for c in val}
+    inputs |= {"branch": branch, "fold": str(fold), "seed": str(config.seed)}
+    return MapItem(f"fold {fold} {branch}", inputs, (fold, branch, train, val))
+
+
+def test_item(data: FoldData, model: Manifest) -> MapItem:
+    """The cache item of a model's test predictions."""
+    test = data.of(data.scans.test)
+    inputs = {c.scan_id: data.hashes[c.scan_id] for c in test}
+    return MapItem("test", inputs | {"model": model.outputs["model"]["sha256"]}, (test,))
+
+
+@task(name="train_branch_task", cache_policy=NO_CACHE, persist_result=False)
+def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: str,
+                      device: str, run_id: str | None = None) -> BranchOutcome:
+    """Train (or find) one branch of one fold; predict its validation and test scans."""
+    logger = get_run_logger()
+    with StageRun.open(data_root, run_id) as run:
+        data = fold_data(run, fold)
+        item = training_item(data, config, fold, branch)
+        key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())[:16]
+        trained = cached_map(run, [item], stage=TRAIN_STAGE, version=VERSION,
+                             config_hash=config.training_fingerprint(),
+                             compute=partial(_train, run, config, device, key, logger))
+        if item.name in trained.errors:  # bad input, e.g. an empty sampling group
+            raise trained.errors[item.name]
+        model = trained.manifests[item.name]
+        test = _predict_test(run, config, model, data, device)
+    logger.info("fold %d %s: best epoch %s, val AUC %.4f (%s)", fold, branch,
+                model.data["best_epoch"], model.data["best_val_auc"],
+                "trained" if trained.computed else "from cache")
+    return BranchOutcome(fold, branch, key, model, test, bool(trained.computed))
+
+
+def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: Any, fold: int,
+           branch: str, train: list[ClassifierCase], val: list[ClassifierCase]) -> Manifest:
+    """Train from scratch or from `last.pt`; write best.pt, history.json, val.parquet."""
+    last = run.layout.checkpoint(MODEL, key, "last")
+    history_path = run.layout.training_history(MODEL, key)
+    resume = load_checkpoint(last) if last.exists() else None
+    started = time.perf_counter()
+    progress = StageProgress(f"training fold {fold} {branch} ({len(train)} scans)",
+                             config.epochs, unit="epochs",
+                             artifact_key=f"training-fold-{fold}-{branch.replace('_', '-')}")
+
+    def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
+        save_checkpoint(checkpoint, last)
+        write_json(history_path, checkpoint["history"])
+        progress.advance(note=f"loss {report.loss:.3f}, val AUC {report.val_auc:.3f}")
+
+    with progress:
+        progress.advance(0 if resume is None else int(resume["epoch"]))
+        result = train_classifier(train, val, config, branch=branch,
+                                  seed=branch_seed(config.seed, fold, branch),
+                                  device=torch.device(device), resume=resume,
+                                  on_epoch_end=on_epoch_end, log=logger.info, fold=fold)
+    best = run.layout.checkpoint(MODEL, key, "best")
+    # The fold's model: best weights, config, data (its scans) and code version; no
+    # optimiser state, which only resuming needs.
+    save_checkpoint({**{k: v for k, v in result.checkpoint.items()
+                        if k not in ("model", "optimizer")},
+                     "model_key": key, "code_version": code_version()}, best)
+    val_path = run.layout.model_dir(MODEL, key) / "val.parquet"
+    write_table_file(val_path, "predictions", prediction_rows(
+        val, _probabilities(result.model, val, config, device), fold, branch, "val", key))
+    return Manifest(TRAIN_STAGE, "", {
+        "model": artifact(run.layout, best, run.memo),
+        "history": artifact(run.layout, history_path, run.memo),
+        "val": artifact(run.layout, val_path, run.memo)}, {
+        "fold": fold, "branch": branch, "best_epoch": result.best_epoch,
+        "best_val_auc": result.best_val_auc, "epochs": len(result.history),
+        "seconds": time.perf_counter() - started, "device": device, "n_train": len(train),
+        "n_val": len(val), "sampler_weights": result.sampler_weights})
+
+
+def _probabilities(model: torch.nn.Module, cases: list[ClassifierCase], config: TrainConfig,
+                   device: str) -> Any:
+    return predict_probabilities(model, cases, device=torch.device(device),  # type: ignore[arg-type]
+                                 batch_size=config.val_batch_size,
+                                 mixed_precision=config.mixed_precision,
+                                 channels_last=config.channels_last_3d)
+
+
+def prediction_rows(cases: list[ClassifierCase], probabilities: Any, fold: int, branch: str,
+                    set_: str, model_key: str) -> pd.DataFrame:
+    return pd.DataFrame({"scan_id": [c.scan_id for c in cases], "fold": fold, "branch": branch,
+                         "set": set_, "probability": probabilities, "model_key": model_key})
+
+
+def _predict_test(run: StageRun, config: TrainConfig, model: Manifest, data: FoldData,
+                  device: str) -> Manifest | None:
+    """The model's predictions on the test scans (cached by checkpoint and inputs)."""
+    item = test_item(data, model)
+    if not item.args[0]:
+        return None
+    key = model.key[:16]
+
+    def predict(test: list[ClassifierCase]) -> Manifest:
+        network = load_classifier(load_checkpoint(model.output_path(run.layout, "model")),
+                                  config, torch.device(device))
+        path = run.layout.model_dir(MODEL, key) / f"test-{hash_json(item.inputs)[:12]}.parquet"
+        write_table_file(path, "predictions", prediction_rows(
+            test, _probabilities(network, test, config, device), data.scans.fold,
+            str(model.data["branch"]), "test", key))
+        return Manifest(TEST_STAGE, "", {"test": artifact(run.layout, path, run.memo)})
+
+    return cached_map(run, [item], stage=TEST_STAGE, version=VERSION, config_hash="-",
+                      compute=predict).manifests["test"]
+
+
+def find_branch(run: StageRun, data: FoldData, config: TrainConfig, fold: int,
+                branch: str) -> BranchOutcome | None:
+    """The (fold, branch) model trained on the current data, when there is one."""
+    item = training_item(data, config, fold, branch)
+    key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())
+    model = run.cache.lookup(TRAIN_STAGE, key)
+    if model is None:
+        return None
+    test = test_item(data, model)
+    found = (run.cache.lookup(TEST_STAGE, item_key(test, TEST_STAGE, VERSION, "-"))
+             if test.args[0] else None)
+    return BranchOutcome(fold, branch, key[:16], model, found, trained=False)
+
+
+def run_row(outcome: BranchOutcome) -> dict[str, Any]:
+    """The `training_runs` row of a model."""
+    data, model = outcome.train.data, outcome.train.outputs["model"]
+    return {"fold": outcome.fold, "branch": outcome.branch, "model_key": outcome.model_key,
+            "sampler_weights": json.dumps(data["sampler_weights"], sort_keys=True),
+            "best_epoch": data["best_epoch"], "best_val_auc": data["best_val_auc"],
+            "epochs": data["epochs"], "seconds": data["seconds"], "device": data["device"],
+            "n_train": data["n_train"], "n_val": data["n_val"],
+            "checkpoint_path": model["path"], "checkpoint_hash": model["sha256"]}
+
+
+def history_rows(run: StageRun, outcome: BranchOutcome) -> list[dict[str, Any]]:
+    """The `training_history` rows of a model, one per epoch."""
+    history = json.loads(outcome.train.output_path(run.layout, "history").read_text())
+    return [{"fold": outcome.fold, "branch": outcome.branch, "model_key": outcome.model_key,
+             **{k: item[k] for k in ("epoch", "loss", "loss_c", "loss_ex", "val_auc",
+                                      "val_loss", "lr", "seconds")}} for item in history]
