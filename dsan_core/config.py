@@ -381,6 +381,18 @@ class PipelineConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
+    def fingerprints(self) -> dict[str, str]:
+        """Each stage section's fingerprint (training: only what changes a model), for
+        reports that say which configuration their numbers come from."""
+        return {"ingest": self.ingest.fingerprint(),
+                "segmentation": self.segmentation.vbnet.training_fingerprint()
+                + self.segmentation.fingerprint(),
+                "groups": self.groups.fingerprint(), "split": self.split.fingerprint(),
+                "preprocess": self.preprocess.fingerprint(),
+                "train": self.train.training_fingerprint(),
+                "ensemble": self.ensemble.fingerprint(),
+                "evaluation": self.evaluation.fingerprint()}
+
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)

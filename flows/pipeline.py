@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 
 from dsan_core.config import PipelineConfig
+from flows.evaluation import ensemble_flow, evaluation_flow
 from flows.ingestion import ingestion_flow
 from flows.preprocessing import preprocess_flow
 from flows.runtime import run_name
@@ -17,6 +18,8 @@ from flows.splits import audit_splits_flow, split_flow
 from flows.training import TrainingResult, training_flow
 from storage.inputs import ExportLocation
 from storage.lineage import new_run_id
+from tasks.ensemble import EnsembleOutcome
+from tasks.evaluation import EvaluationOutcome
 from tasks.ingest import IngestOutcome
 from tasks.preprocess import PreprocessOutcome
 from tasks.splits import AuditOutcome, SplitOutcome
@@ -31,13 +34,17 @@ class PipelineResult:
     audit: AuditOutcome
     preprocess: PreprocessOutcome
     training: TrainingResult
+    ensemble: EnsembleOutcome
+    evaluation: EvaluationOutcome
 
     def summary(self) -> list[str]:
         sections = [("ingest", self.ingest.summary.lines()),
                     ("segment", self.segmentation.summary()),
                     ("split", self.splits.summary() + self.audit.summary()),
                     ("preprocess", self.preprocess.summary()),
-                    ("train", self.training.summary())]
+                    ("train", self.training.summary()),
+                    ("ensemble", self.ensemble.summary()),
+                    ("evaluate", self.evaluation.summary())]
         return [f"[{name}] {line}" for name, lines in sections for line in lines]
 
 
@@ -60,4 +67,9 @@ def pipeline_flow(export: ExportLocation, config: PipelineConfig,
                                                       data_root, run_id=run_id)
     training = named(training_flow, "train")(config.train, config.split, config.runtime,
                                              data_root, run_id=run_id)
-    return PipelineResult(run_id, ingest, segmentation, splits, audit, preprocess, training)
+    ensemble = named(ensemble_flow, "ensemble")(config.ensemble, data_root, run_id)
+    evaluation = named(evaluation_flow, "evaluate")(
+        config.evaluation, config.train, config.runtime, data_root, config.fingerprints(),
+        config.profile, run_id)
+    return PipelineResult(run_id, ingest, segmentation, splits, audit, preprocess, training,
+                          ensemble, evaluation)

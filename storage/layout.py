@@ -9,6 +9,7 @@
     <root>/models/<model>__<version>/{last,best}.pt, history.json
                                                       checkpoints (version: training key)
     <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
+    <root>/predictions/{trained,ensemble}.parquet    each stage's rows of `predictions`
     <root>/figures/<stage>/...                        PNG figures
     <root>/reports/<stage>/...                        Markdown / JSON reports
     <root>/splits/versions/<split_version>.parquet    every split version ever written
@@ -72,6 +73,10 @@ class DataLayout:
         """One pre-processed output: `name` input | lung | infection (.npy), geometry (.json)."""
         suffix = ".json" if name == "geometry" else ".npy"
         return self.preprocessed_dir(config_hash, scan_id) / f"{name}{suffix}"
+
+    def prediction_part(self, name: str) -> Path:
+        """A stage's own rows of the predictions table (`trained`, `ensemble`)."""
+        return self.root / "predictions" / f"{name}.parquet"
 
     # reports ----------------------------------------------------------------
     def figure(self, stage: str, name: str) -> Path:

@@ -193,6 +193,71 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+ENSEMBLE_SURFACE = pa.schema(
+    [
+        ("w_extreme", pa.float64()),
+        ("w_middle", pa.float64()),
+        ("objective", pa.float64()),  # on the TV out-of-fold predictions
+    ]
+)
+
+METRICS = pa.schema(
+    [
+        ("model", _str),  # rn34_us | att_us | att_ss | att_ds
+        ("set", _str),  # tv (out-of-fold, pooled) | test
+        ("aggregate", _str),  # pooled | fold | mean | std
+        ("fold", pa.int64()),  # null unless aggregate is fold
+        ("bin", _str),  # all | <0.005 | 0.005-0.030 | >0.030
+        ("metric", _str),  # auc | accuracy | sensitivity | specificity | f1 | ece
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),  # patient-level bootstrap interval
+        ("ci_high", pa.float64()),
+        ("n_covid", pa.int64()),
+        ("n_cap", pa.int64()),
+    ]
+)
+
+COMPARISONS = pa.schema(
+    [
+        ("model_a", _str),
+        ("model_b", _str),
+        ("set", _str),
+        ("fold", pa.int64()),
+        ("bin", _str),
+        ("metric", _str),
+        ("test", _str),  # paired_t | delong
+        ("estimate", pa.float64()),  # a - b
+        ("statistic", pa.float64()),
+        ("p_value", pa.float64()),
+        ("n", pa.int64()),
+    ]
+)
+
+RELIABILITY = pa.schema(
+    [
+        ("model", _str),
+        ("set", _str),
+        ("aggregate", _str),
+        ("fold", pa.int64()),
+        ("prob_bin", pa.int64()),
+        ("bin_low", pa.float64()),
+        ("bin_high", pa.float64()),
+        ("n_scans", pa.int64()),
+        ("mean_predicted", pa.float64()),
+        ("fraction_covid", pa.float64()),
+    ]
+)
+
+FAITHFULNESS = pa.schema(
+    [
+        ("scan_id", _str),  # a COVID test scan
+        ("model", _str),  # att_us, att_ss (attention) | rn34_us (Grad-CAM)
+        ("fold", pa.int64()),
+        ("mass_inside", pa.float64()),  # share of the map's mass inside the infection
+        ("pointing_hit", pa.float64()),  # the map's maximum inside the infection
+    ]
+)
+
 LINEAGE = pa.schema(
     [
         ("run_id", _str),
@@ -221,5 +286,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "training_runs": TRAINING_RUNS,
     "training_history": TRAINING_HISTORY,
     "predictions": PREDICTIONS,
+    "ensemble_surface": ENSEMBLE_SURFACE,
+    "metrics": METRICS,
+    "comparisons": COMPARISONS,
+    "reliability": RELIABILITY,
+    "faithfulness": FAITHFULNESS,
     "lineage": LINEAGE,
 }

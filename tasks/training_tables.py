@@ -1,6 +1,7 @@
 """The training stage's tables: every (fold, branch) model trained on the current data
 -> `training_runs`, `training_history`, `predictions` (out-of-fold val rows and each
-fold model's test rows), training curves per fold and a Prefect table artifact."""
+fold model's test rows; kept as the part `predictions/trained.parquet`, to which the
+ensemble stage adds its rows), training curves per fold and a Prefect table artifact."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dsan_core.groups import LABEL_COVID
 from dsan_core.plots.training import training_curves_figure
 from storage.schemas import PREDICTIONS, TRAINING_HISTORY, TRAINING_RUNS
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, read_table_file, write_table
+from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
 from tasks.contract import StageRun, cached_stage
 from tasks.training import BranchOutcome, find_branch, fold_data, history_rows, run_row
@@ -86,10 +87,14 @@ def _write_tables(run: StageRun, key: str, found: list[BranchOutcome]) -> Manife
     predictions = predictions.sort_values(["set", "branch", "fold", "scan_id"],
                                           ignore_index=True)
     outputs = {}
-    for name, frame in (("training_runs", runs), ("training_history", history),
-                        ("predictions", predictions)):
+    for name, frame in (("training_runs", runs), ("training_history", history)):
         write_table(layout, name, frame)
         outputs[name] = artifact(layout, layout.table(name), run.memo)
+    # The trained branches' rows are this stage's output; the `predictions` table is
+    # them until the ensemble stage adds its att_ds rows (from this part).
+    write_table_file(layout.prediction_part("trained"), "predictions", predictions)
+    outputs["predictions"] = artifact(layout, layout.prediction_part("trained"), run.memo)
+    write_table(layout, "predictions", predictions)
     for fold, rows in history.groupby("fold"):
         path = layout.figure("training", f"curves_fold_{int(fold)}.png")
         write_figure(training_curves_figure(rows, fold=int(fold)), path)

@@ -9,7 +9,7 @@ from flows.cli.app import app
 
 #: Command modules under flows/cli/, in the order of the pipeline.
 COMMAND_GROUPS = ("pipeline", "ingest", "segmentation", "splits", "preprocess", "training",
-                  "lineage", "data")
+                  "evaluation", "lineage", "data")
 for _group in COMMAND_GROUPS:
     importlib.import_module(f"flows.cli.{_group}")
 

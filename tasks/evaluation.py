@@ -1,0 +1,166 @@
+"""Evaluation stage (METHOD.md "Evaluation"): the paper's metrics with bootstrap
+intervals, paired t-tests and DeLong tests, calibration, attention faithfulness, the
+figures, and the report (Markdown + one self-contained HTML page).
+
+Inputs: the `predictions` table (all four models), groups, splits, the trained models
+(`training_runs`: checkpoints for the attention maps), the ensemble's weights and
+surface, and the EvaluationConfig / TrainConfig fingerprints. Outputs: the `metrics`,
+`comparisons`, `reliability` and `faithfulness` tables, figures under
+`figures/evaluation/`, and `reports/evaluation/report.{md,html}` (+ the Markdown's
+figures beside it), also published as Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from dsan_core.config import EvaluationConfig, TrainConfig
+from dsan_core.evaluation.comparisons import comparisons_table
+from dsan_core.evaluation.faithfulness import faithfulness_table
+from dsan_core.evaluation.report import (
+    ReportFigure,
+    ReportInputs,
+    ReportProvenance,
+    render_html,
+    render_markdown,
+)
+from dsan_core.evaluation.report_tables import table_ii
+from dsan_core.evaluation.tables import metrics_table, reliability_tables
+from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_figure_scans
+from storage.atomic import write_bytes, write_text
+from storage.lineage import code_version
+from storage.schemas import FAITHFULNESS
+from storage.stage_cache import Manifest, artifact
+from storage.tables import read_table, write_table
+from tasks.contract import StageRun, cached_stage, require_tables
+from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
+from tasks.report_inputs import ensemble_search, provenance
+
+STAGE = "evaluate"
+VERSION = "1"
+REPORT = "evaluation"
+INPUT_TABLES = ("predictions", "groups", "splits", "training_runs", "preprocessed", "scans")
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    stage: Manifest
+    report: str  # Markdown report, relative to the data root
+    html: str
+    table_ii: tuple[str, ...]  # Table II as text lines
+
+    def summary(self) -> list[str]:
+        return [*self.table_ii, f"report: {self.report} (and {self.html})"]
+
+
+@task(name="evaluate_task", cache_policy=NO_CACHE, persist_result=False)
+def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
+                  device: str, fingerprints: dict[str, str], profile: str,
+                  run_id: str | None = None) -> EvaluationOutcome:
+    """Metrics, statistics, calibration, faithfulness, figures and the report."""
+    logger = get_run_logger()
+    with StageRun.open(data_root, run_id) as run:
+        require_tables(run.layout, *INPUT_TABLES)
+        inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
+        weights = run.layout.report("ensemble", "weights.json")
+        inputs["ensemble"] = run.memo.hash_file(weights) if weights.exists() else "-"
+
+        def compute(key: str) -> Manifest:
+            return _evaluate(run, key, config, train, device, provenance(
+                run, fingerprints, profile, code_version()), logger)
+
+        stage = cached_stage(run, stage=STAGE, version=VERSION,
+                             config_hash=config.fingerprint() + train.training_fingerprint(),
+                             inputs=inputs, compute=compute, logger=logger)
+        markdown = stage.output_path(run.layout, "report").read_text()
+        metrics = read_table(run.layout, "metrics")
+    create_markdown_artifact(markdown=markdown, key="evaluation-report",
+                             description="DSAN evaluation (pseudonymous ids only)")
+    create_table_artifact(table=metrics.to_dict("records"), key="evaluation-metrics",
+                          description="metrics with patient-bootstrap intervals")
+    lines = tuple(_table_ii_lines(metrics))
+    return EvaluationOutcome(stage, stage.outputs["report"]["path"],
+                             stage.outputs["html"]["path"], lines)
+
+
+def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainConfig,
+              device: str, source: ReportProvenance, logger: Any) -> Manifest:
+    layout = run.layout
+    predictions, groups, splits = (read_table(layout, n)
+                                   for n in ("predictions", "groups", "splits"))
+    metrics = metrics_table(predictions, groups, splits, config)
+    comparisons = comparisons_table(metrics, predictions, groups)
+    reliability = reliability_tables(predictions, groups, config.ece_bins)
+    preprocessed = read_table(layout, "preprocessed")
+    cases = test_covid_cases(run, preprocessed, groups, splits)
+    chosen = select_figure_scans(groups, [c.scan_id for c in cases], config.figures_per_bin)
+    scores, maps = map_scores(run, read_table(layout, "training_runs"), cases, train, device,
+                              set(chosen))
+    faithfulness = faithfulness_table(scores, groups)
+    tables = {"metrics": metrics, "comparisons": comparisons, "reliability": reliability,
+              "faithfulness": scores.reindex(columns=FAITHFULNESS.names)}
+    outputs = {}
+    for name, frame in tables.items():
+        write_table(layout, name, frame)
+        outputs[name] = artifact(layout, layout.table(name), run.memo)
+    search = ensemble_search(run)
+    figures = _figures(predictions, groups, reliability, attention_panel(
+        run, chosen, maps, preprocessed, groups), search)
+    for figure in figures:
+        for path in (layout.figure(REPORT, f"{figure.name}.png"),
+                     layout.report(REPORT, f"figures/{figure.name}.png")):
+            write_bytes(path, figure.png)
+        outputs[f"figure:{figure.name}"] = artifact(
+            layout, layout.figure(REPORT, f"{figure.name}.png"), run.memo)
+    report = ReportInputs(metrics, comparisons, source, reliability, faithfulness, search,
+                          figures)
+    for name, text in (("report", render_markdown(report)), ("html", render_html(report))):
+        path = layout.report(REPORT, "report.md" if name == "report" else "report.html")
+        write_text(path, text)
+        outputs[name] = artifact(layout, path, run.memo)
+    logger.info("evaluation: %d metric rows, %d comparisons, %d maps", len(metrics),
+                len(comparisons), len(scores))
+    return Manifest(STAGE, key, outputs, {})
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.DataFrame,
+             panel: Any, search: Any) -> list[ReportFigure]:
+    from dsan_core.plots.evaluation import ensemble_surface_figure
+
+    figures = [ReportFigure("roc", "ROC curves per fold model, TV (out-of-fold) and test "
+                                   "(the paper's Fig. 4)", _png(roc_figure(predictions, groups))),
+               ReportFigure("reliability", "Reliability diagrams on test (per fold model) "
+                                           "and TV", _png(reliability_figure(reliability)))]
+    if panel is not None:
+        figures.append(ReportFigure("attention", "COVID test scans per analysis bin: CT, "
+                                                 "masks, Grad-CAM and attention (Fig. 5)",
+                                    _png(panel)))
+    if search is not None:
+        figures.append(ReportFigure("ensemble", "Ensemble weight search on TV",
+                                    _png(ensemble_surface_figure(search))))
+    return figures
+
+
+def _table_ii_lines(metrics: pd.DataFrame) -> list[str]:
+    """Table II as aligned text: what `dsan run` and `make demo` end with."""
+    table = table_ii(metrics)
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in table.rows))
+              for i, c in enumerate(table.header)]
+    line = "  ".join(str(c).ljust(w) for c, w in zip(table.header, widths, strict=True))
+    rows = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True))
+            for r in table.rows]
+    return [table.title, line, *rows]
