@@ -284,6 +284,13 @@ class TrainConfig(_Section):
     #: Draws per epoch of the size-balanced (SS) branch; None: the number of training
     #: scans, so an SS epoch has as many steps as a US one.
     balanced_samples_per_epoch: int | None = Field(default=None, ge=1)
+    #: After every epoch, recompute BatchNorm's statistics over the training scans with
+    #: the epoch's weights ("precise BN"): with a few scans per batch the running
+    #: averages make eval-mode outputs unstable (dsan_core.classifier.training).
+    precise_batch_norm: bool = False
+    #: Mirror each training scan left-right with probability 1/2 (with its infection
+    #: mask). Not in the paper; it halves the over-fitting of a small cohort.
+    augment: bool = False
     #: bf16 autocast on CUDA (no gradient scaling needed); ignored on CPU.
     mixed_precision: bool = True
     seed: int = 0

@@ -65,6 +65,12 @@ def _check(df: pd.DataFrame) -> None:
         )
 
 
+def ensemble_bands(ratio: np.ndarray, config: GroupsConfig) -> np.ndarray:
+    """The ensemble band of every infection ratio (labels are not needed)."""
+    extreme = (ratio < config.band_low) | (ratio > config.band_high)
+    return np.where(extreme, BAND_EXTREME, BAND_MIDDLE)
+
+
 def assign_groups(df: pd.DataFrame, config: GroupsConfig) -> pd.DataFrame:
     """A copy of `df` (scan_id, label, infection_ratio, ...) with sampling_group,
     analysis_bin and ensemble_band added as categorical columns."""
@@ -79,8 +85,7 @@ def assign_groups(df: pd.DataFrame, config: GroupsConfig) -> pd.DataFrame:
     )
     low, high = config.bin_edges
     analysis = np.where(ratio < low, BIN_LOW, np.where(ratio <= high, BIN_MID, BIN_HIGH))
-    extreme = (ratio < config.band_low) | (ratio > config.band_high)
-    band = np.where(extreme, BAND_EXTREME, BAND_MIDDLE)
+    band = ensemble_bands(ratio, config)
     out["sampling_group"] = pd.Categorical(group, categories=list(SAMPLING_GROUPS))
     out["analysis_bin"] = pd.Categorical(analysis, categories=list(ANALYSIS_BINS), ordered=True)
     out["ensemble_band"] = pd.Categorical(band, categories=list(ENSEMBLE_BANDS))

@@ -32,3 +32,25 @@ class ExportLocation(BaseModel):
         return f"ExportLocation({REDACTED})"
 
     __str__ = __repr__
+
+
+class PredictRequest(BaseModel):
+    """New studies to predict (a DICOM folder), optional masks made elsewhere
+    (`<SeriesInstanceUID>_{lung,infection}.nii.gz`) and the output folder; redacted like
+    `ExportLocation` when serialised."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dicom_root: Path
+    out: Path
+    masks: Path | None = None
+
+    @model_serializer
+    def _redacted(self) -> dict[str, str | None]:
+        return {"dicom_root": REDACTED, "out": REDACTED,
+                "masks": None if self.masks is None else REDACTED}
+
+    def __repr__(self) -> str:
+        return f"PredictRequest({REDACTED})"
+
+    __str__ = __repr__

@@ -258,6 +258,25 @@ FAITHFULNESS = pa.schema(
     ]
 )
 
+PREDICTIONS_NEW = pa.schema(
+    [
+        ("scan_id", _str),  # the chosen series' pseudonym (as ingestion would name it)
+        ("study_id", _str),
+        ("status", _str),  # predicted | refused
+        ("reason", _str),  # why a study was refused ("" when predicted)
+        ("probability", pa.float64()),  # P(COVID), dual-sampling ensemble
+        ("decision", _str),  # COVID (probability >= threshold) | CAP
+        ("infection_ratio", pa.float64()),
+        ("ensemble_band", _str),
+        ("p_att_us", pa.float64()),  # mean over the att_us fold models
+        ("p_att_ss", pa.float64()),
+        ("model_id", _str),  # the trained ensemble the prediction came from
+        ("attention_file", _str),  # relative to the output folder
+        ("overlay_file", _str),
+        ("predicted_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
 LINEAGE = pa.schema(
     [
         ("run_id", _str),
@@ -291,5 +310,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     "comparisons": COMPARISONS,
     "reliability": RELIABILITY,
     "faithfulness": FAITHFULNESS,
+    "predictions_new": PREDICTIONS_NEW,
     "lineage": LINEAGE,
 }

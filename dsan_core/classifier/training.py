@@ -161,6 +161,8 @@ def train_step(
     x = to_network_input(batch["image"], device, channels_last=config.channels_last_3d)
     labels = batch["label"].to(device, non_blocking=True)
     infection = batch["infection"].to(device, non_blocking=True) != 0 if attention else None
+    if config.augment:
+        x, infection = mirror_left_right(x, infection)
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device, config.mixed_precision):
         out = model(x)
@@ -170,6 +172,23 @@ def train_step(
     loss.backward()
     optimizer.step()
     return torch.stack([loss, loss_c, loss_ex]).detach()
+
+
+def mirror_left_right(x: torch.Tensor, infection: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each scan of a (B, 1, z, y, x) batch mirrored along x (left-right) with
+    probability 1/2, its infection mask with it. Drawn from torch's global generator,
+    which the loop reseeds every epoch, so a resumed run draws the same flips."""
+    flip = torch.rand(x.shape[0]) < 0.5
+    if not bool(flip.any()):
+        return x, infection
+    index = flip.nonzero().flatten().to(x.device)
+    x = x.clone()
+    x[index] = x[index].flip(-1)
+    if infection is not None:
+        infection = infection.clone()
+        infection[index] = infection[index].flip(-1)
+    return x, infection
 
 
 def _train_epoch(
@@ -188,6 +207,32 @@ def _train_epoch(
         n_seen += n
     loss, loss_c, loss_ex = (sums / max(n_seen, 1)).tolist()
     return loss, loss_c, loss_ex
+
+
+def recalibrate_batch_norm(model: DSANet, loader: DataLoader[dict[str, Any]], *,
+                           device: torch.device, mixed_precision: bool) -> None:
+    """Replace BatchNorm's running statistics by the training set's, computed with the
+    epoch's final weights ("precise BN", Wu & Johnson 2021).
+
+    With a few scans per batch the running averages follow noisy batch statistics of
+    weights that kept changing, so eval-mode outputs drift far from training-mode ones
+    (validation losses jumping 10x between epochs on the demo). One forward pass over
+    the training scans, in train mode and without gradients, averages every batch's
+    statistics with equal weight (momentum None).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad(), autocast_for(device, mixed_precision):
+        for batch in loader:
+            model(to_network_input(batch["image"], device))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
 
 
 def _make_sampler(
@@ -313,6 +358,10 @@ def train_classifier(
         val_loader = make_loader(val, batch_size=config.val_batch_size, sampler=None,
                                  with_infection=False, num_workers=config.num_workers,
                                  device=device)
+    # The training scans once each, in order, for BatchNorm's statistics.
+    stats_loader = make_loader(train, batch_size=config.batch_size, sampler=None,
+                               with_infection=False, num_workers=config.num_workers,
+                               device=device)
     val_labels = np.array([case.label for case in val], dtype=np.float64)
     checkpoint: dict[str, Any] = dict(resume) if resume is not None else {}
     for epoch in range(start_epoch, config.epochs):
@@ -324,6 +373,9 @@ def train_classifier(
             group["lr"] = lr
         loss, loss_c, loss_ex = _train_epoch(model, optimizer, loader, config,
                                              attention=attention, device=device)
+        if config.precise_batch_norm:
+            recalibrate_batch_norm(model, stats_loader, device=device,
+                                   mixed_precision=config.mixed_precision)
         if not math.isfinite(loss):
             raise ModelError(f"fold {fold}: branch {branch} diverged: training loss {loss} "
                              f"in epoch {epoch + 1}")

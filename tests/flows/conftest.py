@@ -36,3 +36,24 @@ def ingested_copy(ingested_root: Path, tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(ingested_root, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def pipeline_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_config,  # type: ignore[no-untyped-def]
+                  prefect_harness: None) -> Path:
+    """The whole pipeline (DICOM to report) on the test cohort, once per session."""
+    from flows.pipeline import pipeline_flow
+    from storage.inputs import ExportLocation
+
+    root = tmp_path_factory.mktemp("pipeline")
+    export = ExportLocation(dicom_root=cohort / "dicom", labels=cohort / "labels.csv",
+                            masks=cohort / "masks")
+    pipeline_flow(export, test_config, root)
+    return root
+
+
+@pytest.fixture
+def pipeline_copy(pipeline_root: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(pipeline_root, target)
+    return target
