@@ -298,3 +298,53 @@ def test_cuda_bf16_training_step_and_checkpoint_round_trip(cases: Any) -> None:
                                branch="att_ss", seed=3, device=cuda, resume=restored,
                                on_epoch_end=lambda c, r: None, log=lambda _: None, fold=0)
     assert [r.epoch for r in resumed.history] == [1, 2]
+
+
+def test_mirroring_flips_whole_scans_with_their_masks() -> None:
+    from dsan_core.classifier.training import mirror_left_right
+
+    x = torch.arange(2 * 1 * 2 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 2, 3)
+    mask = x > 5
+    torch.manual_seed(0)
+    expected = torch.rand(2) < 0.5
+    torch.manual_seed(0)
+    flipped, flipped_mask = mirror_left_right(x, mask)
+    assert flipped_mask is not None
+    for i in range(2):
+        want = x[i].flip(-1) if expected[i] else x[i]
+        assert torch.equal(flipped[i], want)
+        assert torch.equal(flipped_mask[i], (want > 5))
+
+
+def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> None:
+    from dsan_core.classifier.checkpoints import build_classifier
+    from dsan_core.classifier.data import make_loader
+    from dsan_core.classifier.training import recalibrate_batch_norm
+
+    train, _ = cases
+    torch.manual_seed(0)
+    model = build_classifier(CONFIG)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    seen: list[torch.Tensor] = []
+    hook = first.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
+    loader = make_loader(train, batch_size=2, sampler=None, with_infection=False, num_workers=0,
+                         device=CPU)
+    first.running_mean.fill_(123.0)  # statistics of weights long gone
+    recalibrate_batch_norm(model, loader, device=CPU, mixed_precision=False)
+    hook.remove()
+    batch_means = torch.stack([batch.mean(dim=(0, 2, 3, 4)) for batch in seen])
+    assert torch.allclose(first.running_mean, batch_means.mean(dim=0), atol=1e-5)
+    assert first.momentum == 0.1  # restored for training
+
+
+@pytest.mark.parametrize("option", ["precise_batch_norm", "augment"])
+def test_training_options_keep_resume_identical(cases: Any, option: str) -> None:
+    train, val = cases
+    config = CONFIG.model_copy(update={option: True})
+    full, saved, _ = _train(train, val, config=config)
+    killed: list[dict[str, Any]] = []
+    with pytest.raises(Killed):
+        _train(train, val, config=config, kill_after=1, saved=killed)
+    resumed, again, _ = _train(train, val, config=config, resume=killed[0])
+    assert _same_state(saved[-1]["model"], again[-1]["model"])
+    assert _same_state(full.model.state_dict(), resumed.model.state_dict())
