@@ -17,7 +17,9 @@ from flows.segmentation import SegmentationResult, segmentation_flow
 from flows.splits import audit_splits_flow, split_flow
 from flows.training import TrainingResult, training_flow
 from storage.inputs import ExportLocation
+from storage.layout import DataLayout
 from storage.lineage import new_run_id
+from storage.lock import data_root_lock
 from tasks.ensemble import EnsembleOutcome
 from tasks.evaluation import EvaluationOutcome
 from tasks.ingest import IngestOutcome
@@ -51,7 +53,13 @@ class PipelineResult:
 @flow(name="pipeline", validate_parameters=False)
 def pipeline_flow(export: ExportLocation, config: PipelineConfig,
                   data_root: Path) -> PipelineResult:
-    """Every stage on `export` (recorded by Prefect as "<redacted>", see storage.inputs)."""
+    """Every stage on `export` (recorded by Prefect as "<redacted>", see storage.inputs),
+    holding the data root's lock (a worker runs this flow without the CLI)."""
+    with data_root_lock(DataLayout(data_root), command="pipeline flow"):
+        return _pipeline(export, config, data_root)
+
+
+def _pipeline(export: ExportLocation, config: PipelineConfig, data_root: Path) -> PipelineResult:
     run_id = new_run_id()
 
     def named(flow_fn: Any, stage: str) -> Any:

@@ -66,11 +66,15 @@ def write_json(destination: Path, payload: Any) -> None:
 
 
 def clean_temp_files(folder: Path) -> int:
-    """Remove temp files a killed run left under `folder`; returns how many."""
+    """Remove temp files a killed run left under `folder`; returns how many. Call it only
+    while holding the data root's lock (storage.lock): a running writer's temp files
+    look the same."""
     removed = 0
     if not folder.exists():
         return 0
     for path in folder.rglob(f"{TEMP_PREFIX}*"):
+        if "prefect" in path.relative_to(folder).parts[:1]:
+            continue  # Prefect's own files are Prefect's business
         with contextlib.suppress(OSError):
             path.unlink()
             removed += 1

@@ -15,6 +15,7 @@
     <root>/splits/versions/<split_version>.parquet    every split version ever written
     <root>/cache/<stage>/<key>.json                   stage manifests (the stage cache)
     <root>/cache/file_hashes.parquet                  the file-hash memo
+    <root>/cache/dsan.lock                            one writer at a time (storage.lock)
     <root>/cache/{dask-scratch,matplotlib}/           Dask spill and matplotlib's font cache
     <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>-<nonce>.parquet
                                                       lineage rows (append-only parts)
@@ -113,6 +114,10 @@ class DataLayout:
     @property
     def file_hash_memo(self) -> Path:
         return self.root / "cache" / "file_hashes.parquet"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "cache" / "dsan.lock"
 
     @property
     def dask_scratch(self) -> Path:

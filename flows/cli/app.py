@@ -8,6 +8,7 @@ Prefect settings for the data root (Prefect reads them at import time)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,13 +89,20 @@ def print_lines(lines: list[str]) -> None:
 
 def stage_setup(profile: str, data_root: Path | None,
                 overrides: dict[str, Any] | None = None) -> tuple[Path, Any]:
-    """The data root (checked, with the embedded Prefect environment set for it) and the
-    config; progress lines on the terminal."""
+    """The data root (checked, locked for this process, leftovers of killed runs removed,
+    with the embedded Prefect environment set for it) and the config; progress lines on
+    the terminal. The lock comes first: a second run must not even start Prefect on the
+    data root's database."""
     from flows.console import configure_console
+    from storage.atomic import clean_temp_files
+    from storage.layout import DataLayout
+    from storage.lock import acquire
 
     root = resolve_data_root(data_root)
     config = call(load_config, profile, overrides)
     call(check_data_root, root)
+    call(acquire, DataLayout(root), command=" ".join(sys.argv[:2]) or "dsan")
+    clean_temp_files(root)
     prefect_environment(root)
     configure_console()
     return root, config
