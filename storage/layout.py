@@ -16,6 +16,7 @@
     <root>/cache/<stage>/<key>.json                   stage manifests (the stage cache)
     <root>/cache/file_hashes.parquet                  the file-hash memo
     <root>/cache/dsan.lock                            one writer at a time (storage.lock)
+    <root>/cache/runs/<run_id>.json                   a run's options (storage.run_options)
     <root>/cache/{dask-scratch,matplotlib}/           Dask spill and matplotlib's font cache
     <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>-<nonce>.parquet
                                                       lineage rows (append-only parts)
@@ -114,6 +115,9 @@ class DataLayout:
     @property
     def file_hash_memo(self) -> Path:
         return self.root / "cache" / "file_hashes.parquet"
+
+    def run_options(self, run_id: str) -> Path:
+        return self.root / "cache" / "runs" / f"{run_id}.json"
 
     @property
     def lock_file(self) -> Path:

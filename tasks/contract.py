@@ -22,6 +22,7 @@ from dsan_core.errors import DsanError, StageError
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
+from storage.run_options import read_run_options
 from storage.stage_cache import Manifest, StageCache, stage_key
 from storage.tables import table_exists
 from tasks.dask_map import WorkerError, map_on_dask
@@ -38,12 +39,20 @@ class StageRun:
     cache: StageCache
     run_id: str
     started: datetime = field(default_factory=utcnow)
+    #: Internal stage names this run recomputes even when cached (`dsan run --refresh`).
+    refresh: frozenset[str] = frozenset()
 
     @classmethod
     def open(cls, data_root: Path | str, run_id: str | None = None) -> StageRun:
         layout = DataLayout(Path(data_root))
         memo = FileHashMemo(layout.file_hash_memo)
-        return cls(layout, memo, StageCache(layout, memo), run_id or new_run_id())
+        run_id = run_id or new_run_id()
+        return cls(layout, memo, StageCache(layout, memo), run_id,
+                   refresh=frozenset(read_run_options(layout, run_id).get("refresh", [])))
+
+    def lookup(self, stage: str, key: str) -> Manifest | None:
+        """The verified cached manifest, unless this run refreshes `stage`."""
+        return None if stage in self.refresh else self.cache.lookup(stage, key)
 
     def close(self) -> None:
         self.memo.save()
@@ -80,7 +89,7 @@ def cached_stage(
     `record=False` skips the lineage row (for per-item caches inside one stage).
     """
     key = stage_key(stage, version, config_hash, inputs)
-    manifest = run.cache.lookup(stage, key)
+    manifest = run.lookup(stage, key)
     hit = manifest is not None
     if manifest is None:
         manifest = compute(key)
@@ -169,7 +178,7 @@ def cached_map(
     found: dict[str, Manifest] = {}
     todo = []
     for item in items:
-        hit = run.cache.lookup(stage, keys[item.name])
+        hit = run.lookup(stage, keys[item.name])
         if hit is None:
             todo.append(item)
         else:

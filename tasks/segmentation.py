@@ -182,7 +182,9 @@ def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: lis
     """Train (resuming from `last.pt` when a killed run left one); write `best.pt`."""
     last = run.layout.checkpoint("vbnet", version, "last")
     history_path = run.layout.training_history("vbnet", version)
-    resume = load_checkpoint(last) if last.exists() else None
+    # A refreshed training starts over; otherwise a killed one resumes.
+    resume = (load_checkpoint(last) if last.exists() and TRAIN_STAGE not in run.refresh
+              else None)
     history = json.loads(history_path.read_text()) if resume and history_path.exists() else []
     progress = StageProgress(f"training VB-Net ({len(train)} scans, {len(val)} val)",
                              config.vbnet.epochs, unit="epochs", artifact_key="vbnet-training")

@@ -37,7 +37,8 @@ FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
 #: 2: the report names the VB-Net infection threshold. 3: medians kept in the manifest.
 #: 4: the hold-out is chosen per patient (a patient's repeat scans were on both sides).
-VERSION = "4"
+#: 5: every method is evaluated on the held-out patients (not all scans).
+VERSION = "5"
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,9 @@ def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: An
     """Train from scratch or from `last.pt`; write best.pt, history.json, val.parquet."""
     last = run.layout.checkpoint(MODEL, key, "last")
     history_path = run.layout.training_history(MODEL, key)
-    resume = load_checkpoint(last) if last.exists() else None
+    # A refreshed training starts over; otherwise a killed one resumes.
+    resume = (load_checkpoint(last) if last.exists() and TRAIN_STAGE not in run.refresh
+              else None)
     started = time.perf_counter()
     progress = StageProgress(f"training fold {fold} {branch} ({len(train)} scans)",
                              config.epochs, unit="epochs",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
+
+import typer
 
 from flows.cli.app import (
     DataRootOpt,
@@ -24,10 +27,16 @@ def run(
     dicom_root: DicomRootOpt,
     labels: LabelsOpt,
     masks: MasksOpt = None,
+    refresh: Annotated[list[str] | None, typer.Option(
+        "--refresh", help="recompute this stage even when cached (repeatable): ingest, "
+                          "train-seg, segment, split, preprocess, train, ensemble, evaluate; "
+                          "what depends on it recomputes where its outputs changed")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="stop after this stage")] = None,
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,
 ) -> None:
-    """Run the whole pipeline (every stage) with caching."""
+    """Run the whole pipeline (every stage) with caching: only what changed recomputes."""
     started = time.perf_counter()
     root, config = stage_setup(profile, data_root)
     from flows.pipeline import pipeline_flow
@@ -36,8 +45,8 @@ def run(
 
     export = ExportLocation(dicom_root=dicom_root.absolute(), labels=labels.absolute(),
                             masks=masks.absolute() if masks else None)
-    result = run_flow(pipeline_flow, export, config, root,
-                      name=run_name("pipeline", config.profile))
+    result = run_flow(pipeline_flow, export, config, root, refresh=tuple(refresh or ()),
+                      until=until, name=run_name("pipeline", config.profile))
     print_lines(result.summary())
     print_stage_times(root, result.run_id, time.perf_counter() - started)
     console.print(f"outputs under {root}")
