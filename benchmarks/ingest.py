@@ -61,10 +61,12 @@ def main() -> None:
 
     from dsan_core.config import DaskConfig
     from flows.runtime import dask_scheduler
+    from tasks.contract import resolve_address
     from tasks.dask_map import map_on_dask
 
     dask_config = DaskConfig(n_workers=2, threads_per_worker=1, processes=True)
-    with dask_scheduler(dask_config) as address:
+    with dask_scheduler(dask_config) as lazy:
+        address = resolve_address(lazy)
         map_on_dask(address, index_chunk, chunks[:2], description="warm-up")
         started = time.perf_counter()
         map_on_dask(address, index_chunk, chunks, description="indexing")

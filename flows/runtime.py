@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dsan_core.config import DaskConfig
@@ -84,18 +84,47 @@ def quiet_flow_settings() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def dask_scheduler(config: DaskConfig, scratch: Path | None = None) -> Iterator[str]:
-    """Yield the address of a Dask scheduler: the configured one, or a local cluster.
+class _LazyCluster:
+    """A local Dask cluster started on the first call (which returns its address)."""
 
-    Flows decide placement and pass only this address to tasks; tasks connect a
-    client and submit plain functions (no Prefect inside Dask workers, so no
-    temporary Prefect server per worker process). `scratch` is the workers' spill
-    folder (under the data root, so nothing is written elsewhere).
+    def __init__(self, config: DaskConfig, scratch: Path | None) -> None:
+        self._config, self._scratch = config, scratch
+        self._stack = contextlib.ExitStack()
+        self._address: str | None = None
+
+    def __call__(self) -> str:
+        if self._address is None:
+            self._address = self._stack.enter_context(_local_cluster(self._config,
+                                                                     self._scratch))
+        return self._address
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@contextlib.contextmanager
+def dask_scheduler(config: DaskConfig, scratch: Path | None = None
+                   ) -> Iterator[str | Callable[[], str]]:
+    """Yield where Dask work goes: the configured scheduler's address, or a callable that
+    starts a local cluster on first use (a stage that finds everything cached starts none).
+
+    Flows decide placement and pass only this to tasks; tasks connect a client and
+    submit plain functions (no Prefect inside Dask workers, so no temporary Prefect
+    server per worker process). `scratch` is the workers' spill folder (under the data
+    root, so nothing is written elsewhere).
     """
     if config.address:
         yield config.address
         return
+    lazy = _LazyCluster(config, scratch)
+    try:
+        yield lazy
+    finally:
+        lazy.close()
+
+
+@contextlib.contextmanager
+def _local_cluster(config: DaskConfig, scratch: Path | None) -> Iterator[str]:
     import logging
 
     from distributed import LocalCluster
@@ -114,7 +143,6 @@ def dask_scheduler(config: DaskConfig, scratch: Path | None = None) -> Iterator[
         **network,
     ) as cluster:
         yield cluster.scheduler_address
-
 
 def run_name(stage: str, profile: str) -> str:
     """A flow run's name in the UI and the logs: stage, profile, local date and time."""

@@ -116,6 +116,15 @@ def cached_stage(
     return replace(manifest, data={**manifest.data, "cache_hit": hit})
 
 
+#: Where Dask work goes: a scheduler address, or a callable that gives one (and starts a
+#: local cluster on its first call), so a stage with nothing to compute starts none.
+DaskAddress = str | Callable[[], str]
+
+
+def resolve_address(address: DaskAddress) -> str:
+    return address if isinstance(address, str) else address()
+
+
 @dataclass(frozen=True)
 class MapItem:
     """One item of a per-item stage. `name` (a pseudonymous id, unique in the stage)
@@ -160,7 +169,7 @@ def cached_map(
     config_hash: str,
     compute: Callable[..., Any],
     finish: Callable[[MapItem, str, Any], Manifest] | None = None,
-    address: str | None = None,
+    address: DaskAddress | None = None,
     description: str = "",
     unit: str = "",
     artifact_key: str | None = None,
@@ -202,8 +211,8 @@ def cached_map(
         run.cache.store(manifest)
         found[item.name] = manifest
 
-    if address is not None:
-        map_on_dask(address, compute, [item.args for item in todo],
+    if address is not None and todo:
+        map_on_dask(resolve_address(address), compute, [item.args for item in todo],
                     description=description or stage, unit=unit, artifact_key=artifact_key,
                     on_result=accept)
     else:

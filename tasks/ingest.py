@@ -12,9 +12,8 @@ its series and a killed run resumes.
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,24 @@ from dsan_core.dicom import (
     require_scans,
     resolve_pseudonym_key,
 )
+from dsan_core.errors import InputError
 from dsan_core.segmentation.external import conform_mask
-from storage.hashing import combine_hashes, hash_frames, sha256_file, stat_key
+from storage.hashing import combine_hashes, sha256_bytes, stat_key
 from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
 from storage.tables import write_table
 from storage.volumes import read_image, write_image
-from tasks.contract import ItemFailed, MapItem, MapResult, StageRun, cached_map, cached_stage
+from tasks.contract import (
+    DaskAddress,
+    ItemFailed,
+    MapItem,
+    MapResult,
+    StageRun,
+    cached_map,
+    cached_stage,
+    resolve_address,
+)
 from tasks.dask_map import WorkerError, map_on_dask
 from tasks.workers import decode_and_write, index_chunk
 
@@ -54,7 +63,8 @@ SERIES_STAGE = "ingest-series"
 GROUND_TRUTH_STAGE = "ingest-ground-truth"
 #: Bump when the decoded volume or the tables would change for the same input.
 #: 2: ages in years with 2 decimals (036M was 0 years), age_years a float column.
-VERSION = "2"
+#: 3: keyed by the export's content fingerprint.
+VERSION = "3"
 #: The decoded volume of a series depends only on its files and its scan id.
 SERIES_VERSION = "1"
 #: 2: a ground-truth mask with values other than 0/1 is refused, not binarised.
@@ -102,28 +112,86 @@ class _Indexed:
 
 @task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)
 def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: Path,
-                      dask_address: str, run_id: str | None = None) -> IngestOutcome:
-    """Index, choose, validate, decode, pseudonymise; write the ingestion tables."""
+                      dask_address: DaskAddress, run_id: str | None = None) -> IngestOutcome:
+    """Index, choose, validate, decode, pseudonymise; write the ingestion tables.
+
+    The stage is keyed by the export's content (every file's hash by relative path, the
+    labels and the masks): an unchanged export is a cache hit found from the hash memo
+    alone, without reading a header or starting Dask.
+    """
     logger = get_run_logger()
     key = _pseudonym_key(config, logger)
     with StageRun.open(data_root, run_id) as run:
         files = list_export(export.dicom_root)
-        indexed = _index(run, files, config, dask_address)
-        plan = plan_ingestion(indexed.records, read_labels(export.labels), config, key)
-        series_hash = _series_hashes(indexed)
-        volumes = _decode(run, plan, series_hash, key, dask_address)
-        decoded = {uid: _decoded(m) for uid, m in volumes.manifests.items()}
-        truth, mask_failures = _ground_truth(run, export.masks, plan, decoded)
-        tables = ingestion_tables(
-            plan, indexed.records, n_files=len(files), file_failures=indexed.failures,
-            file_hash=indexed.file_hash, series_hash=series_hash, decoded=decoded,
-            decode_failures=volumes.failures, ground_truth=truth, mask_failures=mask_failures,
-            key=key)
-        stage = _write_tables(run, tables, volumes, truth, export.labels, config, key, logger)
-    summary = _summary(tables, volumes, plan)
+        indexed: list[_Indexed] = []
+
+        def index() -> _Indexed:
+            if not indexed:
+                indexed.append(_index(run, files, config, resolve_address(dask_address)))
+            return indexed[0]
+
+        fingerprint = _export_fingerprint(run, export, files)
+        if fingerprint is None:  # new or changed files: their hashes come from indexing
+            index()
+            fingerprint = _export_fingerprint(run, export, files)
+        stage = cached_stage(
+            run, stage=STAGE, version=VERSION,
+            config_hash=config.fingerprint() + key_fingerprint(key),
+            inputs={"export": str(fingerprint)}, logger=logger,
+            compute=lambda stage_key: _ingest(run, stage_key, export, files, index(), config,
+                                              key, dask_address))
+    summary = IngestSummary(**stage.data["summary"])
+    if stage.data["cache_hit"]:
+        summary = replace(summary, series_decoded=0,
+                          series_cached=summary.series_decoded + summary.series_cached)
     logger.info("ingestion: %s", summary.lines()[:2])
-    require_scans(tables)
+    if summary.scans == 0:
+        raise InputError(stage.data["no_scans"], reason="no_usable_series")
     return IngestOutcome(stage, summary)
+
+
+def _ingest(run: StageRun, stage_key: str, export: ExportLocation, files: list[Path],
+            indexed: _Indexed, config: IngestConfig, key: bytes,
+            dask_address: DaskAddress) -> Manifest:
+    """Choose, decode, import masks and write the four tables."""
+    plan = plan_ingestion(indexed.records, read_labels(export.labels), config, key)
+    series_hash = _series_hashes(indexed)
+    volumes = _decode(run, plan, series_hash, key, dask_address)
+    decoded = {uid: _decoded(m) for uid, m in volumes.manifests.items()}
+    truth, mask_failures = _ground_truth(run, export.masks, plan, decoded)
+    tables = ingestion_tables(
+        plan, indexed.records, n_files=len(files), file_failures=indexed.failures,
+        file_hash=indexed.file_hash, series_hash=series_hash, decoded=decoded,
+        decode_failures=volumes.failures, ground_truth=truth, mask_failures=mask_failures,
+        key=key)
+    outputs = {}
+    for name, frame in tables.frames().items():
+        write_table(run.layout, name, frame)
+        outputs[name] = artifact(run.layout, run.layout.table(name), run.memo)
+    try:
+        require_scans(tables)
+        no_scans = ""
+    except InputError as error:  # raised once the tables (the quarantine) are written
+        no_scans = str(error)
+    return Manifest(STAGE, stage_key, outputs, {
+        "summary": asdict(_summary(tables, volumes, plan)), "no_scans": no_scans})
+
+
+def _export_fingerprint(run: StageRun, export: ExportLocation, files: list[Path]) -> str | None:
+    """One hash of the export's content: each DICOM file's content hash with its path
+    relative to the DICOM root, the labels file and the masks; from the hash memo only
+    (by path, size and mtime, like make). None when a DICOM file is not known yet."""
+    entries = []
+    for path in files:
+        known = run.memo.lookup(stat_key(path))
+        if known is None:
+            return None
+        entries.append(f"{path.relative_to(export.dicom_root).as_posix()}\0{known}")
+    entries.append(f"labels\0{run.memo.hash_file(export.labels)}")
+    if export.masks is not None and export.masks.is_dir():
+        entries += [f"masks/{p.name}\0{run.memo.hash_file(p)}"
+                    for p in sorted(export.masks.iterdir()) if p.is_file()]
+    return sha256_bytes("\n".join(entries).encode())
 
 
 def _pseudonym_key(config: IngestConfig, logger: Any) -> bytes:
@@ -171,7 +239,7 @@ def _series_hashes(indexed: _Indexed) -> dict[str, str]:
 
 
 def _decode(run: StageRun, plan: IngestPlan, series_hash: dict[str, str], key: bytes,
-            address: str) -> MapResult:
+            address: DaskAddress) -> MapResult:
     """Decode the chosen series (cache misses on Dask); manifests by raw series UID."""
     layout = run.layout
     items = [MapItem(job.series_uid, {"source": series_hash[job.series_uid],
@@ -244,26 +312,6 @@ def _copy_masks(layout: DataLayout, hash_file: Any, scan: DecodedSeries,
         write_image(mask, destination)
         outputs[kind] = {"path": layout.relative(destination), "sha256": hash_file(destination)}
     return Manifest(GROUND_TRUTH_STAGE, "", outputs, {"scan_id": scan.scan_id})
-
-
-def _write_tables(run: StageRun, tables: IngestTables, volumes: MapResult,
-                  truth: dict[str, dict[str, str]], labels_path: Path, config: IngestConfig,
-                  key: bytes, logger: logging.Logger | logging.LoggerAdapter[Any]) -> Manifest:
-    frames = tables.frames()
-    inputs = {"series": combine_hashes(m.key for m in volumes.manifests.values()),
-              "ground_truth": combine_hashes(sorted(map(str, truth.values()))),
-              "labels": sha256_file(labels_path), "tables": hash_frames(frames)}
-
-    def write(stage_key: str) -> Manifest:
-        outputs = {}
-        for name, frame in frames.items():
-            write_table(run.layout, name, frame)
-            outputs[name] = artifact(run.layout, run.layout.table(name), run.memo)
-        return Manifest(STAGE, stage_key, outputs, {})
-
-    return cached_stage(run, stage=STAGE, version=VERSION,
-                        config_hash=config.fingerprint() + key_fingerprint(key),
-                        inputs=inputs, compute=write, logger=logger)
 
 
 def _summary(tables: IngestTables, volumes: MapResult, plan: IngestPlan) -> IngestSummary:

@@ -28,7 +28,7 @@ from storage.hashing import hash_json, stat_key
 from storage.schemas import PREPROCESSED
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from tasks.contract import MapItem, StageRun, cached_map, cached_stage
+from tasks.contract import DaskAddress, MapItem, StageRun, cached_map, cached_stage
 from tasks.workers import PREPROCESS_OUTPUTS as OUTPUTS
 from tasks.workers import preprocess_and_write
 
@@ -66,7 +66,7 @@ class PreprocessOutcome:
 
 
 @task(name="preprocess_task", cache_policy=NO_CACHE, persist_result=False)
-def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: str,
+def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: DaskAddress,
                     run_id: str | None = None) -> PreprocessOutcome:
     """Pre-process every scan with masks (cache misses on Dask); write `preprocessed`."""
     logger = get_run_logger()
