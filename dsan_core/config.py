@@ -356,6 +356,30 @@ class EvaluationConfig(_Section):
     figures_per_bin: int = Field(default=2, ge=0)
 
 
+class GateConfig(_Section):
+    """Champion / challenger: a new ensemble is promoted only when it is not worse than
+    the promoted one, on the promoted one's test scans, beyond `margin` in AUC,
+    sensitivity or specificity (dsan_core.evaluation.champion)."""
+
+    margin: float = Field(default=0.02, ge=0, le=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    bootstrap_samples: int = Field(default=1000, ge=1)
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 2020
+
+
+class RetrainConfig(_Section):
+    """Scheduled retraining (deployment `dsan-retrain`): when, and where new studies
+    arrive. Paths stay out of Prefect's database (see storage.inputs)."""
+
+    #: Cron schedule of the retraining deployment (weekly, Sunday 03:00, by default).
+    cron: str = "0 3 * * 0"
+    #: The drop folder of new studies, their labels, and (optionally) masks.
+    drop_dicom_root: Path | None = None
+    drop_labels: Path | None = None
+    drop_masks: Path | None = None
+
+
 class DaskConfig(_Section):
     #: None: start a local cluster. Otherwise the address of an existing scheduler.
     address: str | None = None
@@ -386,6 +410,8 @@ class PipelineConfig(_Section):
     train: TrainConfig = TrainConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig = GateConfig()
+    retrain: RetrainConfig = RetrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     def fingerprints(self) -> dict[str, str]:

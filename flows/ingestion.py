@@ -20,7 +20,9 @@ def ingestion_flow(
     runtime: RuntimeConfig,
     data_root: Path,
     run_id: str | None = None,
+    accumulate: bool = False,
 ) -> IngestOutcome:
-    """`export` reaches Prefect's database as "<redacted>" (see storage.inputs)."""
+    """`export` reaches Prefect's database as "<redacted>" (see storage.inputs);
+    `accumulate` adds it to the scans already ingested (retraining)."""
     with dask_scheduler(runtime.dask, DataLayout(data_root).dask_scratch) as address:
-        return ingest_dicom_task(export, config, data_root, address, run_id)
+        return ingest_dicom_task(export, config, data_root, address, run_id, accumulate)

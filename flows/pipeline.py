@@ -35,6 +35,7 @@ from storage.run_options import write_run_options
 from tasks.ensemble import EnsembleOutcome
 from tasks.evaluation import EvaluationOutcome
 from tasks.ingest import IngestOutcome
+from tasks.models import ModelOutcome, register_model_task
 from tasks.preprocess import PreprocessOutcome
 from tasks.splits import AuditOutcome, SplitOutcome
 
@@ -66,13 +67,14 @@ class PipelineResult:
     training: TrainingResult | None = None
     ensemble: EnsembleOutcome | None = None
     evaluation: EvaluationOutcome | None = None
+    model: ModelOutcome | None = None
 
     def summary(self) -> list[str]:
         sections = [("ingest", self.ingest.summary.lines())]
         for name, outcome in (("segment", self.segmentation), ("split", self.splits),
                               ("split", self.audit), ("preprocess", self.preprocess),
                               ("train", self.training), ("ensemble", self.ensemble),
-                              ("evaluate", self.evaluation)):
+                              ("evaluate", self.evaluation), ("model", self.model)):
             if outcome is not None:
                 sections.append((name, outcome.summary()))
         return [f"[{name}] {line}" for name, lines in sections for line in lines]
@@ -88,12 +90,14 @@ def refreshed_stages(names: tuple[str, ...]) -> list[str]:
 
 @flow(name="pipeline", validate_parameters=False)
 def pipeline_flow(export: ExportLocation, config: PipelineConfig, data_root: Path, *,
-                  refresh: tuple[str, ...] = (), until: str | None = None) -> PipelineResult:
+                  refresh: tuple[str, ...] = (), until: str | None = None,
+                  accumulate: bool = False) -> PipelineResult:
     """Every stage on `export` (recorded by Prefect as "<redacted>", see storage.inputs),
     holding the data root's lock (a worker runs this flow without the CLI).
 
     `refresh`: stages recomputed even when cached (what depends on them recomputes only
-    where their outputs changed); `until`: the last stage to run.
+    where their outputs changed); `until`: the last stage to run; `accumulate`: add the
+    export to the scans already ingested (a retraining's new drop).
     """
     if until is not None and until not in STAGES:
         raise StageError(f"expected --until among {list(STAGES)}, found {until!r}")
@@ -101,11 +105,20 @@ def pipeline_flow(export: ExportLocation, config: PipelineConfig, data_root: Pat
     with data_root_lock(layout, command="pipeline flow"):
         run_id = new_run_id()
         write_run_options(layout, run_id, {"refresh": refreshed_stages(refresh)})
-        return _pipeline(export, config, data_root, run_id, until)
+        return _pipeline(export, config, data_root, run_id, until, accumulate)
+
+
+@flow(name="retrain", validate_parameters=False)
+def retrain_flow(drop: ExportLocation, config: PipelineConfig, data_root: Path
+                 ) -> PipelineResult:
+    """A new drop of studies into the same data root, then everything that changed:
+    known patients keep their set and fold, the folds and branches whose data changed
+    retrain, and the new ensemble meets the champion / challenger gate."""
+    return pipeline_flow(drop, config, data_root, accumulate=True)
 
 
 def _pipeline(export: ExportLocation, config: PipelineConfig, data_root: Path, run_id: str,
-              until: str | None) -> PipelineResult:
+              until: str | None, accumulate: bool) -> PipelineResult:
     def named(flow_fn: Any, stage: str) -> Any:
         return flow_fn.with_options(flow_run_name=run_name(stage, config.profile))
 
@@ -115,7 +128,7 @@ def _pipeline(export: ExportLocation, config: PipelineConfig, data_root: Path, r
         return last is not None and order.index(stage) > order.index(last)
 
     steps: dict[str, Any] = {"ingest": named(ingestion_flow, "ingest")(
-        export, config.ingest, config.runtime, data_root, run_id)}
+        export, config.ingest, config.runtime, data_root, run_id, accumulate)}
     if not done("segment"):
         steps["segmentation"] = named(segmentation_flow, "segment")(
             config.segmentation, config.groups, config.runtime, data_root, run_id)
@@ -135,4 +148,5 @@ def _pipeline(export: ExportLocation, config: PipelineConfig, data_root: Path, r
         steps["evaluation"] = named(evaluation_flow, "evaluate")(
             config.evaluation, config.train, config.runtime, data_root, config.fingerprints(),
             config.profile, run_id)
+        steps["model"] = register_model_task(data_root, config, run_id)
     return PipelineResult(run_id, **steps)

@@ -16,6 +16,5 @@ from tasks.predict import PredictOutcome, predict_task
 def predict_flow(request: PredictRequest, config: PipelineConfig,
                  data_root: Path) -> PredictOutcome:
     """`request` reaches Prefect's database as "<redacted>" (see storage.inputs)."""
-    return predict_task(request, config.ingest, config.segmentation, config.preprocess,
-                        config.groups, config.train, config.evaluation.threshold, data_root,
+    return predict_task(request, config.ingest, config.evaluation.threshold, data_root,
                         pick_device(config.runtime))

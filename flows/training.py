@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow
+from prefect.futures import PrefectFuture, as_completed
 
 from dsan_core.branches import TRAINED
 from dsan_core.config import RuntimeConfig, SplitConfig, TrainConfig
 from dsan_core.errors import StageError
 from flows.segmentation import pick_device
+from tasks.progress import StageProgress
 from tasks.training import BranchOutcome, train_branch_task
 from tasks.training_tables import TrainingOutcome, training_tables_task
 
@@ -73,12 +75,26 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
                          f"{split.n_folds - 1}, found {unknown or ''}{bad_folds or ''}")
     devices, concurrency = training_devices(runtime)
     set_concurrency_limit(GPU_TAG, concurrency)
-    futures = []
-    for i, (fold, branch) in enumerate((f, b) for f in chosen_folds for b in chosen_branches):
-        named = train_branch_task.with_options(tags=[GPU_TAG],
-                                               task_run_name=f"train fold {fold} {branch}")
-        futures.append(named.submit(data_root, config, fold, branch, devices[i % len(devices)],
-                                    run_id))
+    pairs = [(f, b) for f in chosen_folds for b in chosen_branches]
+    futures: list[PrefectFuture[BranchOutcome]] = []
+    running: dict[PrefectFuture[BranchOutcome], str] = {}  # future -> its device
+    free = [devices[i % len(devices)] for i in range(concurrency)]  # round-robin slots
+    with StageProgress("training models (fold x branch)", len(pairs), unit="models") as progress:
+        for fold, branch in pairs:
+            # Submitted as a slot frees up, on the device it frees: a task waiting on the
+            # tag's limit would sleep through Prefect's retry back-off (5-10 s a task).
+            if not free:
+                finished = next(as_completed(list(running)))
+                free.append(running.pop(finished))
+                progress.advance()
+            named = train_branch_task.with_options(tags=[GPU_TAG],
+                                                   task_run_name=f"train fold {fold} {branch}")
+            device = free.pop(0)
+            future = named.submit(data_root, config, fold, branch, device, run_id)
+            futures.append(future)
+            running[future] = device
+        for _ in as_completed(list(running)):
+            progress.advance()
     outcomes = tuple(future.result() for future in futures)
     tables = training_tables_task(data_root, config, split.n_folds, run_id)
     return TrainingResult(outcomes, tables, tuple(devices), concurrency)

@@ -8,6 +8,7 @@
                                                       or external
     <root>/models/<model>__<version>/{last,best}.pt, history.json
                                                       checkpoints (version: training key)
+    <root>/models/ensembles/<model_id>.json           a trained ensemble's record
     <root>/preprocessed/<config>/<scan_id>/{input,lung,infection}.npy + geometry.json
     <root>/predictions/{trained,ensemble}.parquet    each stage's rows of `predictions`
     <root>/figures/<stage>/...                        PNG figures
@@ -64,6 +65,10 @@ class DataLayout:
         """`last.pt` (the end of the last finished epoch, to resume from) or `best.pt`
         (the weights to use) of model `name` at `version` (its training key)."""
         return self.model_dir(name, version) / f"{which}.pt"
+
+    def model_record(self, model_id: str) -> Path:
+        """The record of a trained ensemble: what it is made of and came from."""
+        return self.root / "models" / "ensembles" / f"{model_id}.json"
 
     def training_history(self, name: str, version: str) -> Path:
         return self.model_dir(name, version) / "history.json"

@@ -277,6 +277,36 @@ PREDICTIONS_NEW = pa.schema(
     ]
 )
 
+MODELS = pa.schema(
+    [
+        ("model_id", _str),  # 16 hex: checkpoints, DS weights, segmenter and configs
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("status", _str),  # promoted | candidate | rejected | retired
+        ("split_version", _str),
+        ("n_tv", pa.int32()),
+        ("n_test", pa.int32()),
+        ("test_auc", pa.float64()),  # DS ensemble (mean over folds) on its own test scans
+        ("w_extreme", pa.float64()),
+        ("w_middle", pa.float64()),
+        ("segmenter", _str),
+        ("code_version", _str),
+        ("record_path", _str),  # the model's record: models/ensembles/<model_id>.json
+    ]
+)
+
+MODEL_DECISIONS = pa.schema(
+    [
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("model_id", _str),
+        ("action", _str),  # promote | reject | rollback
+        ("actor", _str),  # gate | first model | user
+        ("champion_id", _str),  # the promoted model it was compared with / replaced
+        ("reason", _str),
+        ("numbers", _str),  # JSON: metric -> champion, challenger, difference, CI, p
+        ("n_scans", pa.int32()),
+    ]
+)
+
 LINEAGE = pa.schema(
     [
         ("run_id", _str),
@@ -311,5 +341,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "reliability": RELIABILITY,
     "faithfulness": FAITHFULNESS,
     "predictions_new": PREDICTIONS_NEW,
+    "models": MODELS,
+    "model_decisions": MODEL_DECISIONS,
     "lineage": LINEAGE,
 }

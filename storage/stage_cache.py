@@ -24,6 +24,10 @@ from storage.atomic import write_json
 from storage.hashing import FileHashMemo, hash_json
 from storage.layout import DataLayout
 
+#: Keys of `Manifest.data` the contract fills: the item's name (per-item stages), and the
+#: inputs and config hash the manifest was computed from (what `dsan status` compares).
+ITEM, INPUTS, CONFIG = "_item", "_inputs", "_config"
+
 
 def stage_key(stage: str, version: str, config_hash: str, inputs: Mapping[str, str]) -> str:
     return hash_json(
@@ -99,3 +103,17 @@ class StageCache:
 
     def store(self, manifest: Manifest) -> None:
         write_json(self._path(manifest.stage, manifest.key), manifest.to_dict())
+
+    def stored(self, stage: str) -> list[Manifest]:
+        """Every manifest stored for `stage`, newest first (unverified)."""
+        folder = self.layout.cache_dir(stage)
+        paths = sorted((p for p in folder.glob("*.json") if not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime_ns, reverse=True) \
+            if folder.is_dir() else []
+        found = []
+        for path in paths:
+            try:
+                found.append(Manifest.from_dict(json.loads(path.read_text())))
+            except (json.JSONDecodeError, KeyError):
+                continue
+        return found

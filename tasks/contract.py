@@ -23,7 +23,7 @@ from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.run_options import read_run_options
-from storage.stage_cache import Manifest, StageCache, stage_key
+from storage.stage_cache import CONFIG, INPUTS, ITEM, Manifest, StageCache, stage_key
 from storage.tables import table_exists
 from tasks.dask_map import WorkerError, map_on_dask
 from tasks.progress import StageProgress
@@ -93,26 +93,13 @@ def cached_stage(
     hit = manifest is not None
     if manifest is None:
         manifest = compute(key)
-        if manifest.key != key or manifest.stage != stage:
-            manifest = replace(manifest, stage=stage, key=key)
+        manifest = replace(manifest, stage=stage, key=key, data={
+            **manifest.data, INPUTS: dict(inputs), CONFIG: config_hash})
         run.cache.store(manifest)
     if logger is not None and record:
         logger.info("%s: %s (key %s)", stage, "cache hit" if hit else "computed", key[:12])
     if record:
-        record_lineage(
-            run.layout,
-            LineageRow(
-                run_id=run.run_id,
-                stage=stage,
-                key=key,
-                cache_hit=hit,
-                input_hashes=inputs,
-                output_hashes=manifest.output_hashes(),
-                config_hash=config_hash,
-                started_at=run.started,
-                ended_at=utcnow(),
-            ),
-        )
+        _record(run, stage, key, hit, inputs, manifest, config_hash)
     return replace(manifest, data={**manifest.data, "cache_hit": hit})
 
 
@@ -173,6 +160,7 @@ def cached_map(
     description: str = "",
     unit: str = "",
     artifact_key: str | None = None,
+    record: bool = False,
 ) -> MapResult:
     """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
 
@@ -182,6 +170,8 @@ def cached_map(
     returns the Manifest itself). Each manifest is stored as soon as its item
     completes. A `DsanError` (bad input) fails its item alone, with its message as the
     reason; any other exception is a bug: every item still runs, then `ItemFailed`.
+    `record` appends a lineage row per item (for a few expensive items, such as trained
+    models; per-scan stages record their table instead).
     """
     keys = {item.name: item_key(item, stage, version, config_hash) for item in items}
     found: dict[str, Manifest] = {}
@@ -207,7 +197,10 @@ def cached_map(
             bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")
             return
         manifest = finish(item, keys[item.name], outcome) if finish is not None else outcome
-        manifest = replace(manifest, stage=stage, key=keys[item.name])
+        # The item's name, inputs and config stay with it: `dsan status` says what
+        # changed since (storage.stage_cache.ITEM, INPUTS, CONFIG).
+        manifest = replace(manifest, stage=stage, key=keys[item.name], data={
+            **manifest.data, ITEM: item.name, INPUTS: dict(item.inputs), CONFIG: config_hash})
         run.cache.store(manifest)
         found[item.name] = manifest
 
@@ -225,8 +218,23 @@ def cached_map(
         raise ItemFailed(f"{stage}: {len(bugs)} item(s) failed with an unexpected error (a bug; "
                          f"tracebacks in the log): {'; '.join(bugs[:5])}")
     manifests = {item.name: found[item.name] for item in items if item.name in found}
+    if record:
+        computed = {item.name for item in todo}
+        for item in items:
+            if item.name in manifests:
+                _record(run, stage, keys[item.name], item.name not in computed, item.inputs,
+                        manifests[item.name], config_hash)
     return replace(result, manifests=manifests, computed=len(todo) - len(result.failures),
                    cached=len(items) - len(todo))
+
+
+def _record(run: StageRun, stage: str, key: str, hit: bool, inputs: Mapping[str, str],
+            manifest: Manifest, config_hash: str) -> None:
+    """The lineage row of a stage (or item): from the task's start to now."""
+    record_lineage(run.layout, LineageRow(
+        run_id=run.run_id, stage=stage, key=key, cache_hit=hit, input_hashes=inputs,
+        output_hashes=manifest.output_hashes(), config_hash=config_hash,
+        started_at=run.started, ended_at=utcnow()))
 
 
 def _call(compute: Callable[..., Any], args: tuple[Any, ...]) -> Any:

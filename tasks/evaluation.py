@@ -42,6 +42,7 @@ from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from tasks.contract import StageRun, cached_stage, require_tables
 from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
+from tasks.models import current_model_id
 from tasks.report_inputs import ensemble_search, provenance
 
 STAGE = "evaluate"
@@ -68,14 +69,12 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
     """Metrics, statistics, calibration, faithfulness, figures and the report."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        require_tables(run.layout, *INPUT_TABLES)
-        inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
-        weights = run.layout.report("ensemble", "weights.json")
-        inputs["ensemble"] = run.memo.hash_file(weights) if weights.exists() else "-"
+        inputs = evaluation_inputs(run)
 
         def compute(key: str) -> Manifest:
             return _evaluate(run, key, config, train, device, provenance(
-                run, fingerprints, profile, code_version()), logger)
+                run, fingerprints, profile, code_version(),
+                current_model_id(run, fingerprints)), logger)
 
         stage = cached_stage(run, stage=STAGE, version=VERSION,
                              config_hash=config.fingerprint() + train.training_fingerprint(),
@@ -89,6 +88,15 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
     lines = tuple(_table_ii_lines(metrics))
     return EvaluationOutcome(stage, stage.outputs["report"]["path"],
                              stage.outputs["html"]["path"], lines)
+
+
+def evaluation_inputs(run: StageRun) -> dict[str, str]:
+    """The stage's inputs: its tables' and the ensemble weights' content hashes."""
+    require_tables(run.layout, *INPUT_TABLES)
+    inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
+    weights = run.layout.report("ensemble", "weights.json")
+    inputs["ensemble"] = run.memo.hash_file(weights) if weights.exists() else "-"
+    return inputs
 
 
 def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainConfig,

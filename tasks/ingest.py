@@ -31,6 +31,7 @@ from dsan_core.dicom import (
     is_published_key,
     key_fingerprint,
     list_export,
+    merge_tables,
     plan_ingestion,
     read_labels,
     records_to_frame,
@@ -43,7 +44,7 @@ from storage.hashing import combine_hashes, sha256_bytes, stat_key
 from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
-from storage.tables import write_table
+from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, write_image
 from tasks.contract import (
     DaskAddress,
@@ -84,9 +85,12 @@ class IngestSummary:
     ground_truth_masks: int
     quarantine_rows: int
     label_outcomes: dict[str, int]
+    known_scans: int = 0  # retraining: scans of earlier drops kept beside this one's
 
     def lines(self) -> list[str]:
-        return [
+        known = ([f"added to {self.known_scans} scans of earlier drops"]
+                 if self.known_scans else [])
+        return known + [
             f"files found {self.files_found} = in scans {self.files_in_scans}"
             f" + in skipped series {self.files_in_skipped_series}"
             f" + quarantined {self.files_quarantined}",
@@ -112,12 +116,14 @@ class _Indexed:
 
 @task(name="ingest_dicom_task", cache_policy=NO_CACHE, persist_result=False)
 def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: Path,
-                      dask_address: DaskAddress, run_id: str | None = None) -> IngestOutcome:
+                      dask_address: DaskAddress, run_id: str | None = None,
+                      accumulate: bool = False) -> IngestOutcome:
     """Index, choose, validate, decode, pseudonymise; write the ingestion tables.
 
     The stage is keyed by the export's content (every file's hash by relative path, the
     labels and the masks): an unchanged export is a cache hit found from the hash memo
-    alone, without reading a header or starting Dask.
+    alone, without reading a header or starting Dask. `accumulate` (retraining) adds the
+    export to the scans already ingested instead of replacing them.
     """
     logger = get_run_logger()
     key = _pseudonym_key(config, logger)
@@ -130,16 +136,19 @@ def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: P
                 indexed.append(_index(run, files, config, resolve_address(dask_address)))
             return indexed[0]
 
-        fingerprint = _export_fingerprint(run, export, files)
+        fingerprint = export_fingerprint(run, export, files)
         if fingerprint is None:  # new or changed files: their hashes come from indexing
             index()
-            fingerprint = _export_fingerprint(run, export, files)
+            fingerprint = export_fingerprint(run, export, files)
+        inputs = {"export": str(fingerprint)}
+        if accumulate and table_exists(run.layout, "scans"):
+            inputs["known"] = run.memo.hash_file(run.layout.table("scans"))
         stage = cached_stage(
             run, stage=STAGE, version=VERSION,
-            config_hash=config.fingerprint() + key_fingerprint(key),
-            inputs={"export": str(fingerprint)}, logger=logger,
+            config_hash=config.fingerprint() + key_fingerprint(key), inputs=inputs,
+            logger=logger,
             compute=lambda stage_key: _ingest(run, stage_key, export, files, index(), config,
-                                              key, dask_address))
+                                              key, dask_address, "known" in inputs))
     summary = IngestSummary(**stage.data["summary"])
     if stage.data["cache_hit"]:
         summary = replace(summary, series_decoded=0,
@@ -151,9 +160,10 @@ def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: P
 
 
 def _ingest(run: StageRun, stage_key: str, export: ExportLocation, files: list[Path],
-            indexed: _Indexed, config: IngestConfig, key: bytes,
-            dask_address: DaskAddress) -> Manifest:
-    """Choose, decode, import masks and write the four tables."""
+            indexed: _Indexed, config: IngestConfig, key: bytes, dask_address: DaskAddress,
+            accumulate: bool) -> Manifest:
+    """Choose, decode, import masks and write the four tables (merged into the known ones
+    when `accumulate`)."""
     plan = plan_ingestion(indexed.records, read_labels(export.labels), config, key)
     series_hash = _series_hashes(indexed)
     volumes = _decode(run, plan, series_hash, key, dask_address)
@@ -164,8 +174,12 @@ def _ingest(run: StageRun, stage_key: str, export: ExportLocation, files: list[P
         file_hash=indexed.file_hash, series_hash=series_hash, decoded=decoded,
         decode_failures=volumes.failures, ground_truth=truth, mask_failures=mask_failures,
         key=key)
+    frames = tables.frames()
+    if accumulate:
+        frames = merge_tables({n: read_table(run.layout, n) for n in frames
+                               if table_exists(run.layout, n)}, frames)
     outputs = {}
-    for name, frame in tables.frames().items():
+    for name, frame in frames.items():
         write_table(run.layout, name, frame)
         outputs[name] = artifact(run.layout, run.layout.table(name), run.memo)
     try:
@@ -173,11 +187,12 @@ def _ingest(run: StageRun, stage_key: str, export: ExportLocation, files: list[P
         no_scans = ""
     except InputError as error:  # raised once the tables (the quarantine) are written
         no_scans = str(error)
-    return Manifest(STAGE, stage_key, outputs, {
-        "summary": asdict(_summary(tables, volumes, plan)), "no_scans": no_scans})
+    summary = asdict(_summary(tables, volumes, plan))
+    summary["known_scans"] = len(frames["scans"]) - len(tables.scans) if accumulate else 0
+    return Manifest(STAGE, stage_key, outputs, {"summary": summary, "no_scans": no_scans})
 
 
-def _export_fingerprint(run: StageRun, export: ExportLocation, files: list[Path]) -> str | None:
+def export_fingerprint(run: StageRun, export: ExportLocation, files: list[Path]) -> str | None:
     """One hash of the export's content: each DICOM file's content hash with its path
     relative to the DICOM root, the labels file and the masks; from the hash memo only
     (by path, size and mtime, like make). None when a DICOM file is not known yet."""

@@ -25,11 +25,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import (
-    GroupsConfig,
     IngestConfig,
-    PreprocessConfig,
-    SegmentationConfig,
-    TrainConfig,
 )
 from dsan_core.dicom import (
     choose_series,
@@ -99,23 +95,21 @@ class PredictOutcome:
 
 
 @task(name="predict_task", cache_policy=NO_CACHE, persist_result=False)
-def predict_task(request: PredictRequest, ingest: IngestConfig,
-                 segmentation: SegmentationConfig, preprocess: PreprocessConfig,
-                 groups: GroupsConfig, train: TrainConfig, threshold: float, data_root: Path,
-                 device: str, run_id: str | None = None) -> PredictOutcome:
-    """Predict every study under the request's DICOM folder."""
+def predict_task(request: PredictRequest, ingest: IngestConfig, threshold: float,
+                 data_root: Path, device: str, run_id: str | None = None) -> PredictOutcome:
+    """Predict every study under the request's DICOM folder with the promoted model (its
+    own segmenter, pre-processing and groups settings)."""
     logger = get_run_logger()
     key = resolve_pseudonym_key(ingest, os.environ.get(KEY_ENV))
     with StageRun.open(data_root, run_id) as run:
-        models = load_trained_models(run, segmentation, train, threshold, device)
+        models = load_trained_models(run, threshold, device)
         files = list_export(request.dicom_root)
         records, _ = index_headers(files)
         plan = choose_series(records, ingest)
         results = []
         with StageProgress("predicting studies", len(plan.studies), unit="studies") as progress:
             for study in plan.studies.itertuples(index=False):
-                results.append(_study(request, models, plan, study, key, preprocess, groups,
-                                      torch.device(device)))
+                results.append(_study(request, models, plan, study, key, torch.device(device)))
                 progress.advance()
         outcome = PredictOutcome(tuple(results), models.model_id)
         _write_table(run, outcome)
@@ -125,7 +119,6 @@ def predict_task(request: PredictRequest, ingest: IngestConfig,
 
 
 def _study(request: PredictRequest, models: TrainedModels, plan: Any, study: Any, key: bytes,
-           preprocess: PreprocessConfig, groups: GroupsConfig,
            device: torch.device) -> StudyResult:
     study_id = pseudonymise("study", str(study.study_instance_uid), key)
     series_uid = str(study.chosen_series_uid)
@@ -136,8 +129,8 @@ def _study(request: PredictRequest, models: TrainedModels, plan: Any, study: Any
         image = decode_series(plan.slice_paths[series_uid], scan_id=scan_id).to_sitk()
         lung, infection = _masks(request, models, image, series_uid, scan_id)
         prediction = predict_study(image, lung, infection, ensemble=models.ensemble,
-                                   preprocess=preprocess, groups=groups, device=device,
-                                   scan_id=scan_id)
+                                   preprocess=models.preprocess, groups=models.groups,
+                                   device=device, scan_id=scan_id)
     except DsanError as error:
         return StudyResult(scan_id, study_id, "refused", str(error))
     _write_study(request.out / scan_id, image, prediction, scan_id)

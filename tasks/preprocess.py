@@ -72,7 +72,10 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: Das
     logger = get_run_logger()
     config_hash = config.fingerprint()
     with StageRun.open(data_root, run_id) as run:
-        items, missing = _items(run, config)
+        items, missing, stale = preprocess_items(run, config)
+        if stale:
+            logger.warning("%d scan(s) have input files whose content differs from the hash "
+                           "in their table; the file content is used", stale)
         result = cached_map(run, items, stage=SCAN_STAGE, version=VERSION,
                             config_hash=config_hash, compute=preprocess_and_write,
                             finish=lambda item, key, out: _manifest(run, item, key, out),
@@ -99,9 +102,10 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: Das
     return PreprocessOutcome(stage, result.computed, result.cached, failures, config_hash)
 
 
-def _items(run: StageRun, config: PreprocessConfig) -> tuple[list[MapItem], dict[str, str]]:
-    """One item per scan with masks (arguments of `preprocess_and_write`), and the scans
-    that cannot be pre-processed with why."""
+def preprocess_items(run: StageRun, config: PreprocessConfig
+                     ) -> tuple[list[MapItem], dict[str, str], int]:
+    """One item per scan with masks (arguments of `preprocess_and_write`), the scans that
+    cannot be pre-processed with why, and how many scans' files differ from their table."""
     layout, config_hash = run.layout, config.fingerprint()
     scans = read_table(layout, "scans")[["scan_id", "volume_path", "volume_hash"]]
     masks = read_table(layout, "infection")[MASK_COLUMNS]
@@ -128,10 +132,7 @@ def _items(run: StageRun, config: PreprocessConfig) -> tuple[list[MapItem], dict
         items.append(MapItem(scan_id, {**hashes, "scan_id": scan_id},
                              (str(sources["volume"]), str(sources["lung"]),
                               str(sources["infection"]), destinations, scan_id, config)))
-    if stale:
-        get_run_logger().warning("%d scan(s) have input files whose content differs from the "
-                                 "hash in their table; the file content is used", stale)
-    return items, missing
+    return items, missing, stale
 
 
 def _manifest(run: StageRun, item: MapItem, key: str, result: dict[str, Any]) -> Manifest:

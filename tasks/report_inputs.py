@@ -13,7 +13,7 @@ from tasks.contract import StageRun
 
 
 def provenance(run: StageRun, fingerprints: Mapping[str, str], profile: str,
-               code: str) -> ReportProvenance:
+               code: str, model_id: str = "") -> ReportProvenance:
     """Scan counts per set, the split version, every checkpoint's hash, the config
     fingerprints and the code version the numbers come from."""
     splits = read_table(run.layout, "splits")
@@ -22,7 +22,8 @@ def provenance(run: StageRun, fingerprints: Mapping[str, str], profile: str,
     counts = {str(name): int(n) for name, n in splits["set"].value_counts().sort_index().items()}
     checkpoints = {f"fold {r.fold} {r.branch} ({r.model_key})": str(r.checkpoint_hash)
                    for r in runs.itertuples(index=False)}
-    return ReportProvenance(profile, version, counts, checkpoints, dict(fingerprints), code)
+    return ReportProvenance(profile, version, counts, checkpoints, dict(fingerprints), code,
+                            model_id)
 
 
 def ensemble_search(run: StageRun) -> EnsembleSearch | None:

@@ -108,25 +108,43 @@ def _seg_case(run: StageRun, row: Any) -> SegCase:
     return SegCase(case_id=str(row.scan_id), load=load)
 
 
+@dataclass(frozen=True)
+class VBNetTrainingPlan:
+    """What the VB-Net trains on: the cases, their partition, the stage inputs, and the
+    model version (its training key) they give."""
+
+    used: list[Any]  # rows of ground_truth_cases in train or val
+    partition: dict[str, str]
+    inputs: dict[str, str]
+    version: str
+
+
+def vbnet_training_plan(run: StageRun, config: SegmentationConfig) -> VBNetTrainingPlan:
+    cases = ground_truth_cases(run)
+    if len(cases) < 2:
+        raise StageError(
+            f"VB-Net training needs at least 2 scans with ground-truth masks, found "
+            f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
+        )
+    partition = segmentation_partition(cases["scan_id"].tolist(), config, patients_of(cases))
+    used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
+    inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
+        [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}
+    version = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.training_fingerprint(),
+                        inputs)[:16]
+    return VBNetTrainingPlan(used, partition, inputs, version)
+
+
 @task(name="train_segmenter_task", cache_policy=NO_CACHE, persist_result=False)
 def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: str,
                          run_id: str | None = None) -> TrainSegOutcome:
     """Train the VB-Net on the train/val scans with ground truth; resumable after a kill."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        cases = ground_truth_cases(run)
-        if len(cases) < 2:
-            raise StageError(
-                f"VB-Net training needs at least 2 scans with ground-truth masks, found "
-                f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
-            )
-        partition = segmentation_partition(cases["scan_id"].tolist(), config,
-                                           patients_of(cases))
-        used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
-        inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
-            [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}
+        plan = vbnet_training_plan(run, config)
+        used, partition, inputs = plan.used, plan.partition, plan.inputs
         config_hash = config.vbnet.training_fingerprint()
-        version = stage_key(TRAIN_STAGE, TRAIN_VERSION, config_hash, inputs)[:16]
+        version = plan.version
 
         def compute(key: str) -> Manifest:
             train = [_seg_case(run, r) for r in used if partition[r.scan_id] == TRAIN]
@@ -152,7 +170,8 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig,
         tag, version = segmenter_tag(config, model.model_version if model else None)
         network, threshold = _load_segmenter(run, config, model, device, logger)
         scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
-        items, missing = _scan_items(run, config, scans, version, network, threshold)
+        items, missing = segment_items(run, config, scans, version,
+                                       threshold if network is not None else None)
 
         segment = partial(_segment_one, run, config, tag, network, threshold, device)
         done = cached_map(run, items, stage=SCAN_STAGE, version=VERSION, config_hash=tag,
@@ -244,9 +263,8 @@ def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
         "infection_ratio": result.ratio.infection_ratio})
 
 
-def _scan_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,
-                network: torch.nn.Module | None, threshold: float
-                ) -> tuple[list[MapItem], list[str]]:
+def segment_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,
+                  threshold: float | None) -> tuple[list[MapItem], list[str]]:
     """One item per scan (with its mask files for methods external and ground_truth), and
     why the scans without those masks cannot be segmented."""
     items, missing = [], []
@@ -254,7 +272,7 @@ def _scan_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, 
              if config.method == "ground_truth" else None)
     for scan in scans.itertuples(index=False):
         inputs = {"volume": scan.volume_hash, "segmenter": version}
-        if network is not None:
+        if threshold is not None:  # the VB-Net's
             inputs["infection_threshold"] = f"{threshold:.6g}"
         try:  # a scan without the masks it needs fails alone
             sources = _mask_sources(run, config, scan.scan_id, truth)

@@ -133,7 +133,8 @@ def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: s
         key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())[:16]
         trained = cached_map(run, [item], stage=TRAIN_STAGE, version=VERSION,
                              config_hash=config.training_fingerprint(),
-                             compute=partial(_train, run, config, device, key, logger))
+                             compute=partial(_train, run, config, device, key, logger),
+                             record=True)
         if item.name in trained.errors:  # bad input, e.g. an empty sampling group
             raise trained.errors[item.name]
         model = trained.manifests[item.name]

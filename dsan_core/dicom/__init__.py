@@ -21,6 +21,7 @@ from dsan_core.dicom.ingestion import (
     IngestPlan,
     IngestTables,
     ingestion_tables,
+    merge_tables,
     plan_ingestion,
     require_scans,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "discover_files",
     "index_headers",
     "list_export",
+    "merge_tables",
     "ingestion_tables",
     "is_published_key",
     "key_fingerprint",

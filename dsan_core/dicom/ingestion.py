@@ -162,3 +162,26 @@ def require_scans(tables: IngestTables) -> None:
         f"thin-slice CT series (skipped {tables.balance.skipped}, quarantined "
         f"{tables.balance.quarantined}{': ' + why if why else ''}); see the quarantine and "
         "series tables", reason="no_usable_series")
+
+
+def merge_tables(known: Mapping[str, pd.DataFrame],
+                 new: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The ingestion tables of a data root that already holds `known` after a new drop
+    `new` (retraining): scans and ground truth by scan id (a re-delivered scan takes its
+    new row), series by series id, quarantine rows once each."""
+    keys = {"scans": ["scan_id"], "ground_truth": ["scan_id"], "series": ["series_id"]}
+    merged = {}
+    for name, frame in new.items():
+        earlier = known.get(name)
+        if earlier is None or earlier.empty:
+            merged[name] = frame
+            continue
+        both = pd.concat([earlier, frame], ignore_index=True)
+        subset = keys.get(name)
+        if subset:
+            both = both.drop_duplicates(subset=subset, keep="last")
+        else:  # rows with nulls: compare them as text
+            both = both.loc[~both.astype(str).duplicated()]
+        merged[name] = both.sort_values(list(frame.columns[:2]), ignore_index=True,
+                                        na_position="last")
+    return merged

@@ -55,6 +55,8 @@ class ReportProvenance:
     checkpoints: Mapping[str, str]
     config_fingerprints: Mapping[str, str]
     code_version: str
+    #: The ensemble the numbers are of (dsan's model registry), "" when unknown.
+    model_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,8 @@ def _provenance(p: ReportProvenance) -> _Section:
     counts = ", ".join(f"{name}: {count} scans" for name, count in p.scan_counts.items())
     return _Section("Provenance", tables=[
         DisplayTable("Data and code", ["Item", "Value"], [
-            ["profile", p.profile], ["scans", counts], ["split version", p.split_version],
-            ["code version", p.code_version]]),
+            ["model", p.model_id or "n/a"], ["profile", p.profile], ["scans", counts],
+            ["split version", p.split_version], ["code version", p.code_version]]),
         DisplayTable("Model checkpoints", ["Model key", "Content hash"],
                      [[k, v] for k, v in sorted(p.checkpoints.items())]),
         DisplayTable("Configuration", ["Section", "Fingerprint"],

@@ -8,8 +8,8 @@ import importlib
 from flows.cli.app import app
 
 #: Command modules under flows/cli/, in the order of the pipeline.
-COMMAND_GROUPS = ("pipeline", "predict", "ingest", "segmentation", "splits", "preprocess",
-                  "training", "evaluation", "lineage", "data")
+COMMAND_GROUPS = ("pipeline", "models", "predict", "ingest", "segmentation", "splits", "preprocess",
+                  "training", "evaluation", "status", "lineage", "data")
 for _group in COMMAND_GROUPS:
     importlib.import_module(f"flows.cli.{_group}")
 

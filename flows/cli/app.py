@@ -120,8 +120,13 @@ def print_stage_times(root: Path, run_id: str, total_seconds: float | None = Non
     view.add_column("stage")
     view.add_column("seconds", justify="right")
     view.add_column("cache hit")
-    for row in times.itertuples(index=False):
-        view.add_row(str(row.stage), f"{row.seconds:.1f}", "yes" if row.cache_hit else "no")
+    # A stage with several rows (one per trained model, say) shows their total.
+    for stage, rows in times.groupby("stage", sort=False):
+        hits = int(rows["cache_hit"].sum())
+        hit = ("yes" if hits == len(rows) else "no" if hits == 0
+               else f"{hits} of {len(rows)}")
+        name = str(stage) if len(rows) == 1 else f"{stage} ({len(rows)})"
+        view.add_row(name, f"{rows['seconds'].sum():.1f}", hit)
     if total_seconds is not None:
         view.add_row("total (with start-up)", f"{total_seconds:.1f}", "")
     console.print(view)

@@ -16,13 +16,17 @@ def test_shipped_profiles_load(name: str) -> None:
     assert config.profile == name
 
 
-def test_demo_gpu_differs_from_demo_only_in_the_segmenter_and_device() -> None:
+def test_demo_gpu_differs_from_demo_only_in_the_gpu_budgets() -> None:
     demo, gpu = load_profile(PROFILES / "demo.yaml"), load_profile(PROFILES / "demo-gpu.yaml")
-    same = {"synth", "ingest", "groups", "split", "preprocess", "train", "ensemble"}
+    same = {"synth", "ingest", "groups", "split", "preprocess", "ensemble", "evaluation"}
     for section in same:
         assert getattr(demo, section) == getattr(gpu, section), section
     assert gpu.runtime.device == "cuda"
+    # The GPU trains its own VB-Net (the CPU demo imports the ground truth) ...
+    assert (demo.segmentation.method, gpu.segmentation.method) == ("ground_truth", "vbnet")
     assert gpu.segmentation.vbnet.spacing_mm[2] < demo.segmentation.vbnet.spacing_mm[2]
+    # ... and a larger classifier for longer.
+    assert gpu.train.width > demo.train.width and gpu.train.epochs > demo.train.epochs
 
 
 def test_paper_profile_has_the_papers_sizes() -> None:
