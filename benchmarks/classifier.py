@@ -101,6 +101,9 @@ def _time_bare(config: TrainConfig, shape: tuple[int, ...], device: torch.device
     model = build_classifier(config).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     batch = _bare_batch(config, shape, device)
+    if config.channels_last_3d:
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last_3d)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +131,8 @@ def _time_bare(config: TrainConfig, shape: tuple[int, ...], device: torch.device
 def part_loop(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     shape = tuple(args.shape)
     config = TrainConfig(width=args.width, batch_size=args.batch, epochs=args.repeats + 1,
-                         mixed_precision=device.type == "cuda")
+                         mixed_precision=device.type == "cuda", num_workers=args.num_workers,
+                         channels_last_3d=args.channels_last)
     n_cases = args.batch * args.steps
     with tempfile.TemporaryDirectory() as folder:
         cases = _write_cases(Path(folder), n_cases, shape)
@@ -142,6 +146,7 @@ def part_loop(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     bare_bce = _time_bare(config, shape, device, args.steps, attention=False,
                           repeats=args.repeats)
     return {"part": "loop", "width": args.width, "shape_zyx": shape, "batch": args.batch,
+            "num_workers": args.num_workers, "channels_last_3d": args.channels_last,
             "steps": args.steps, "best_of": args.repeats,
             "loop_s_per_step": round(loop, 4),
             "bare_s_per_step": round(bare, 4), "overhead_x": round(loop / bare, 3),
@@ -266,6 +271,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="loop part: DataLoader workers (TrainConfig.num_workers)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="loop part: channels_last_3d (TrainConfig.channels_last_3d)")
     parser.add_argument("--gpu-shape", type=int, nargs=3, default=[138, 256, 256])
     parser.add_argument("--gpu-width", type=int, default=64)
     parser.add_argument("--gpu-batch", type=int, default=20)
