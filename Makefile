@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/dsan run --profile $(PROFILE) --dicom-root $(DATA_ROOT)/synthetic-cohort/dicom \
 		--labels $(DATA_ROOT)/synthetic-cohort/labels.csv \
 		--masks $(DATA_ROOT)/synthetic-cohort/masks --data-root $(DATA_ROOT)
-	$(BIN)/dsan tables --data-root $(DATA_ROOT)
+	$(BIN)/dsan report --data-root $(DATA_ROOT)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,7 @@ from dsan_core.config import RuntimeConfig, SplitConfig, TrainConfig
 from dsan_core.errors import StageError
 from flows.segmentation import pick_device
 from tasks.progress import StageProgress
-from tasks.training import BranchOutcome, train_branch_task
+from tasks.training import BranchOutcome, find_trained_task, train_branch_task
 from tasks.training_tables import TrainingOutcome, training_tables_task
 
 #: Prefect tag of the training tasks; its concurrency limit caps how many run at once.
@@ -76,11 +76,19 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
     devices, concurrency = training_devices(runtime)
     set_concurrency_limit(GPU_TAG, concurrency)
     pairs = [(f, b) for f in chosen_folds for b in chosen_branches]
-    futures: list[PrefectFuture[BranchOutcome]] = []
+    # Cached models only read their manifests: submitted at once, outside the tag's
+    # limit (a slot costs Prefect's acquire/release round trips, ~2 s per task).
+    cached = set(find_trained_task(data_root, config, pairs, run_id))
+    futures: list[PrefectFuture[BranchOutcome]] = [
+        train_branch_task.with_options(task_run_name=f"find fold {fold} {branch}").submit(
+            data_root, config, fold, branch, devices[0], run_id)
+        for fold, branch in pairs if (fold, branch) in cached]
     running: dict[PrefectFuture[BranchOutcome], str] = {}  # future -> its device
     free = [devices[i % len(devices)] for i in range(concurrency)]  # round-robin slots
     with StageProgress("training models (fold x branch)", len(pairs), unit="models") as progress:
-        for fold, branch in pairs:
+        for _ in as_completed(list(futures)):
+            progress.advance()
+        for fold, branch in (pair for pair in pairs if pair not in cached):
             # Submitted as a slot frees up, on the device it frees: a task waiting on the
             # tag's limit would sleep through Prefect's retry back-off (5-10 s a task).
             if not free:
@@ -95,6 +103,8 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
             running[future] = device
         for _ in as_completed(list(running)):
             progress.advance()
-    outcomes = tuple(future.result() for future in futures)
+    order = {pair: i for i, pair in enumerate(pairs)}
+    outcomes = tuple(sorted((future.result() for future in futures),
+                            key=lambda o: order[(o.fold, o.branch)]))
     tables = training_tables_task(data_root, config, split.n_folds, run_id)
     return TrainingResult(outcomes, tables, tuple(devices), concurrency)

@@ -32,7 +32,7 @@ from dsan_core.evaluation.report import (
     render_html,
     render_markdown,
 )
-from dsan_core.evaluation.report_tables import table_ii
+from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
 from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_figure_scans
 from storage.atomic import write_bytes, write_text
@@ -85,7 +85,7 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
                              description="DSAN evaluation (pseudonymous ids only)")
     create_table_artifact(table=metrics.to_dict("records"), key="evaluation-metrics",
                           description="metrics with patient-bootstrap intervals")
-    lines = tuple(_table_ii_lines(metrics))
+    lines = tuple(text_lines(table_ii(metrics)))
     return EvaluationOutcome(stage, stage.outputs["report"]["path"],
                              stage.outputs["html"]["path"], lines)
 
@@ -161,14 +161,3 @@ def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.Da
         figures.append(ReportFigure("ensemble", "Ensemble weight search on TV",
                                     _png(ensemble_surface_figure(search))))
     return figures
-
-
-def _table_ii_lines(metrics: pd.DataFrame) -> list[str]:
-    """Table II as aligned text: what `dsan run` and `make demo` end with."""
-    table = table_ii(metrics)
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in table.rows))
-              for i, c in enumerate(table.header)]
-    line = "  ".join(str(c).ljust(w) for c, w in zip(table.header, widths, strict=True))
-    rows = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True))
-            for r in table.rows]
-    return [table.title, line, *rows]

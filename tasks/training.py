@@ -237,6 +237,24 @@ def find_branch(run: StageRun, data: FoldData, config: TrainConfig, fold: int,
     return BranchOutcome(fold, branch, key[:16], model, found, trained=False)
 
 
+@task(name="find_trained_task", cache_policy=NO_CACHE, persist_result=False)
+def find_trained_task(data_root: Path, config: TrainConfig, pairs: list[tuple[int, str]],
+                      run_id: str | None = None) -> list[tuple[int, str]]:
+    """The (fold, branch) pairs whose model and test predictions are both cached for this
+    run (not refreshed): their training tasks only read, so they need no GPU slot."""
+    found = []
+    with StageRun.open(data_root, run_id) as run:
+        folds = {fold: fold_data(run, fold) for fold in {fold for fold, _ in pairs}}
+        for fold, branch in pairs:
+            if TRAIN_STAGE in run.refresh or TEST_STAGE in run.refresh:
+                continue
+            outcome = find_branch(run, folds[fold], config, fold, branch)
+            if outcome is not None and (outcome.test is not None
+                                        or not test_item(folds[fold], outcome.train).args[0]):
+                found.append((fold, branch))
+    return found
+
+
 def run_row(outcome: BranchOutcome) -> dict[str, Any]:
     """The `training_runs` row of a model."""
     data, model = outcome.train.data, outcome.train.outputs["model"]

@@ -42,6 +42,16 @@ class DisplayTable:
     folded: bool = field(default=False)
 
 
+def text_lines(table: DisplayTable) -> list[str]:
+    """A table as aligned plain-text lines (title, header, rows) for a terminal."""
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in table.rows))
+              for i, c in enumerate(table.header)]
+    line = "  ".join(str(c).ljust(w) for c, w in zip(table.header, widths, strict=True))
+    rows = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+            for r in table.rows]
+    return [table.title, line.rstrip(), *rows]
+
+
 def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 

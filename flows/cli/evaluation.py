@@ -48,8 +48,11 @@ def report(
     = False,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Where the evaluation report is (Markdown and self-contained HTML)."""
+    """Table II (TV and test, beside the paper's) and where the evaluation report is
+    (Markdown and self-contained HTML)."""
+    from dsan_core.evaluation.report_tables import table_ii, text_lines
     from storage.layout import DataLayout
+    from storage.tables import read_table
 
     layout = DataLayout(resolve_data_root(data_root))
     html, markdown = (layout.report("evaluation", name) for name in ("report.html",
@@ -59,4 +62,6 @@ def report(
     if open_:
         console.print(str(html), markup=False, highlight=False, soft_wrap=True)
         return
+    for line in text_lines(table_ii(read_table(layout, "metrics"))):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {markdown}\nhtml:   {html}", markup=False, highlight=False)

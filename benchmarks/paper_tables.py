@@ -1,0 +1,226 @@
+"""The paper's claims, measured: Tables II and III beside the paper's, and whether each claim holds.
+
+    .venv/bin/python benchmarks/paper_tables.py --data-root DIR          # an evaluated root
+    .venv/bin/python benchmarks/paper_tables.py --profile demo [--patients N] [--root DIR]
+        [--json-out FILE]
+
+With `--profile`, generates that profile's synthetic cohort (`--patients` to resize it)
+and runs the whole protocol on it first (`dsan synth` + `dsan run`, the commands a user
+types: segmentation, splits, five folds x three trained branches, ensemble weight
+search, evaluation). Then, from the data root's tables:
+
+- Tables II and III (TV pooled out-of-fold; test mean ± std over the 5 fold models),
+  each number beside the paper's, and 95 % patient-bootstrap intervals for AUC;
+- the paper's claims, each with the numbers behind it and "holds" / "does NOT hold":
+  1. attention beats no attention: Attention RN34 + US AUC > RN34 + US (TV, test);
+  2. size-balanced sampling helps the hard cases: against US, SS has higher
+     sensitivity on COVID with a small infection (< 0.005) and higher specificity on
+     CAP with a large one (> 0.030) (TV, test; undefined where a bin lacks the class);
+  3. the dual-sampling ensemble is at least as good as either branch:
+     DS AUC >= max(US, SS) - 0.005 (TV, test);
+  4. the networks against the cohort's hand-feature baseline (the six features of
+     `benchmarks/cohort_difficulty.py`, from the pipeline's own CT and masks): a
+     logistic regression out-of-fold on TV with the pipeline's folds, and trained on
+     all TV and scored on the same test scans.
+
+Synthetic data: a claim that does not hold here says something about this cohort and
+budget, not about the paper. Runs on the device the profile names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+from cohort_difficulty import FEATURES, scan_features  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from dsan_core.evaluation.bootstrap import (  # noqa: E402
+    patient_bootstrap_weights,
+    percentile_interval,
+    weighted_metrics,
+)
+from dsan_core.evaluation.metrics import binary_metrics  # noqa: E402
+from dsan_core.evaluation.report_tables import table_ii, table_iii, text_lines  # noqa: E402
+from storage.layout import DataLayout  # noqa: E402
+from storage.tables import read_table  # noqa: E402
+from storage.volumes import read_image  # noqa: E402
+
+SMALL, LARGE, ALL = "<0.005", ">0.030", "all"
+TOLERANCE = 0.005
+
+
+def _run_protocol(profile: str, patients: int | None, root: Path) -> float:
+    dsan = str(Path(sys.executable).parent / "dsan")
+    cohort = root / "cohort"
+    synth = [dsan, "synth", "--profile", profile, "--out", str(cohort)]
+    if patients is not None:
+        synth += ["--patients", str(patients)]
+    started = time.perf_counter()
+    subprocess.run(synth, check=True)
+    subprocess.run([dsan, "run", "--profile", profile, "--dicom-root", str(cohort / "dicom"),
+                    "--labels", str(cohort / "labels.csv"), "--masks", str(cohort / "masks"),
+                    "--data-root", str(root / "data")], check=True)
+    return time.perf_counter() - started
+
+
+def _value(metrics: pd.DataFrame, model: str, set_name: str, bin_name: str, metric: str,
+           aggregate: str) -> dict[str, float]:
+    row = metrics[(metrics["model"] == model) & (metrics["set"] == set_name)
+                  & (metrics["bin"] == bin_name) & (metrics["metric"] == metric)
+                  & (metrics["aggregate"] == aggregate)]
+    if row.empty:
+        return {"value": float("nan")}
+    first = row.iloc[0]
+    out = {"value": round(float(first["value"]), 4)}
+    if not pd.isna(first["ci_low"]):
+        out["ci"] = [round(float(first["ci_low"]), 4), round(float(first["ci_high"]), 4)]
+    return out
+
+
+def _both(metrics: pd.DataFrame, model: str, bin_name: str, metric: str) -> dict[str, Any]:
+    return {"tv": _value(metrics, model, "tv", bin_name, metric, "pooled"),
+            "test": _value(metrics, model, "test", bin_name, metric, "mean")}
+
+
+def _claims(metrics: pd.DataFrame) -> list[dict[str, Any]]:
+    def get(model: str, set_name: str, bin_name: str = ALL, metric: str = "auc") -> float:
+        aggregate = "pooled" if set_name == "tv" else "mean"
+        return _value(metrics, model, set_name, bin_name, metric, aggregate)["value"]
+
+    claims = []
+    for set_name in ("tv", "test"):
+        att, plain = get("att_us", set_name), get("rn34_us", set_name)
+        claims.append({"claim": f"attention beats no attention (AUC, {set_name})",
+                       "numbers": {"att_us": att, "rn34_us": plain},
+                       "holds": bool(att > plain)})
+    for bin_name, metric, who in ((SMALL, "sensitivity", "COVID, infection < 0.005"),
+                                  (LARGE, "specificity", "CAP, infection > 0.030")):
+        for set_name in ("tv", "test"):
+            ss, us = (get(m, set_name, bin_name, metric) for m in ("att_ss", "att_us"))
+            claims.append({"claim": f"SS raises {metric} on {who} against US ({set_name})",
+                           "numbers": {"att_ss": ss, "att_us": us},
+                           "holds": bool(ss > us) if not np.isnan(ss + us) else None})
+    for set_name in ("tv", "test"):
+        ds, us, ss = (get(m, set_name) for m in ("att_ds", "att_us", "att_ss"))
+        claims.append({"claim": f"DS AUC >= max(US, SS) - {TOLERANCE} ({set_name})",
+                       "numbers": {"att_ds": ds, "att_us": us, "att_ss": ss},
+                       "holds": bool(ds >= max(us, ss) - TOLERANCE)})
+    return claims
+
+
+def _features(layout: DataLayout) -> pd.DataFrame:
+    scans = read_table(layout, "scans").set_index("scan_id")
+    masks = read_table(layout, "infection").set_index("scan_id")
+    rows = []
+    for scan_id in masks.index:
+        image = read_image(layout.resolve(scans.loc[scan_id, "volume_path"]))
+        hu = sitk.GetArrayFromImage(image)
+        lung, infection = (sitk.GetArrayFromImage(read_image(layout.resolve(
+            masks.loc[scan_id, column]))) for column in ("lung_path", "infection_path"))
+        rows.append({"scan_id": scan_id, **scan_features(hu, lung, infection,
+                                                          tuple(image.GetSpacing()))})
+    return pd.DataFrame(rows)
+
+
+def _auc_with_ci(y: np.ndarray, p: np.ndarray, patients: np.ndarray) -> dict[str, Any]:
+    auc = binary_metrics(y, p)["auc"]
+    weights = patient_bootstrap_weights(patients, 1000, np.random.default_rng(0))
+    low, high = percentile_interval(weighted_metrics(y, p, weights)["auc"])
+    return {"value": round(float(auc), 4), "ci": [round(low, 4), round(high, 4)]}
+
+
+def _hand_features(layout: DataLayout, metrics: pd.DataFrame) -> dict[str, Any]:
+    features = _features(layout)
+    splits = read_table(layout, "splits")
+    groups = read_table(layout, "groups")[["scan_id", "label"]]
+    data = features.merge(splits, on="scan_id").merge(groups, on="scan_id")
+    data["y"] = (data["label"] == "COVID").astype(int)
+    tv, test = data[data["set"] == "tv"].copy(), data[data["set"] == "test"].copy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    tv["oof"] = 0.0
+    for fold in sorted(tv["fold"].dropna().unique()):
+        inner = tv["fold"] == fold
+        model.fit(tv.loc[~inner, list(FEATURES)], tv.loc[~inner, "y"])
+        tv.loc[inner, "oof"] = model.predict_proba(tv.loc[inner, list(FEATURES)])[:, 1]
+    model.fit(tv[list(FEATURES)], tv["y"])
+    test_p = model.predict_proba(test[list(FEATURES)])[:, 1]
+    baseline = {"tv_oof": _auc_with_ci(tv["y"].to_numpy(), tv["oof"].to_numpy(),
+                                       tv["patient_id"].to_numpy()),
+                "test": _auc_with_ci(test["y"].to_numpy(), test_p,
+                                     test["patient_id"].to_numpy())}
+    networks = {model: _both(metrics, model, ALL, "auc")
+                for model in ("rn34_us", "att_us", "att_ss", "att_ds")}
+    best_tv = max(networks.values(), key=lambda n: n["tv"]["value"])["tv"]["value"]
+    best_test = max(networks.values(), key=lambda n: n["test"]["value"])["test"]["value"]
+    return {"hand_features": baseline, "networks_auc": networks,
+            "best_network_beats_baseline": {
+                "tv": bool(best_tv > baseline["tv_oof"]["value"]),
+                "test": bool(best_test > baseline["test"]["value"])}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, help="an evaluated data root")
+    parser.add_argument("--profile", help="generate and run this profile's cohort first")
+    parser.add_argument("--patients", type=int, help="cohort size (with --profile)")
+    parser.add_argument("--root", type=Path, default=Path("paper-tables"),
+                        help="work folder with --profile (cohort/ and data/)")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    if (args.data_root is None) == (args.profile is None):
+        parser.error("give --data-root (already evaluated) or --profile (run it first)")
+    seconds = None
+    if args.profile:
+        seconds = _run_protocol(args.profile, args.patients, args.root)
+        args.data_root = args.root / "data"
+    layout = DataLayout(args.data_root)
+    metrics = read_table(layout, "metrics")
+    print("\n".join(text_lines(table_ii(metrics))))
+    for set_name in ("tv", "test"):
+        print()
+        print("\n".join(text_lines(table_iii(metrics, set_name))))
+    auc_ci = {model: _both(metrics, model, ALL, "auc")
+              for model in ("rn34_us", "att_us", "att_ss", "att_ds")}
+    print("\nAUC with 95 % patient-bootstrap intervals (TV: pooled out-of-fold; test: the "
+          "fold models' mean):")
+    for model, values in auc_ci.items():
+        print(f"  {model:8s} TV {values['tv']}  test {values['test']}")
+    claims = _claims(metrics)
+    print("\nClaims:")
+    for claim in claims:
+        verdict = {True: "holds", False: "does NOT hold", None: "undefined (empty bin)"}
+        print(f"  {verdict[claim['holds']]:22s} {claim['claim']}: {claim['numbers']}")
+    baseline = _hand_features(layout, metrics)
+    hand = baseline["hand_features"]
+    print(f"\nHand-feature baseline (logistic regression on {len(FEATURES)} features of the "
+          f"pipeline's CT and masks): TV out-of-fold AUC {hand['tv_oof']}, test AUC "
+          f"{hand['test']}; best network beats it: {baseline['best_network_beats_baseline']}")
+    scans = read_table(layout, "splits")
+    summary = {"benchmark": "paper_tables", "data_root_scans": int(len(scans)),
+               "tv_scans": int((scans["set"] == "tv").sum()),
+               "test_scans": int((scans["set"] == "test").sum()),
+               "cpu_count": os.cpu_count(), "protocol_seconds": seconds,
+               "auc": auc_ci, "claims": claims, **baseline}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: summary[k] for k in ("data_root_scans", "tv_scans", "test_scans",
+                                              "protocol_seconds")}))
+
+
+if __name__ == "__main__":
+    main()
