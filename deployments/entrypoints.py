@@ -40,6 +40,24 @@ def _export(config, dicom_root: str | None, labels: str | None,  # type: ignore[
                           masks=Path(drop_masks) if drop_masks else None)
 
 
+def _filled(**parameters: str | None) -> None:
+    """Prefect leaves an unset `{{ $VAR }}` of prefect.yaml as its literal text."""
+    for name, value in parameters.items():
+        if value is not None and "{{" in value:
+            raise ConfigError(f"parameter {name} was not filled in at deploy time (found "
+                              f"{value!r}): export the variable it names before "
+                              "`prefect deploy`, or pass --param " + name + "=...")
+
+
+def _deployment_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    from flows.runtime import run_name
+
+    parameters = flow_run.parameters or {}
+    return run_name(str(flow_run.flow_name), Path(str(parameters.get("profile", ""))).stem)
+
+
 def _prepared(profile: str, data_root: str):  # type: ignore[no-untyped-def]
     root = Path(data_root).absolute()
     check_data_root(root)
@@ -47,20 +65,24 @@ def _prepared(profile: str, data_root: str):  # type: ignore[no-untyped-def]
     return root, _profile(profile)
 
 
-@flow(name="dsan-pipeline", validate_parameters=False)
+@flow(name="dsan-pipeline", validate_parameters=False, flow_run_name=_deployment_run_name)
 def pipeline_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                         labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan run` as a deployment: the export (default: the profile's drop) to the report."""
+    _filled(profile=profile, data_root=data_root, dicom_root=dicom_root, labels=labels,
+            masks=masks)
     root, config = _prepared(profile, data_root)
     result: PipelineResult = pipeline_flow(_export(config, dicom_root, labels, masks), config,
                                            root)
     return result.summary()
 
 
-@flow(name="dsan-retrain", validate_parameters=False)
+@flow(name="dsan-retrain", validate_parameters=False, flow_run_name=_deployment_run_name)
 def retrain_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                        labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan retrain` as a deployment (scheduled): add the drop, retrain, gate."""
+    _filled(profile=profile, data_root=data_root, dicom_root=dicom_root, labels=labels,
+            masks=masks)
     root, config = _prepared(profile, data_root)
     result = retrain_flow(_export(config, dicom_root, labels, masks), config, root)
     return result.summary()

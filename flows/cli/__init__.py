@@ -9,7 +9,7 @@ from flows.cli.app import app
 
 #: Command modules under flows/cli/, in the order of the pipeline.
 COMMAND_GROUPS = ("pipeline", "models", "predict", "ingest", "segmentation", "splits", "preprocess",
-                  "training", "evaluation", "status", "lineage", "data")
+                  "training", "evaluation", "status", "lineage", "orchestration", "data")
 for _group in COMMAND_GROUPS:
     importlib.import_module(f"flows.cli.{_group}")
 

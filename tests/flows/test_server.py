@@ -1,0 +1,335 @@
+"""The deployments against a real Prefect server: `dsan server` on a free loopback port with
+its SQLite database under a temporary data root, the work pool, `prefect deploy` of
+deployments/prefect.yaml, a process worker, then the pipeline and a retraining triggered
+by deployment; `dsan serve` and `dsan ui` on the same database. Every process started here
+runs in its own session and is stopped by its process group, also on failure.
+
+Each process gets an environment with PREFECT_API_URL at the test server, telemetry off,
+and PREFECT_HOME, HOME and caches in temporary folders, so nothing is written elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import flows.cli.orchestration  # noqa: F401 - registers its commands (until COMMAND_GROUPS does)
+from flows.cli import app
+from storage.layout import DataLayout
+from storage.tables import read_table, table_exists
+from tests.conftest import PROFILES, environment
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+DSAN = [sys.executable, "-c",
+        "import flows.cli.orchestration; from flows.cli import app; app(prog_name='dsan')"]
+PREFECT = [sys.executable, "-m", "prefect"]
+RUN_TIMEOUT = 420.0  # seconds a flow run may take (the test profile needs ~40 s here)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Processes:
+    """Processes started by this test, each in its own session (so its children go with
+    it), with its output in a log file."""
+
+    logs: Path
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    stopped: set[int] = field(default_factory=set)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str],
+              cwd: Path) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=cwd, start_new_session=True)
+        self.started.append((name, process))
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to its process group, SIGKILL after a grace period; then SIGKILL to
+        whatever the group still holds (a flow run a worker started, say)."""
+        if process.pid in self.stopped:
+            return
+        self.stopped.add(process.pid)
+        for sent, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+            if process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.killpg(process.pid, sent)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):  # nothing left: the usual case
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.started):  # workers before the server
+            self.stop(process)
+
+    def tail(self, lines: int = 60) -> str:
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
+
+@dataclass
+class Stack:
+    url: str
+    root: Path
+    cohort: Path
+    drop: Path
+    env: dict[str, str]
+    processes: Processes
+
+    def prefect(self, *args: str, cwd: Path = REPO) -> str:
+        done = subprocess.run([*PREFECT, *args], env=self.env, cwd=cwd, capture_output=True,
+                              text=True, timeout=180)
+        assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def client(self) -> Any:
+        from prefect.client.orchestration import SyncPrefectClient
+
+        return SyncPrefectClient(self.url)
+
+    def run_deployment(self, name: str, parameters: dict[str, str] | None = None,
+                       timeout: float = RUN_TIMEOUT) -> Any:
+        """Trigger deployment `name` (flow/deployment) and wait for a final state."""
+        with self.client() as client:
+            deployment = client.read_deployment_by_name(name)
+            run = client.create_flow_run_from_deployment(deployment.id,
+                                                         parameters=parameters or {})
+            deadline = time.monotonic() + timeout
+            while True:
+                run = client.read_flow_run(run.id)
+                if run.state is not None and run.state.is_final():
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not finish within {timeout:.0f} s (state "
+                                f"{run.state and run.state.name}):\n{self.processes.tail()}")
+                time.sleep(2.0)
+        assert run.state.is_completed(), (f"{name} ended {run.state.name}: "
+                                          f"{run.state.message}\n{self.processes.tail()}")
+        return run
+
+
+def clean_environment(tmp: Path, url: str) -> dict[str, str]:
+    """The caller's environment without Prefect or dsan settings, plus the test server's."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "DSAN_"))}
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    env.update({
+        "PREFECT_API_URL": url,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp / "prefect-client"),
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "MPLCONFIGDIR": str(home / "matplotlib"),
+        # Poll every second: the defaults (10 s) would only make the test slower.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    })
+    return env
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], processes: Processes) -> None:
+    from flows.cli.orchestration import server_answers
+
+    deadline = time.monotonic() + 120
+    while not server_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no server at {url} (exit code {process.poll()}):\n"
+                        f"{processes.tail()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, test_config) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    from dsan_core.synthetic import generate_cohort
+
+    tmp = tmp_path_factory.mktemp("server")
+    root, cohort, drop = tmp / "data", tmp / "cohort", tmp / "drop"
+    generate_cohort(test_config.synth, cohort)
+    generate_cohort(test_config.synth.model_copy(update={
+        "seed": 777, "n_patients": 8, "include_broken": False}), drop)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    logs = tmp / "logs"
+    logs.mkdir()
+    processes = Processes(logs)
+    env = clean_environment(tmp, url)
+    # What a team exports before `prefect deploy` (deployments/prefect.yaml).
+    env.update({"DSAN_PROFILE": str(PROFILES / "test.yaml"), "DSAN_DATA_ROOT": str(root),
+                "DSAN_DROP_DICOM_ROOT": str(drop / "dicom"),
+                "DSAN_DROP_LABELS": str(drop / "labels.csv")})
+    stack = Stack(url, root, cohort, drop, env, processes)
+    try:
+        server = processes.start("server", [*DSAN, "server", "--port", str(port),
+                                            "--data-root", str(root)], env, tmp)
+        wait_until_up(url, server, processes)
+        stack.prefect("work-pool", "create", "dsan-cpu", "--type", "process")
+        stack.prefect("work-pool", "set-concurrency-limit", "dsan-cpu", "1")
+        stack.prefect("--no-prompt", "deploy", "--all", "--prefect-file",
+                      "deployments/prefect.yaml")
+        processes.start("worker", [*PREFECT, "worker", "start", "--pool", "dsan-cpu",
+                                   "--name", "test-worker"], env, tmp)
+        # The test process's own Prefect client (imported here at the latest) keeps its
+        # home in tmp too.
+        with environment(PREFECT_HOME=str(tmp / "prefect-client"), DO_NOT_TRACK="1",
+                         PREFECT_SERVER_ANALYTICS_ENABLED="false"):
+            import prefect.client.orchestration  # noqa: F401
+        yield stack
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(stack: Stack) -> Any:
+    cohort = stack.cohort
+    return stack.run_deployment("dsan-pipeline/dsan-pipeline", {
+        "dicom_root": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
+        "masks": str(cohort / "masks")})
+
+
+def test_server_prints_the_api_url_and_keeps_its_database_under_the_data_root(
+        stack: Stack) -> None:
+    output = (stack.processes.logs / "server.log").read_text()
+    assert f"export PREFECT_API_URL={stack.url}" in output
+    assert (stack.root / "prefect" / "prefect.db").is_file()
+
+
+def test_deployments_are_registered_from_prefect_yaml(stack: Stack) -> None:
+    with stack.client() as client:
+        retrain = client.read_deployment_by_name("dsan-retrain/dsan-retrain")
+        pipeline = client.read_deployment_by_name("dsan-pipeline/dsan-pipeline")
+    assert retrain.work_pool_name == pipeline.work_pool_name == "dsan-cpu"
+    assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 0"]
+    assert retrain.parameters == {"profile": str(PROFILES / "test.yaml"),
+                                  "data_root": str(stack.root),
+                                  "dicom_root": str(stack.drop / "dicom"),
+                                  "labels": str(stack.drop / "labels.csv")}
+    assert pipeline.parameters == {"profile": str(PROFILES / "test.yaml"),
+                                   "data_root": str(stack.root)}
+    assert retrain.job_variables["env"]["DO_NOT_TRACK"] == "1"
+
+
+def test_pipeline_deployment_runs_on_a_worker(stack: Stack, pipeline_run: Any) -> None:
+    layout = DataLayout(stack.root)
+    models = read_table(layout, "models")
+    assert models["status"].tolist() == ["promoted"]
+    assert table_exists(layout, "predictions") and len(read_table(layout, "predictions")) > 0
+
+
+def test_retrain_deployment_adds_the_drop_and_records_a_decision(
+        stack: Stack, pipeline_run: Any) -> None:
+    layout = DataLayout(stack.root)
+    before = read_table(layout, "models")
+    scans_before = len(read_table(layout, "scans"))
+    # The test profile segments with ground-truth masks: the drop's come with this run.
+    stack.run_deployment("dsan-retrain/dsan-retrain", {"masks": str(stack.drop / "masks")})
+    models = read_table(layout, "models")
+    assert len(models) == len(before) + 1
+    assert len(read_table(layout, "scans")) > scans_before
+    challenger = (set(models["model_id"]) - set(before["model_id"])).pop()
+    decisions = read_table(layout, "model_decisions")
+    assert decisions[decisions["model_id"] == challenger]["actor"].tolist() == ["gate"]
+
+
+def test_serve_takes_over_the_deployments_and_runs_them(
+        stack: Stack, pipeline_run: Any) -> None:
+    serve = [*DSAN, "serve", "--cron", "15 4 * * 1", "--profile", str(PROFILES / "test.yaml"),
+             "--data-root", str(stack.root), "--dicom-root", str(stack.drop / "dicom"),
+             "--labels", str(stack.drop / "labels.csv"), "--masks", str(stack.drop / "masks")]
+    # prefect.yaml's deployments (same names) belong to the pool's workers: refused.
+    refused = subprocess.run(serve, env=stack.env, cwd=stack.root.parent, capture_output=True,
+                             text=True, timeout=180)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "prefect deployment delete dsan-retrain/dsan-retrain" in refused.stderr
+    stack.prefect("deployment", "delete", "dsan-retrain/dsan-retrain")
+    stack.prefect("deployment", "delete", "dsan-pipeline/dsan-pipeline")
+
+    stack.processes.start("serve", serve, stack.env, stack.root.parent)
+    deadline = time.monotonic() + 120
+    with stack.client() as client:
+        while True:
+            served = {d.name: d for d in client.read_deployments()}
+            if {"dsan-retrain", "dsan-pipeline"} <= set(served):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"dsan serve did not register:\n{stack.processes.tail()}")
+            time.sleep(1.0)
+    retrain, pipeline = served["dsan-retrain"], served["dsan-pipeline"]
+    assert retrain.work_pool_name is None and pipeline.work_pool_name is None
+    assert [(s.schedule.cron, s.active) for s in retrain.schedules] == [("15 4 * * 1", True)]
+    assert retrain.parameters == {"profile": str(PROFILES / "test.yaml"),
+                                  "data_root": str(stack.root),
+                                  "dicom_root": str(stack.drop / "dicom"),
+                                  "labels": str(stack.drop / "labels.csv"),
+                                  "masks": str(stack.drop / "masks")}
+    # The serving process runs it (no worker polls a pool for it).
+    stack.run_deployment("dsan-retrain/dsan-retrain")
+    assert "serving on" in (stack.processes.logs / "serve.log").read_text()
+
+
+def test_ui_serves_the_data_roots_past_runs(stack: Stack, pipeline_run: Any) -> None:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**stack.env, "PREFECT_API_URL": url}
+    ui = stack.processes.start("ui", [*DSAN, "ui", "--port", str(port), "--data-root",
+                                      str(stack.root)], env, stack.root.parent)
+    try:
+        wait_until_up(url, ui, stack.processes)
+        runs = httpx.post(f"{url}/flow_runs/filter", json={
+            "flows": {"name": {"any_": ["dsan-pipeline"]}}}, timeout=30).json()
+        assert [r["state_type"] for r in runs].count("COMPLETED") >= 1
+    finally:
+        stack.processes.stop(ui)
+
+
+def test_serve_refuses_without_a_server(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--profile", "test", "--data-root",
+                                      str(tmp_path)])
+    assert result.exit_code == 2
+    assert "dsan serve needs a Prefect server" in result.output
+    assert "dsan server --data-root" in result.output
+
+
+def test_ui_refuses_without_a_database(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ui", "--data-root", str(tmp_path)])
+    assert result.exit_code == 2 and "no Prefect database" in result.output
+
+
+def test_server_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["server", "--port", str(port), "--data-root",
+                                          str(tmp_path)])
+    assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in result.output
