@@ -21,7 +21,10 @@
     <root>/cache/{dask-scratch,matplotlib}/           Dask spill and matplotlib's font cache
     <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>-<nonce>.parquet
                                                       lineage rows (append-only parts)
-    <root>/prefect/                                   PREFECT_HOME of the embedded API
+    <root>/predict/                                   `dsan predict`'s maps and overlays
+    <root>/prefect/                                   PREFECT_HOME: prefect.db of the embedded
+                                                      API and of `dsan server` / `dsan ui`,
+                                                      server.log
 
 Tables store paths RELATIVE to the root, so a data root can be moved.
 """
