@@ -164,24 +164,17 @@ def cached_map(
 ) -> MapResult:
     """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
 
-    `compute` runs here (`address` None) or on the Dask scheduler at `address` (then
-    it must be a plain, picklable function). `finish(item, key, result)` turns its
-    result into the item's Manifest in this process (without `finish`, `compute`
-    returns the Manifest itself). Each manifest is stored as soon as its item
-    completes. A `DsanError` (bad input) fails its item alone, with its message as the
-    reason; any other exception is a bug: every item still runs, then `ItemFailed`.
-    `record` appends a lineage row per item (for a few expensive items, such as trained
-    models; per-scan stages record their table instead).
+    `compute` runs here (`address` None) or on the Dask scheduler at `address` (then it
+    must be a plain, picklable function). `finish(item, key, result)` turns its result
+    into the item's Manifest in this process (without `finish`, `compute` returns the
+    Manifest). Each manifest is stored as soon as its item completes. A `DsanError` (bad
+    input) fails its item alone, its message the reason; any other exception is a bug:
+    every item still runs, then `ItemFailed`. `record` appends a lineage row per item
+    (for a few expensive items, such as trained models; per-scan stages record tables).
     """
     keys = {item.name: item_key(item, stage, version, config_hash) for item in items}
-    found: dict[str, Manifest] = {}
-    todo = []
-    for item in items:
-        hit = run.lookup(stage, keys[item.name])
-        if hit is None:
-            todo.append(item)
-        else:
-            found[item.name] = hit
+    found = _cache_hits(run, stage, items, keys)
+    todo = [item for item in items if item.name not in found]
     result = MapResult()
     bugs: list[str] = []
 
@@ -197,35 +190,60 @@ def cached_map(
             bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")
             return
         manifest = finish(item, keys[item.name], outcome) if finish is not None else outcome
-        # The item's name, inputs and config stay with it: `dsan status` says what
-        # changed since (storage.stage_cache.ITEM, INPUTS, CONFIG).
+        # Name, inputs and config stay with the manifest: `dsan status` says what changed.
         manifest = replace(manifest, stage=stage, key=keys[item.name], data={
             **manifest.data, ITEM: item.name, INPUTS: dict(item.inputs), CONFIG: config_hash})
         run.cache.store(manifest)
         found[item.name] = manifest
 
-    if address is not None and todo:
-        map_on_dask(resolve_address(address), compute, [item.args for item in todo],
-                    description=description or stage, unit=unit, artifact_key=artifact_key,
-                    on_result=accept)
-    else:
-        with StageProgress(description or stage, len(todo), unit=unit,
-                           artifact_key=artifact_key) as progress:
-            for position, item in enumerate(todo):
-                accept(position, _call(compute, item.args))
-                progress.advance()
+    _run_each(todo, compute, accept, address=address, description=description or stage,
+              unit=unit, artifact_key=artifact_key)
     if bugs:
         raise ItemFailed(f"{stage}: {len(bugs)} item(s) failed with an unexpected error (a bug; "
                          f"tracebacks in the log): {'; '.join(bugs[:5])}")
     manifests = {item.name: found[item.name] for item in items if item.name in found}
     if record:
-        computed = {item.name for item in todo}
-        for item in items:
-            if item.name in manifests:
-                _record(run, stage, keys[item.name], item.name not in computed, item.inputs,
-                        manifests[item.name], config_hash)
+        _record_items(run, stage, items, keys, manifests, {item.name for item in todo},
+                      config_hash)
     return replace(result, manifests=manifests, computed=len(todo) - len(result.failures),
                    cached=len(items) - len(todo))
+
+
+def _run_each(todo: Sequence[MapItem], compute: Callable[..., Any],
+              accept: Callable[[int, Any], None], *, address: DaskAddress | None,
+              description: str, unit: str, artifact_key: str | None) -> None:
+    """`compute(*item.args)` per item, here or on Dask, each outcome (a result or a
+    `WorkerError`) handed to `accept(position, outcome)` as it completes."""
+    if address is not None and todo:
+        map_on_dask(resolve_address(address), compute, [item.args for item in todo],
+                    description=description, unit=unit, artifact_key=artifact_key,
+                    on_result=accept)
+        return
+    with StageProgress(description, len(todo), unit=unit, artifact_key=artifact_key) as progress:
+        for position, item in enumerate(todo):
+            accept(position, _call(compute, item.args))
+            progress.advance()
+
+
+def _cache_hits(run: StageRun, stage: str, items: Sequence[MapItem],
+                keys: Mapping[str, str]) -> dict[str, Manifest]:
+    """The items whose key the stage cache holds (verified), by name."""
+    found: dict[str, Manifest] = {}
+    for item in items:
+        hit = run.lookup(stage, keys[item.name])
+        if hit is not None:
+            found[item.name] = hit
+    return found
+
+
+def _record_items(run: StageRun, stage: str, items: Sequence[MapItem],
+                  keys: Mapping[str, str], manifests: Mapping[str, Manifest],
+                  computed: set[str], config_hash: str) -> None:
+    """A lineage row per item that has a manifest (a cache hit unless in `computed`)."""
+    for item in items:
+        if item.name in manifests:
+            _record(run, stage, keys[item.name], item.name not in computed, item.inputs,
+                    manifests[item.name], config_hash)
 
 
 def _record(run: StageRun, stage: str, key: str, hit: bool, inputs: Mapping[str, str],
