@@ -28,18 +28,6 @@ def _profile(name: str):  # type: ignore[no-untyped-def]
     return load_profile(path if path.suffix in {".yaml", ".yml"} else PROFILES_DIR / f"{name}.yaml")
 
 
-def _export(config, dicom_root: str | None, labels: str | None,  # type: ignore[no-untyped-def]
-            masks: str | None) -> ExportLocation:
-    drop = dicom_root or config.retrain.drop_dicom_root
-    drop_labels = labels or config.retrain.drop_labels
-    if drop is None or drop_labels is None:
-        raise ConfigError("no drop folder: give the deployment's dicom_root and labels, or set "
-                          "retrain.drop_dicom_root and retrain.drop_labels in the profile")
-    drop_masks = masks or config.retrain.drop_masks
-    return ExportLocation(dicom_root=Path(drop), labels=Path(drop_labels),
-                          masks=Path(drop_masks) if drop_masks else None)
-
-
 def _filled(**parameters: str | None) -> None:
     """Prefect leaves an unset `{{ $VAR }}` of prefect.yaml as its literal text."""
     for name, value in parameters.items():
@@ -58,22 +46,26 @@ def _deployment_run_name() -> str:
     return run_name(str(flow_run.flow_name), Path(str(parameters.get("profile", ""))).stem)
 
 
-def _prepared(profile: str, data_root: str):  # type: ignore[no-untyped-def]
+def _inputs(profile: str, data_root: str, dicom_root: str | None, labels: str | None,
+            masks: str | None):  # type: ignore[no-untyped-def]
+    """The data root (checked, Prefect's environment set), the profile and the export
+    (default: the profile's drop) of a deployment's parameters."""
+    _filled(profile=profile, data_root=data_root, dicom_root=dicom_root, labels=labels,
+            masks=masks)
     root = Path(data_root).absolute()
     check_data_root(root)
     prefect_environment(root)
-    return root, _profile(profile)
+    config = _profile(profile)
+    drop, drop_labels, drop_masks = config.retrain.drop(dicom_root, labels, masks)
+    return root, config, ExportLocation(dicom_root=drop, labels=drop_labels, masks=drop_masks)
 
 
 @flow(name="dsan-pipeline", validate_parameters=False, flow_run_name=_deployment_run_name)
 def pipeline_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                         labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan run` as a deployment: the export (default: the profile's drop) to the report."""
-    _filled(profile=profile, data_root=data_root, dicom_root=dicom_root, labels=labels,
-            masks=masks)
-    root, config = _prepared(profile, data_root)
-    result: PipelineResult = pipeline_flow(_export(config, dicom_root, labels, masks), config,
-                                           root)
+    root, config, export = _inputs(profile, data_root, dicom_root, labels, masks)
+    result: PipelineResult = pipeline_flow(export, config, root)
     return result.summary()
 
 
@@ -81,8 +73,6 @@ def pipeline_deployment(profile: str, data_root: str, dicom_root: str | None = N
 def retrain_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                        labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan retrain` as a deployment (scheduled): add the drop, retrain, gate."""
-    _filled(profile=profile, data_root=data_root, dicom_root=dicom_root, labels=labels,
-            masks=masks)
-    root, config = _prepared(profile, data_root)
-    result = retrain_flow(_export(config, dicom_root, labels, masks), config, root)
+    root, config, export = _inputs(profile, data_root, dicom_root, labels, masks)
+    result = retrain_flow(export, config, root)
     return result.summary()

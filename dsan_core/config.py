@@ -379,6 +379,20 @@ class RetrainConfig(_Section):
     drop_labels: Path | None = None
     drop_masks: Path | None = None
 
+    def drop(self, dicom_root: str | Path | None = None, labels: str | Path | None = None,
+             masks: str | Path | None = None) -> tuple[Path, Path, Path | None]:
+        """The drop to retrain on, absolute: the paths given, else the profile's."""
+        folder = dicom_root or self.drop_dicom_root
+        drop_labels = labels or self.drop_labels
+        if folder is None or drop_labels is None:
+            raise ConfigError("no drop to retrain on: give its folder and labels (--dicom-root "
+                              "and --labels, or the deployment's dicom_root and labels), or "
+                              "set retrain.drop_dicom_root and retrain.drop_labels in the "
+                              "profile")
+        drop_masks = masks or self.drop_masks
+        return (Path(folder).absolute(), Path(drop_labels).absolute(),
+                Path(drop_masks).absolute() if drop_masks else None)
+
 
 class DaskConfig(_Section):
     #: None: start a local cluster. Otherwise the address of an existing scheduler.

@@ -14,43 +14,36 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 REDACTED = "<redacted>"
 
 
-class ExportLocation(BaseModel):
-    """A DICOM export folder, its labels manifest and (optionally) ground-truth masks."""
+class _RedactedPaths(BaseModel):
+    """Paths in memory; every field `"<redacted>"` (None stays None) when serialised,
+    printed or logged."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_serializer
+    def _redacted(self) -> dict[str, str | None]:
+        return {name: None if getattr(self, name) is None else REDACTED
+                for name in type(self).model_fields}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({REDACTED})"
+
+    __str__ = __repr__
+
+
+class ExportLocation(_RedactedPaths):
+    """A DICOM export folder, its labels manifest and (optionally) ground-truth masks."""
 
     dicom_root: Path
     labels: Path
     masks: Path | None = None
 
-    @model_serializer
-    def _redacted(self) -> dict[str, str | None]:
-        return {"dicom_root": REDACTED, "labels": REDACTED,
-                "masks": None if self.masks is None else REDACTED}
 
-    def __repr__(self) -> str:
-        return f"ExportLocation({REDACTED})"
-
-    __str__ = __repr__
-
-
-class PredictRequest(BaseModel):
+class PredictRequest(_RedactedPaths):
     """New studies to predict (a DICOM folder), optional masks made elsewhere
     (`<SeriesInstanceUID>_{lung,infection}.nii.gz`) and the output folder; redacted like
     `ExportLocation` when serialised."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     dicom_root: Path
     out: Path
     masks: Path | None = None
-
-    @model_serializer
-    def _redacted(self) -> dict[str, str | None]:
-        return {"dicom_root": REDACTED, "out": REDACTED,
-                "masks": None if self.masks is None else REDACTED}
-
-    def __repr__(self) -> str:
-        return f"PredictRequest({REDACTED})"
-
-    __str__ = __repr__

@@ -44,15 +44,12 @@ def retrain(
     from flows.pipeline import retrain_flow
     from storage.inputs import ExportLocation
 
-    drop = dicom_root or config.retrain.drop_dicom_root
-    drop_labels = labels or config.retrain.drop_labels
-    if drop is None or drop_labels is None:
-        fail(ConfigError("no drop to retrain on: give --dicom-root and --labels, or set "
-                         "retrain.drop_dicom_root and retrain.drop_labels in the profile"))
+    try:
+        drop, drop_labels, drop_masks = config.retrain.drop(dicom_root, labels, masks)
+    except ConfigError as error:
+        fail(error)
         return
-    drop_masks = masks or config.retrain.drop_masks
-    export = ExportLocation(dicom_root=Path(drop).absolute(), labels=Path(drop_labels).absolute(),
-                            masks=Path(drop_masks).absolute() if drop_masks else None)
+    export = ExportLocation(dicom_root=drop, labels=drop_labels, masks=drop_masks)
     result = run_flow(retrain_flow, export, config, root, name=run_name("retrain",
                                                                        config.profile))
     print_lines(result.summary())

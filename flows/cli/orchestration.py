@@ -281,19 +281,13 @@ def _cron_schedule(cron: str, timezone: str) -> Any:
 def _drop(config: Any, dicom_root: Path | None, labels: Path | None,
           masks: Path | None) -> dict[str, str | None]:
     """The drop's parameters, absolute (the runs start in other working directories)."""
-    folder = dicom_root or config.retrain.drop_dicom_root
-    drop_labels = labels or config.retrain.drop_labels
-    if folder is None or drop_labels is None:
-        raise ConfigError("no drop to retrain on: give --dicom-root and --labels, or set "
-                          "retrain.drop_dicom_root and retrain.drop_labels in the profile")
-    drop_masks = masks or config.retrain.drop_masks
-    if not Path(folder).is_dir():
+    folder, drop_labels, drop_masks = config.retrain.drop(dicom_root, labels, masks)
+    if not folder.is_dir():
         # Not an error: the folder may be created before the first scheduled run.
         err.print("warning: the drop folder does not exist yet; a scheduled run fails "
                   "until it does", markup=False, highlight=False)
-    return {"dicom_root": str(Path(folder).absolute()),
-            "labels": str(Path(drop_labels).absolute()),
-            "masks": str(Path(drop_masks).absolute()) if drop_masks else None}
+    return {"dicom_root": str(folder), "labels": str(drop_labels),
+            "masks": str(drop_masks) if drop_masks else None}
 
 
 def _check_not_deployed_to_a_pool() -> None:

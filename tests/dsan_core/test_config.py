@@ -71,3 +71,15 @@ def test_secret_key_is_not_shown() -> None:
     config = parse_config({"ingest": {"pseudonym_key": "a-very-secret-key-value"}})
     assert "a-very-secret-key-value" not in repr(config)
     assert "a-very-secret-key-value" not in config.model_dump_json()
+
+
+def test_retrain_drop_prefers_given_paths_and_falls_back_to_the_profile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"retrain": {"drop_dicom_root": "drop/dicom",
+                                       "drop_labels": "drop/labels.csv"}})
+    assert config.retrain.drop() == (tmp_path / "drop/dicom", tmp_path / "drop/labels.csv", None)
+    assert config.retrain.drop("other", None, "m") == (
+        tmp_path / "other", tmp_path / "drop/labels.csv", tmp_path / "m")
+    with pytest.raises(ConfigError, match="no drop to retrain on"):
+        parse_config({}).retrain.drop(dicom_root="only-the-folder")
