@@ -291,6 +291,12 @@ class TrainConfig(_Section):
     #: Mirror each training scan left-right with probability 1/2 (with its infection
     #: mask). Not in the paper; it halves the over-fitting of a small cohort.
     augment: bool = False
+    #: After training, shift and scale each model's logit so that 0 lies midway between
+    #: the mean logits of its COVID and CAP training scans and 1 unit is their standard
+    #: deviation (`dsan_core.classifier.training.calibrate_logits`): the fold models of a
+    #: branch then share one scale, for pooled out-of-fold predictions and fold
+    #: averages. Not in the paper; uses training scans only.
+    calibrate_logits: bool = False
     #: bf16 autocast on CUDA (no gradient scaling needed); ignored on CPU.
     mixed_precision: bool = True
     seed: int = 0

@@ -161,6 +161,9 @@ TRAINING_RUNS = pa.schema(
         ("device", _str),
         ("n_train", pa.int32()),
         ("n_val", pa.int32()),
+        # The logit's calibration on the training scans (0 and 1: uncalibrated).
+        ("logit_shift", pa.float64()),
+        ("logit_scale", pa.float64()),
         ("checkpoint_path", _str),
         ("checkpoint_hash", _str),
     ]

@@ -56,6 +56,8 @@ TEST_STAGE = "classifier-test"
 #: Bump when a trained model or its predictions would differ for the same inputs.
 VERSION = "1"
 MODEL = "classifier"
+#: The logit calibration of a model trained without `calibrate_logits`.
+UNCALIBRATED = {"logit_shift": 0.0, "logit_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: An
         "fold": fold, "branch": branch, "best_epoch": result.best_epoch,
         "best_val_auc": result.best_val_auc, "epochs": len(result.history),
         "seconds": time.perf_counter() - started, "device": device, "n_train": len(train),
-        "n_val": len(val), "sampler_weights": result.sampler_weights})
+        "n_val": len(val), "sampler_weights": result.sampler_weights,
+        **result.checkpoint.get("calibration", UNCALIBRATED)})
 
 
 def _probabilities(model: torch.nn.Module, cases: list[ClassifierCase], config: TrainConfig,
@@ -263,6 +266,7 @@ def run_row(outcome: BranchOutcome) -> dict[str, Any]:
             "best_epoch": data["best_epoch"], "best_val_auc": data["best_val_auc"],
             "epochs": data["epochs"], "seconds": data["seconds"], "device": data["device"],
             "n_train": data["n_train"], "n_val": data["n_val"],
+            **{k: data.get(k, v) for k, v in UNCALIBRATED.items()},
             "checkpoint_path": model["path"], "checkpoint_hash": model["sha256"]}
 
 

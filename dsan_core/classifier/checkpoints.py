@@ -8,7 +8,9 @@ A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch:
     epoch               epochs finished (1-based)
     model, optimizer    this epoch's weights (CPU tensors) and Adam state
     best_epoch          the kept epoch; best_val_auc, best_val_loss its scores
-    best_model          its weights: the fold's model for this branch
+    best_model          its weights: the fold's model for this branch (after training,
+                        with its logit calibration when TrainConfig.calibrate_logits)
+    calibration         {"logit_shift", "logit_scale"} (final checkpoint, when calibrated)
     history             one dict per epoch (`ClassifierEpochReport` fields)
     config              TrainConfig.model_dump(mode="json"); training_fingerprint
     sampler             {"kind": "uniform" | "size_balanced", "weights": {group: W_g}
@@ -82,7 +84,11 @@ def load_classifier(
     check_architecture(checkpoint, config)
     model = build_classifier(config)
     try:
-        model.load_state_dict(checkpoint["best_model" if best else "model"])
+        state = dict(checkpoint["best_model" if best else "model"])
+        # Checkpoints from before logit calibration existed: uncalibrated.
+        for name, value in (("logit_shift", 0.0), ("logit_scale", 1.0)):
+            state.setdefault(name, torch.tensor(value))
+        model.load_state_dict(state)
     except (KeyError, RuntimeError) as error:
         raise ModelError(f"classifier checkpoint does not fit the network: {error}") from None
     return model.to(torch.device(device)).eval()

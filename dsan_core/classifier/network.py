@@ -16,6 +16,11 @@ maps are ceil(n / 16) per axis for any input size (`feature_shape`).
 The class activation map is A = ReLU(conv1x1x1(f, fc.weight)) without bias, computed
 with `fc.weight.detach()` at every forward pass: the kernel is the FC weight itself
 (it cannot drift from it) and the attention loss trains the backbone, never the FC.
+
+The logit is (fc(pool(f)) - logit_shift) / logit_scale: two buffers, 0 and 1 while
+training, that `calibrate_logits` may set afterwards from the model's own training
+scans so that the fold models of one branch speak the same scale (the CAM and its
+normalised maps do not change).
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class DSANet(nn.Module):
     baseline: the baseline simply ignores `cam` in its loss.
     """
 
+    logit_shift: torch.Tensor
+    logit_scale: torch.Tensor
+
     def __init__(
         self, width: int = 64, in_channels: int = 1, layers: Sequence[int] = (3, 4, 6, 3)
     ) -> None:
@@ -103,6 +111,8 @@ class DSANet(nn.Module):
             previous = channels
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(8 * width, 1)
+        self.register_buffer("logit_shift", torch.zeros(()))
+        self.register_buffer("logit_scale", torch.ones(()))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -123,8 +133,10 @@ class DSANet(nn.Module):
         return self.stages(self.stem(x))
 
     def classify(self, f: torch.Tensor) -> torch.Tensor:
-        """The COVID logit (B,) of feature maps f: global average pool, then fc."""
-        return self.fc(f.mean(dim=(2, 3, 4))).squeeze(1)
+        """The COVID logit (B,) of feature maps f: global average pool, fc, then the
+        calibration (identity unless set)."""
+        raw = self.fc(f.mean(dim=(2, 3, 4))).squeeze(1)
+        return (raw - self.logit_shift) / self.logit_scale
 
     def class_activation(self, f: torch.Tensor) -> torch.Tensor:
         """A = ReLU(conv1x1x1(f, fc.weight)), no bias: (B, 1, d, h, w), no gradient into fc."""

@@ -337,10 +337,14 @@ def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> Non
     assert first.momentum == 0.1  # restored for training
 
 
-@pytest.mark.parametrize("option", ["precise_batch_norm", "augment"])
-def test_training_options_keep_resume_identical(cases: Any, option: str) -> None:
+@pytest.mark.parametrize("options", [
+    {"precise_batch_norm": True},
+    {"augment": True},
+    {"calibrate_logits": True},
+], ids=["precise_batch_norm", "mirror", "calibrate_logits"])
+def test_training_options_keep_resume_identical(cases: Any, options: dict[str, Any]) -> None:
     train, val = cases
-    config = CONFIG.model_copy(update={option: True})
+    config = CONFIG.model_copy(update=options)
     full, saved, _ = _train(train, val, config=config)
     killed: list[dict[str, Any]] = []
     with pytest.raises(Killed):
@@ -348,3 +352,44 @@ def test_training_options_keep_resume_identical(cases: Any, option: str) -> None
     resumed, again, _ = _train(train, val, config=config, resume=killed[0])
     assert _same_state(saved[-1]["model"], again[-1]["model"])
     assert _same_state(full.model.state_dict(), resumed.model.state_dict())
+    assert _same_state(full.model.state_dict(), resumed.checkpoint["best_model"])
+
+
+def test_calibrated_logits_centre_and_scale_on_the_training_scans(cases: Any) -> None:
+    from dsan_core.classifier import predict_logits
+
+    train, val = cases
+    plain, _, _ = _train(train, val, branch="att_us")
+    config = CONFIG.model_copy(update={"calibrate_logits": True})
+    calibrated, saved, _ = _train(train, val, branch="att_us", config=config)
+    state = calibrated.model.state_dict()
+    shift, scale = float(state["logit_shift"]), float(state["logit_scale"])
+    assert scale > 0 and (shift, scale) != (0.0, 1.0)
+    # The weights are the uncalibrated run's; only the two buffers differ.
+    weights = {k: v for k, v in state.items() if not k.startswith("logit_")}
+    assert _same_state(weights, {k: v for k, v in plain.model.state_dict().items()
+                                 if not k.startswith("logit_")})
+    on_train = predict_logits(calibrated.model, train, device=CPU, batch_size=3)
+    labels = np.array([c.label for c in train])
+    midpoint = (on_train[labels == 1].mean() + on_train[labels == 0].mean()) / 2
+    assert abs(midpoint) < 1e-4 and abs(on_train.std() - 1.0) < 1e-4
+    raw = predict_logits(plain.model, val, device=CPU, batch_size=3)
+    assert np.allclose(predict_logits(calibrated.model, val, device=CPU, batch_size=3),
+                       (raw - shift) / scale, atol=1e-4)
+    # The final checkpoint carries the calibrated model; a finished run resumed agrees.
+    final = saved[-1] | {"best_model": calibrated.checkpoint["best_model"]}
+    loaded = load_classifier(_round_trip(final), config, CPU)
+    assert _same_state(loaded.state_dict(), state)
+    assert calibrated.checkpoint["calibration"] == {"logit_shift": shift, "logit_scale": scale}
+    again, _, _ = _train(train, val, branch="att_us", config=config, resume=saved[-1])
+    assert _same_state(again.model.state_dict(), state)
+
+
+def test_checkpoints_from_before_calibration_load_uncalibrated(cases: Any) -> None:
+    train, val = cases
+    result, saved, _ = _train(train, val, branch="rn34_us")
+    old = saved[-1] | {"best_model": {k: v for k, v in saved[-1]["best_model"].items()
+                                      if not k.startswith("logit_")}}
+    model = load_classifier(old, CONFIG, CPU)
+    assert float(model.logit_shift) == 0.0 and float(model.logit_scale) == 1.0
+    assert _same_state(model.state_dict(), result.model.state_dict())
