@@ -38,6 +38,7 @@ from dsan_core.classifier import (
     predict_probabilities,
     train_classifier,
 )
+from dsan_core.classifier.network import UNCALIBRATED
 from dsan_core.config import TrainConfig
 from dsan_core.groups import LABEL_COVID
 from dsan_core.splits import FoldScans, fold_scans
@@ -56,8 +57,6 @@ TEST_STAGE = "classifier-test"
 #: Bump when a trained model or its predictions would differ for the same inputs.
 VERSION = "1"
 MODEL = "classifier"
-#: The logit calibration of a model trained without `calibrate_logits`.
-UNCALIBRATED = {"logit_shift": 0.0, "logit_scale": 1.0}
 
 
 @dataclass(frozen=True)

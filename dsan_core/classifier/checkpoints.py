@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from dsan_core.classifier.network import DSANet
+from dsan_core.classifier.network import UNCALIBRATED, DSANet
 from dsan_core.config import TrainConfig
 from dsan_core.errors import ModelError
 
@@ -86,7 +86,7 @@ def load_classifier(
     try:
         state = dict(checkpoint["best_model" if best else "model"])
         # Checkpoints from before logit calibration existed: uncalibrated.
-        for name, value in (("logit_shift", 0.0), ("logit_scale", 1.0)):
+        for name, value in UNCALIBRATED.items():
             state.setdefault(name, torch.tensor(value))
         model.load_state_dict(state)
     except (KeyError, RuntimeError) as error:

@@ -43,6 +43,10 @@ class DSANetOutput(NamedTuple):
     cam: torch.Tensor
 
 
+#: The logit calibration buffers' values before `calibrate_logits` sets them (identity).
+UNCALIBRATED: dict[str, float] = {"logit_shift": 0.0, "logit_scale": 1.0}
+
+
 def feature_shape(size: Sequence[int]) -> tuple[int, ...]:
     """The (z, y, x) size of the feature maps (and the CAM) for an input of `size`."""
     return tuple(math.ceil(int(n) / 16) for n in size)
@@ -111,8 +115,8 @@ class DSANet(nn.Module):
             previous = channels
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(8 * width, 1)
-        self.register_buffer("logit_shift", torch.zeros(()))
-        self.register_buffer("logit_scale", torch.ones(()))
+        for name, value in UNCALIBRATED.items():
+            self.register_buffer(name, torch.tensor(value))
         self._init_weights()
 
     def _init_weights(self) -> None:
