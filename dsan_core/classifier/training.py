@@ -211,7 +211,8 @@ def _train_epoch(
 
 
 def recalibrate_batch_norm(model: DSANet, loader: DataLoader[dict[str, Any]], *,
-                           device: torch.device, mixed_precision: bool) -> None:
+                           device: torch.device, mixed_precision: bool,
+                           channels_last: bool = False) -> None:
     """Replace BatchNorm's running statistics by the training set's, computed with the
     epoch's final weights ("precise BN", Wu & Johnson 2021).
 
@@ -231,7 +232,7 @@ def recalibrate_batch_norm(model: DSANet, loader: DataLoader[dict[str, Any]], *,
     model.train()
     with torch.no_grad(), autocast_for(device, mixed_precision):
         for batch in loader:
-            model(to_network_input(batch["image"], device))
+            model(to_network_input(batch["image"], device, channels_last=channels_last))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
 
@@ -408,7 +409,8 @@ def train_classifier(
                                              attention=attention, device=device)
         if config.precise_batch_norm:
             recalibrate_batch_norm(model, stats_loader, device=device,
-                                   mixed_precision=config.mixed_precision)
+                                   mixed_precision=config.mixed_precision,
+                                   channels_last=config.channels_last_3d)
         if not math.isfinite(loss):
             raise ModelError(f"fold {fold}: branch {branch} diverged: training loss {loss} "
                              f"in epoch {epoch + 1}")
