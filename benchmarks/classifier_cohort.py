@@ -1,0 +1,203 @@
+"""Does a profile's classifier learn? Pooled out-of-fold AUC per branch and seed, over a
+data root's pre-processed inputs, without Prefect (the same cases and `train_classifier`
+as the training stage, nothing cached, nothing written to the data root).
+
+    .venv/bin/python benchmarks/classifier_cohort.py --data-root ./dsan-data \
+        [--profile profiles/demo.yaml] [--seeds 0 1 2] [--branches att_us att_ss] \
+        [--device auto|cpu|cuda] [--epochs N] [--fp32] [--json results.json]
+
+For each seed (TrainConfig.seed, from which every (fold, branch) seed derives) and
+branch: train the five fold models, predict each fold's validation scans with its best
+(calibrated, where the profile says so) model and the test scans with every fold model.
+Prints one JSON line per (seed, branch): pooled out-of-fold AUC (what the demo's goal
+is measured on), the mean of the per-fold AUCs, the test AUC of the fold-averaged
+probability, best epochs and seconds; then the mean and spread over the seeds. First,
+a baseline with no training: the AUC of each scan's mean input intensity over the
+lung (the input's most obvious cue: lesions are brighter than lung). An
+"ds_equal" line averages att_us and att_ss with equal weights (the ensemble stage
+searches the weights; this is only its midpoint).
+
+Needs the tables `splits`, `groups` and `preprocessed` and the arrays they name: a data
+root after `dsan run` (or `dsan preprocess`). Runs where it is started and says on what.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from dsan_core.classifier import (  # noqa: E402
+    ClassifierCase,
+    branch_seed,
+    predict_probabilities,
+    train_classifier,
+)
+from dsan_core.config import TrainConfig, load_profile  # noqa: E402
+from dsan_core.groups import LABEL_COVID  # noqa: E402
+from dsan_core.splits import fold_scans  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _open(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]]:
+    """The split table and one case per pre-processed scan (as tasks/training.py)."""
+    tables = data_root / "tables"
+    splits = pd.read_parquet(tables / "splits.parquet")
+    groups = pd.read_parquet(tables / "groups.parquet").set_index("scan_id")
+    inputs = pd.read_parquet(tables / "preprocessed.parquet").set_index("scan_id")
+    cases = {}
+    for scan_id, row in inputs.iterrows():
+        scan = str(scan_id)
+        if scan not in groups.index:
+            continue
+        group = groups.loc[scan]
+        cases[scan] = ClassifierCase(
+            scan, int(str(group["label"]) == LABEL_COVID), str(group["sampling_group"]),
+            partial(_open, data_root / row["input_path"]),
+            partial(_open, data_root / row["infection_path"]))
+    return splits, cases
+
+
+def input_baseline(splits: pd.DataFrame, cases: dict[str, ClassifierCase]) -> dict[str, float]:
+    """AUC of one untrained number per scan, the mean of its network input over the
+    lung (windowed, lung-masked: brighter where there is more lesion), on the TV and
+    the test scans: what the input gives away with no learning at all."""
+    sets = splits.set_index("scan_id")["set"].astype(str)
+    out = {}
+    for name in ("tv", "test"):
+        chosen = [c for scan_id, c in cases.items() if sets.get(scan_id) == name]
+        means = []
+        for case in chosen:
+            image = np.asarray(case.image(), dtype=np.float32)
+            lung = image[image > 0]
+            means.append(float(lung.mean()) if lung.size else 0.0)
+        out[f"{name}_auc"] = round(_auc([c.label for c in chosen], means), 4)
+    return out
+
+
+def _auc(labels: list[int], scores: list[float]) -> float:
+    return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
+
+
+def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: TrainConfig,
+               branch: str, device: torch.device) -> dict[str, Any]:
+    folds = sorted(int(f) for f in splits["fold"].dropna().unique())
+    oof_labels: list[int] = []
+    oof_scores: list[float] = []
+    fold_aucs, best_epochs = [], []
+    test_probs: list[np.ndarray] = []
+    test_labels: list[int] = []
+    started = time.perf_counter()
+    for fold in folds:
+        scans = fold_scans(splits, fold)
+        train = [cases[s] for s in scans.train if s in cases]
+        val = [cases[s] for s in scans.val if s in cases]
+        test = [cases[s] for s in scans.test if s in cases]
+        result = train_classifier(train, val, config, branch=branch,
+                                  seed=branch_seed(config.seed, fold, branch), device=device,
+                                  resume=None, on_epoch_end=lambda checkpoint, report: None,
+                                  log=lambda message: None, fold=fold)
+        predict = partial(predict_probabilities, result.model, device=device,
+                          batch_size=config.val_batch_size,
+                          mixed_precision=config.mixed_precision,
+                          channels_last=config.channels_last_3d)
+        probs = predict(val)
+        labels = [c.label for c in val]
+        oof_labels += labels
+        oof_scores += [float(p) for p in probs]
+        fold_aucs.append(_auc(labels, list(probs)))
+        best_epochs.append(result.best_epoch)
+        if test:
+            test_probs.append(predict(test))
+            test_labels = [c.label for c in test]
+    test_auc = (_auc(test_labels, list(np.mean(test_probs, axis=0))) if test_probs
+                else float("nan"))
+    return {"pooled_oof_auc": round(_auc(oof_labels, oof_scores), 4),
+            "mean_fold_auc": round(float(np.nanmean(fold_aucs)), 4),
+            "fold_aucs": [round(a, 3) for a in fold_aucs], "test_auc": round(test_auc, 4),
+            "best_epochs": best_epochs, "seconds": round(time.perf_counter() - started, 1),
+            "n_oof": len(oof_labels), "n_test": len(test_labels),
+            "_oof": (oof_labels, oof_scores),
+            "_test": (test_labels, np.mean(test_probs, axis=0) if test_probs else None)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--profile", type=Path, default=ROOT / "profiles" / "demo.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--branches", nargs="+", default=["att_us", "att_ss"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's")
+    parser.add_argument("--fp32", action="store_true",
+                        help="no bf16 autocast on CUDA (what the CPU computes)")
+    parser.add_argument("--json", type=Path, default=None, help="append each line here too")
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    base = load_profile(args.profile).train
+    what = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU, {torch.get_num_threads()} threads")
+    splits, cases = load_cases(args.data_root)
+
+    def emit(line: dict[str, Any]) -> None:
+        text = json.dumps({k: v for k, v in line.items() if not k.startswith("_")})
+        print(text, flush=True)
+        if args.json is not None:
+            with args.json.open("a") as out:
+                out.write(text + "\n")
+
+    emit({"profile": args.profile.stem, "device": what, "torch": torch.__version__,
+          "n_cases": len(cases), "fp32": args.fp32, "train": base.model_dump(mode="json")})
+    emit({"baseline": "mean lung intensity of the input, untrained",
+          **input_baseline(splits, cases)})
+    results: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        update: dict[str, Any] = {"seed": seed}
+        if args.epochs is not None:
+            update["epochs"] = args.epochs
+        if args.fp32:
+            update["mixed_precision"] = False
+        config = base.model_copy(update=update)
+        by_branch = {}
+        for branch in args.branches:
+            line = run_branch(splits, cases, config, branch, device)
+            by_branch[branch] = line
+            results.setdefault(branch, []).append(line["pooled_oof_auc"])
+            emit({"seed": seed, "branch": branch, **line})
+        if {"att_us", "att_ss"} <= by_branch.keys():
+            us, ss = by_branch["att_us"], by_branch["att_ss"]
+            labels, scores = us["_oof"][0], np.add(us["_oof"][1], ss["_oof"][1]) / 2
+            test_auc = (_auc(us["_test"][0], list((us["_test"][1] + ss["_test"][1]) / 2))
+                        if us["_test"][1] is not None else float("nan"))
+            auc = round(_auc(labels, list(scores)), 4)
+            results.setdefault("ds_equal", []).append(auc)
+            emit({"seed": seed, "branch": "ds_equal", "pooled_oof_auc": auc,
+                  "test_auc": round(test_auc, 4)})
+    for branch, aucs in results.items():
+        emit({"summary": branch, "seeds": args.seeds, "pooled_oof_auc": aucs,
+              "mean": round(statistics.fmean(aucs), 4),
+              "sd": round(statistics.stdev(aucs), 4) if len(aucs) > 1 else 0.0,
+              "min": min(aucs), "device": what})
+
+
+if __name__ == "__main__":
+    main()
