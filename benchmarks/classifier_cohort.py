@@ -43,11 +43,11 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from dsan_core.classifier import (  # noqa: E402
     ClassifierCase,
     branch_seed,
+    cases_from_tables,
     predict_probabilities,
     train_classifier,
 )
 from dsan_core.config import TrainConfig, load_profile  # noqa: E402
-from dsan_core.groups import LABEL_COVID  # noqa: E402
 from dsan_core.splits import fold_scans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,21 +58,13 @@ def _open(path: Path) -> np.ndarray:
 
 
 def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]]:
-    """The split table and one case per pre-processed scan (as tasks/training.py)."""
+    """The split table and one case per pre-processed scan (as the training stage)."""
     tables = data_root / "tables"
     splits = pd.read_parquet(tables / "splits.parquet")
     groups = pd.read_parquet(tables / "groups.parquet").set_index("scan_id")
     inputs = pd.read_parquet(tables / "preprocessed.parquet").set_index("scan_id")
-    cases = {}
-    for scan_id, row in inputs.iterrows():
-        scan = str(scan_id)
-        if scan not in groups.index:
-            continue
-        group = groups.loc[scan]
-        cases[scan] = ClassifierCase(
-            scan, int(str(group["label"]) == LABEL_COVID), str(group["sampling_group"]),
-            partial(_open, data_root / row["input_path"]),
-            partial(_open, data_root / row["infection_path"]))
+    cases = cases_from_tables([str(s) for s in inputs.index], groups, inputs,
+                              lambda path: partial(_open, data_root / path))
     return splits, cases
 
 

@@ -34,13 +34,13 @@ from prefect.cache_policies import NO_CACHE
 from dsan_core.classifier import (
     ClassifierCase,
     branch_seed,
+    cases_from_tables,
     load_classifier,
     predict_probabilities,
     train_classifier,
 )
 from dsan_core.classifier.network import UNCALIBRATED
 from dsan_core.config import TrainConfig
-from dsan_core.groups import LABEL_COVID
 from dsan_core.splits import FoldScans, fold_scans
 from storage.atomic import write_json
 from storage.checkpoints import load_checkpoint, save_checkpoint
@@ -93,16 +93,11 @@ def fold_data(run: StageRun, fold: int) -> FoldData:
     scans = fold_scans(read_table(run.layout, "splits"), fold)
     groups = read_table(run.layout, "groups").set_index("scan_id")
     inputs = read_table(run.layout, "preprocessed").set_index("scan_id")
-    cases, hashes = {}, {}
-    for scan_id in (*scans.train, *scans.val, *scans.test):
-        if scan_id not in inputs.index or scan_id not in groups.index:
-            continue  # not pre-processed: its reason is in that stage's summary
-        row, group = inputs.loc[scan_id], groups.loc[scan_id]
-        cases[scan_id] = ClassifierCase(
-            scan_id, int(group["label"] == LABEL_COVID), str(group["sampling_group"]),
-            partial(open_npy, run.layout.resolve(row["input_path"])),
-            partial(open_npy, run.layout.resolve(row["infection_path"])))
-        hashes[scan_id] = f"{row['input_hash']}:{row['infection_hash']}"
+    cases = cases_from_tables((*scans.train, *scans.val, *scans.test), groups, inputs,
+                              lambda path: partial(open_npy, run.layout.resolve(path)))
+    hashes = {scan_id: ":".join(str(inputs.at[scan_id, column])
+                                for column in ("input_hash", "infection_hash"))
+              for scan_id in cases}
     return FoldData(scans, cases, hashes)
 
 

@@ -18,7 +18,12 @@ from dsan_core.classifier.checkpoints import (
     build_classifier,
     load_classifier,
 )
-from dsan_core.classifier.data import ClassifierCase, ClassifierDataset, make_loader
+from dsan_core.classifier.data import (
+    ClassifierCase,
+    ClassifierDataset,
+    cases_from_tables,
+    make_loader,
+)
 from dsan_core.classifier.faithfulness import deletion_drop
 from dsan_core.classifier.gradcam import grad_cam
 from dsan_core.classifier.inference import (
@@ -62,6 +67,7 @@ __all__ = [
     "attention_map",
     "branch_seed",
     "build_classifier",
+    "cases_from_tables",
     "classifier_loss",
     "deletion_drop",
     "epoch_learning_rate",

@@ -11,16 +11,17 @@ in the pipeline): each scan is copied once, into its batch.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dsan_core.errors import InputError
-from dsan_core.groups import COVID_LARGE, COVID_SMALL, SAMPLING_GROUPS
+from dsan_core.groups import COVID_LARGE, COVID_SMALL, LABEL_COVID, SAMPLING_GROUPS
 
 #: Label values: 1 COVID-19 (the positive class), 0 CAP.
 COVID, CAP = 1, 0
@@ -40,6 +41,27 @@ class ClassifierCase:
     sampling_group: str
     image: Callable[[], np.ndarray]
     infection: Callable[[], np.ndarray]
+
+
+def cases_from_tables(scan_ids: Iterable[str], groups: pd.DataFrame, inputs: pd.DataFrame,
+                      reader: Callable[[str], Callable[[], np.ndarray]]
+                      ) -> dict[str, ClassifierCase]:
+    """Cases of `scan_ids` from the groups table (label, sampling_group) and the
+    pre-processed table (input_path, infection_path), both indexed by scan_id.
+
+    `reader(relative_path)` returns the array's loader (picklable for DataLoader
+    workers, e.g. a partial of a memory-mapping reader). A scan missing from either
+    table is left out: its reason is in the stage that did not produce it.
+    """
+    cases = {}
+    for scan_id in scan_ids:
+        if scan_id not in inputs.index or scan_id not in groups.index:
+            continue
+        row, group = inputs.loc[scan_id], groups.loc[scan_id]
+        cases[scan_id] = ClassifierCase(
+            scan_id, int(str(group["label"]) == LABEL_COVID), str(group["sampling_group"]),
+            reader(str(row["input_path"])), reader(str(row["infection_path"])))
+    return cases
 
 
 def check_cases(cases: Sequence[ClassifierCase]) -> None:

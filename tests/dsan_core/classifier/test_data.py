@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from dsan_core.classifier import ClassifierDataset, make_loader
+from dsan_core.classifier import ClassifierDataset, cases_from_tables, make_loader
 from dsan_core.classifier.data import collate_cases
 from dsan_core.errors import InputError
 from tests.dsan_core.classifier.cases import write_case
@@ -66,3 +69,28 @@ def test_loader_in_dataset_order_and_a_2d_image_is_an_error(tmp_path: Path) -> N
                               cases[0].infection)
     with pytest.raises(InputError, match=r"scan flat: expected a \(z, y, x\) image"):
         ClassifierDataset([flat], with_infection=False)[0]
+
+
+def test_cases_from_tables_take_label_group_and_paths_and_skip_missing_scans(
+        tmp_path: Path) -> None:
+    for name in ("a.npy", "a-inf.npy", "b.npy", "b-inf.npy"):
+        np.save(tmp_path / name, np.full((2, 3, 4), len(name), dtype=np.float16))
+    groups = pd.DataFrame({"scan_id": ["A", "B", "C"], "label": ["COVID", "CAP", "CAP"],
+                           "sampling_group": ["covid_small", "cap_large", "cap_small"]})
+    inputs = pd.DataFrame({"scan_id": ["A", "B", "D"],
+                           "input_path": ["a.npy", "b.npy", "d.npy"],
+                           "infection_path": ["a-inf.npy", "b-inf.npy", "d-inf.npy"]})
+    reader = functools.partial(_load_relative, tmp_path)
+    cases = cases_from_tables(["A", "B", "C", "D"], groups.set_index("scan_id"),
+                              inputs.set_index("scan_id"), reader)
+    assert list(cases) == ["A", "B"]  # C not pre-processed, D not grouped
+    assert (cases["A"].label, cases["A"].sampling_group) == (1, "covid_small")
+    assert (cases["B"].label, cases["B"].sampling_group) == (0, "cap_large")
+    assert float(cases["B"].image()[0, 0, 0]) == len("b.npy")
+    assert float(cases["B"].infection()[0, 0, 0]) == len("b-inf.npy")
+    restored = pickle.loads(pickle.dumps(cases["A"]))  # DataLoader workers
+    assert float(restored.image()[0, 0, 0]) == len("a.npy")
+
+
+def _load_relative(root: Path, relative: str) -> functools.partial[np.ndarray]:
+    return functools.partial(np.load, root / relative, mmap_mode="r")
