@@ -28,6 +28,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _open(path: Path) -> np.ndarray:
+    # storage.volumes.open_npy does the same, but storage.volumes imports SimpleITK,
+    # which the GPU image lacks: this script must run there.
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
@@ -89,8 +92,19 @@ def _auc(labels: list[int], scores: list[float]) -> float:
     return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
 
 
+@dataclass(frozen=True)
+class BranchRun:
+    """One branch's five fold models: the printed line and the predictions behind it."""
+
+    line: dict[str, Any]
+    oof_labels: list[int]
+    oof_scores: np.ndarray
+    test_labels: list[int]
+    test_scores: np.ndarray | None  # the fold models' mean probability
+
+
 def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: TrainConfig,
-               branch: str, device: torch.device) -> dict[str, Any]:
+               branch: str, device: torch.device) -> BranchRun:
     folds = sorted(int(f) for f in splits["fold"].dropna().unique())
     oof_labels: list[int] = []
     oof_scores: list[float] = []
@@ -120,15 +134,15 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
         if test:
             test_probs.append(predict(test))
             test_labels = [c.label for c in test]
-    test_auc = (_auc(test_labels, list(np.mean(test_probs, axis=0))) if test_probs
-                else float("nan"))
-    return {"pooled_oof_auc": round(_auc(oof_labels, oof_scores), 4),
+    test_scores = np.mean(test_probs, axis=0) if test_probs else None
+    line = {"pooled_oof_auc": round(_auc(oof_labels, oof_scores), 4),
             "mean_fold_auc": round(float(np.nanmean(fold_aucs)), 4),
-            "fold_aucs": [round(a, 3) for a in fold_aucs], "test_auc": round(test_auc, 4),
+            "fold_aucs": [round(a, 3) for a in fold_aucs],
+            "test_auc": round(_auc(test_labels, list(test_scores)), 4)
+            if test_scores is not None else float("nan"),
             "best_epochs": best_epochs, "seconds": round(time.perf_counter() - started, 1),
-            "n_oof": len(oof_labels), "n_test": len(test_labels),
-            "_oof": (oof_labels, oof_scores),
-            "_test": (test_labels, np.mean(test_probs, axis=0) if test_probs else None)}
+            "n_oof": len(oof_labels), "n_test": len(test_labels)}
+    return BranchRun(line, oof_labels, np.asarray(oof_scores), test_labels, test_scores)
 
 
 def main() -> None:
@@ -151,7 +165,7 @@ def main() -> None:
     splits, cases = load_cases(args.data_root)
 
     def emit(line: dict[str, Any]) -> None:
-        text = json.dumps({k: v for k, v in line.items() if not k.startswith("_")})
+        text = json.dumps(line)
         print(text, flush=True)
         if args.json is not None:
             with args.json.open("a") as out:
@@ -169,18 +183,19 @@ def main() -> None:
         if args.fp32:
             update["mixed_precision"] = False
         config = base.model_copy(update=update)
-        by_branch = {}
+        by_branch: dict[str, BranchRun] = {}
         for branch in args.branches:
-            line = run_branch(splits, cases, config, branch, device)
-            by_branch[branch] = line
-            results.setdefault(branch, []).append(line["pooled_oof_auc"])
-            emit({"seed": seed, "branch": branch, **line})
+            run = run_branch(splits, cases, config, branch, device)
+            by_branch[branch] = run
+            results.setdefault(branch, []).append(run.line["pooled_oof_auc"])
+            emit({"seed": seed, "branch": branch, **run.line})
         if {"att_us", "att_ss"} <= by_branch.keys():
+            # Both branches predict the same folds' scans in the same order.
             us, ss = by_branch["att_us"], by_branch["att_ss"]
-            labels, scores = us["_oof"][0], np.add(us["_oof"][1], ss["_oof"][1]) / 2
-            test_auc = (_auc(us["_test"][0], list((us["_test"][1] + ss["_test"][1]) / 2))
-                        if us["_test"][1] is not None else float("nan"))
-            auc = round(_auc(labels, list(scores)), 4)
+            auc = round(_auc(us.oof_labels, list((us.oof_scores + ss.oof_scores) / 2)), 4)
+            test_auc = (_auc(us.test_labels, list((us.test_scores + ss.test_scores) / 2))
+                        if us.test_scores is not None and ss.test_scores is not None
+                        else float("nan"))
             results.setdefault("ds_equal", []).append(auc)
             emit({"seed": seed, "branch": "ds_equal", "pooled_oof_auc": auc,
                   "test_auc": round(test_auc, 4)})
