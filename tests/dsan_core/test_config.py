@@ -25,10 +25,12 @@ def test_demo_gpu_differs_from_demo_only_in_the_gpu_budgets() -> None:
     # The GPU trains its own VB-Net (the CPU demo imports the ground truth) ...
     assert (demo.segmentation.method, gpu.segmentation.method) == ("ground_truth", "vbnet")
     assert gpu.segmentation.vbnet.spacing_mm[2] < demo.segmentation.vbnet.spacing_mm[2]
-    # ... and the demo's classifier, wider (the runtime-only fields may differ).
-    assert gpu.train.width > demo.train.width
-    runtime = {name: getattr(demo.train, name) for name in demo.train.RUNTIME_FIELDS}
-    assert gpu.train.model_copy(update={"width": demo.train.width, **runtime}) == demo.train
+    # ... and the demo's classifier settings for a wider network, as long or longer (the
+    # runtime-only fields may differ too).
+    assert gpu.train.width > demo.train.width and gpu.train.epochs >= demo.train.epochs
+    kept = {name: getattr(demo.train, name)
+            for name in ("width", "epochs", *demo.train.RUNTIME_FIELDS)}
+    assert gpu.train.model_copy(update=kept) == demo.train
 
 
 def test_paper_profile_has_the_papers_sizes() -> None:
