@@ -149,4 +149,10 @@ class DSANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DSANetOutput:
         f = self.features(x)
-        return DSANetOutput(self.classify(f), self.class_activation(f))
+        # The head and the CAM in float32 even under bf16 autocast: bf16 keeps ~3
+        # significant digits, which would tie close logits (and so AUCs), and
+        # soft_attention's sigmoid(100 * (A - 0.4)) turns A's rounding (up to ~0.004
+        # after normalisation) into up to ~0.1 of the soft mask. Both are tiny layers.
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            f = f.float()
+            return DSANetOutput(self.classify(f), self.class_activation(f))

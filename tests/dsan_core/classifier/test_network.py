@@ -46,8 +46,7 @@ def test_last_stage_keeps_the_resolution() -> None:
 
 
 def _manual_cam(net: DSANet, x: torch.Tensor) -> torch.Tensor:
-    f = net.features(x)
-    return F.relu(torch.einsum("bcdhw,c->bdhw", f, net.fc.weight[0]))[:, None]
+    return _manual_cam_of(net, net.features(x))
 
 
 def test_cam_kernel_is_the_fc_weight_after_an_optimiser_step() -> None:
@@ -79,6 +78,25 @@ def test_attention_loss_trains_the_backbone_but_not_the_fc() -> None:
     assert net.fc.bias.grad is None or not net.fc.bias.grad.any()
     stem_grad = net.stem[0].weight.grad
     assert stem_grad is not None and stem_grad.abs().sum() > 0
+
+
+def test_head_and_cam_are_float32_under_bf16_autocast() -> None:
+    # CPU autocast stands in for CUDA's here (forward only: the same code path).
+    torch.manual_seed(3)
+    net = DSANet(width=4, layers=(1, 1, 1, 1)).eval()
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        f = net.features(x)
+    assert f.dtype == torch.bfloat16  # the backbone does run in bf16
+    assert out.logit.dtype == torch.float32 and out.cam.dtype == torch.float32
+    torch.testing.assert_close(out.cam, _manual_cam_of(net, f.float()))
+    expected = net.fc(f.float().mean(dim=(2, 3, 4))).squeeze(1)
+    torch.testing.assert_close(out.logit, expected)
+
+
+def _manual_cam_of(net: DSANet, f: torch.Tensor) -> torch.Tensor:
+    return F.relu(torch.einsum("bcdhw,c->bdhw", f, net.fc.weight[0]))[:, None]
 
 
 def test_bad_configuration_and_input_are_clear_errors() -> None:
