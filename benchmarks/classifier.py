@@ -1,7 +1,7 @@
 """DSAN classifier cost: training steps through our loop vs the bare model, data loading,
-CPU threads, and (on CUDA) paper-size steps in bf16 vs fp32.
+CPU threads, bf16 on the CPU, and (on CUDA) paper-size steps in bf16 vs fp32.
 
-    .venv/bin/python benchmarks/classifier.py [--parts loop loader threads gpu]
+    .venv/bin/python benchmarks/classifier.py [--parts loop loader threads cpu-bf16 gpu]
         [--width 16] [--shape 48 96 96] [--batch 4] [--steps 4] [--device auto|cpu|cuda]
         [--gpu-shape 138 256 256] [--gpu-width 64] [--gpu-batch 20]
 
@@ -17,6 +17,15 @@ Parts (each prints one JSON line; random weights, timing does not depend on them
              reading the memory map, copying and collating, not the disk).
     threads  the 2-core question: one training with 2 torch threads vs two concurrent
              trainings with 1 thread each (bare steps, separate processes), in steps/s.
+    cpu-bf16 (always on the CPU) bf16 autocast vs fp32 for the bare step at --width,
+             --shape, --batch in channels_last_3d (the demo's layout): seconds per step,
+             and whether the bf16 gradients can be trusted: the gradients of one batch
+             computed `--bf16-checks` times from the same weights, counting the
+             repetitions with non-finite values and those that differ from the first,
+             and the worst relative error (norm of the whole gradient) of a finite one
+             against fp32's; then the same error for one Conv3d alone (3 seeds) at the
+             stem's scale and at the last stages' feature size (1/16 of --shape). The
+             CPU's bf16 hardware (AVX512-BF16, AMX) is printed.
     gpu      (CUDA only) `--gpu-shape` at `--gpu-width`, batch `--gpu-batch`: seconds per
              `train_step` and peak GPU memory, bf16 autocast vs fp32, channels_last_3d off
              and on; inference seconds per scan (float16 host volume -> probability).
@@ -259,7 +268,109 @@ def part_gpu(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             "batch": args.gpu_batch, "runs": runs}
 
 
-PARTS = {"loop": part_loop, "loader": part_loader, "threads": part_threads, "gpu": part_gpu}
+def _cpu_gradients(model: DSANet, batch: dict[str, torch.Tensor], config: TrainConfig,
+                   shape: tuple[int, ...], *, bf16: bool) -> dict[str, torch.Tensor]:
+    """The parameter gradients of one forward + BCE + lambda L_ex + backward."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(batch["image"])
+    loss, _, _ = classifier_loss(out, batch["label"], batch["infection"], config,
+                                 attention=True, input_size=shape)
+    loss.backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()
+            if p.grad is not None}
+
+
+def _channels_last_model(config: TrainConfig) -> DSANet:
+    torch.manual_seed(0)
+    model = build_classifier(config)
+    return model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+
+
+def _conv_weight_gradient_error(channels: int, size: tuple[int, ...], seed: int) -> float:
+    """Relative error of one bf16 Conv3d's weight gradient (3x3x3, channels_last_3d,
+    batch 4) against fp32's: bf16 rounding alone gives ~3e-3."""
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+    conv = conv.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    x = torch.randn(4, channels, *size).contiguous(memory_format=torch.channels_last_3d)
+    target = torch.randn(4, channels, *size)
+    gradients = []
+    for bf16 in (False, True):
+        conv.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        ((y.float() - target) ** 2).mean().backward()
+        gradients.append(conv.weight.grad.double().clone())  # type: ignore[union-attr]
+    return float((gradients[1] - gradients[0]).norm() / gradients[0].norm())
+
+
+def _time_cpu_steps(config: TrainConfig, batch: dict[str, torch.Tensor],
+                    shape: tuple[int, ...], args: argparse.Namespace, *, bf16: bool) -> float:
+    """Seconds per bare step on the CPU (best of `args.repeats` after a warm-up);
+    `_time_bare` autocasts on CUDA only."""
+    model = _channels_last_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    best = float("inf")
+    for repeat in range(args.repeats + 1):
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            _cpu_gradients(model, batch, config, shape, bf16=bf16)
+            optimizer.step()
+        if repeat:
+            best = min(best, (time.perf_counter() - started) / args.steps)
+    return best
+
+
+def _bf16_gradient_checks(config: TrainConfig, batch: dict[str, torch.Tensor],
+                          shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    model = _channels_last_model(config)
+    reference = _cpu_gradients(model, batch, config, shape, bf16=False)
+    again = _cpu_gradients(model, batch, config, shape, bf16=False)
+    runs = [_cpu_gradients(model, batch, config, shape, bf16=True) for _ in range(repeats)]
+    finite = [g for g in runs if all(bool(t.isfinite().all()) for t in g.values())]
+
+    def flat(gradients: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([gradients[k].double().flatten() for k in sorted(reference)])
+
+    worst = max((float((flat(g) - flat(reference)).norm() / flat(reference).norm())
+                 for g in finite), default=float("nan"))
+    return {"fp32_gradients_repeatable": all(torch.equal(again[k], reference[k])
+                                             for k in reference),
+            "gradient_repeats": repeats,
+            "repeats_with_non_finite_gradients": len(runs) - len(finite),
+            "repeats_differing_from_the_first": sum(
+                any(not torch.equal(g[k], runs[0][k]) for k in g) for g in runs[1:]),
+            "worst_relative_error_vs_fp32": float(f"{worst:.3g}")}
+
+
+def part_cpu_bf16(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    shape = tuple(args.shape)
+    config = TrainConfig(width=args.width, batch_size=args.batch, channels_last_3d=True,
+                         mixed_precision=False)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    hardware = {name.strip("_").removeprefix("is_").removesuffix("_supported"):
+                bool(getattr(torch.cpu, name, lambda: False)()) for name in probes}
+    batch = _bare_batch(config, shape, torch.device("cpu"))
+    batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last_3d)
+    fp32 = _time_cpu_steps(config, batch, shape, args, bf16=False)
+    bf16 = _time_cpu_steps(config, batch, shape, args, bf16=True)
+    # One convolution alone: at the stem's scale and at the last stages' feature size.
+    large, small = tuple(n // 4 for n in shape), tuple(-(-n // 16) for n in shape)
+    layers = {f"{args.width} ch at {'x'.join(map(str, large))}": (args.width, large),
+              f"{8 * args.width} ch at {'x'.join(map(str, small))}": (8 * args.width, small)}
+    conv_errors = {name: [float(f"{_conv_weight_gradient_error(c, size, seed):.3g}")
+                          for seed in range(3)] for name, (c, size) in layers.items()}
+    return {"part": "cpu-bf16", "width": args.width, "shape_zyx": shape, "batch": args.batch,
+            "cpu_bf16_hardware": hardware, "threads": torch.get_num_threads(),
+            "fp32_s_per_step": round(fp32, 4), "bf16_s_per_step": round(bf16, 4),
+            "bf16_over_fp32_x": round(bf16 / fp32, 3),
+            **_bf16_gradient_checks(config, batch, shape, args.bf16_checks),
+            "one_conv3d_weight_gradient_relative_error_vs_fp32": conv_errors}
+
+
+PARTS = {"loop": part_loop, "loader": part_loader, "threads": part_threads,
+         "cpu-bf16": part_cpu_bf16, "gpu": part_gpu}
 
 
 def main() -> None:
@@ -275,6 +386,8 @@ def main() -> None:
                         help="loop part: DataLoader workers (TrainConfig.num_workers)")
     parser.add_argument("--channels-last", action="store_true",
                         help="loop part: channels_last_3d (TrainConfig.channels_last_3d)")
+    parser.add_argument("--bf16-checks", type=int, default=8,
+                        help="cpu-bf16 part: gradient repetitions from the same weights")
     parser.add_argument("--gpu-shape", type=int, nargs=3, default=[138, 256, 256])
     parser.add_argument("--gpu-width", type=int, default=64)
     parser.add_argument("--gpu-batch", type=int, default=20)

@@ -8,8 +8,9 @@
 # checkpoint round trip, VB-Net mixed-precision training and inference, device
 # resolution);  3. benchmarks/classifier.py at the paper's 138x256x256 (ResNet34
 # width 64, batch 20: bf16 vs fp32 vs bf16 + channels_last_3d; then our training loop
-# vs the bare step at batch 4);  4. benchmarks/segmentation.py (VB-Net inference and
-# training steps, demo and paper sizes);  5. "cohort", only with DATA_ROOT (a data root
+# vs the bare step at batch 4; then the host CPU's bf16 check);  4.
+# benchmarks/segmentation.py (VB-Net inference and training steps, demo and paper
+# sizes);  5. "cohort", only with DATA_ROOT (a data root
 # of the demo cohort after pre-processing, e.g. copied from a `make demo` on a CPU
 # machine): benchmarks/classifier_cohort.py with the demo-gpu profile's classifier,
 # seeds 0-4 (its goal, AUC >= 0.85, is on a GPU), then the demo profile's in fp32 over
@@ -60,6 +61,9 @@ if want classifier; then
         2>&1 | tee -a "$OUT/classifier.txt"
     timeout 100 "$PY" benchmarks/classifier.py --parts loop --device cuda --width 64 \
         --shape 138 256 256 --batch 4 --steps 4 --repeats 2 2>&1 | tee -a "$OUT/classifier.txt"
+    # The host CPU's bf16 (broken for small Conv3d inputs on the 2-core AVX512-BF16 EPYC).
+    timeout 60 "$PY" benchmarks/classifier.py --parts cpu-bf16 --width 24 \
+        --shape 24 128 128 --steps 2 --repeats 1 2>&1 | tee -a "$OUT/classifier.txt"
 fi
 
 if want segmentation; then
