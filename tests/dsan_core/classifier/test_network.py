@@ -45,6 +45,10 @@ def test_last_stage_keeps_the_resolution() -> None:
     assert [len(stage) for stage in net.stages] == [3, 4, 6, 3]
 
 
+def _manual_cam_of(net: DSANet, f: torch.Tensor) -> torch.Tensor:
+    return F.relu(torch.einsum("bcdhw,c->bdhw", f, net.fc.weight[0]))[:, None]
+
+
 def _manual_cam(net: DSANet, x: torch.Tensor) -> torch.Tensor:
     return _manual_cam_of(net, net.features(x))
 
@@ -93,10 +97,6 @@ def test_head_and_cam_are_float32_under_bf16_autocast() -> None:
     torch.testing.assert_close(out.cam, _manual_cam_of(net, f.float()))
     expected = net.fc(f.float().mean(dim=(2, 3, 4))).squeeze(1)
     torch.testing.assert_close(out.logit, expected)
-
-
-def _manual_cam_of(net: DSANet, f: torch.Tensor) -> torch.Tensor:
-    return F.relu(torch.einsum("bcdhw,c->bdhw", f, net.fc.weight[0]))[:, None]
 
 
 def test_bad_configuration_and_input_are_clear_errors() -> None:
