@@ -102,25 +102,47 @@ def _bare_batch(config: TrainConfig, shape: tuple[int, ...], device: torch.devic
             "infection": infection.to(device)}
 
 
-def _time_bare(config: TrainConfig, shape: tuple[int, ...], device: torch.device, steps: int,
-               *, attention: bool, repeats: int = 1, start_at: float | None = None) -> float:
-    """Seconds per step (best of `repeats`) of forward + loss + backward + Adam on one
-    resident batch; with `start_at`, timing starts at that wall-clock time."""
+def _bare_model(config: TrainConfig, device: torch.device) -> DSANet:
+    """The model of a bare step: seed 0, train mode, channels_last_3d where configured."""
     torch.manual_seed(0)
     model = build_classifier(config).to(device).train()
+    if config.channels_last_3d:
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    return model
+
+
+def _backward(model: DSANet, batch: dict[str, torch.Tensor], config: TrainConfig,
+              shape: tuple[int, ...], autocast: torch.autocast, *, attention: bool) -> None:
+    """Forward under `autocast`, the loss (BCE, + lambda L_ex with `attention`), backward."""
+    model.zero_grad(set_to_none=True)
+    with autocast:
+        out = model(batch["image"])
+    loss, _, _ = classifier_loss(out, batch["label"], batch["infection"], config,
+                                 attention=attention, input_size=shape)
+    loss.backward()
+
+
+def _cpu_autocast(bf16: bool) -> torch.autocast:
+    # `autocast_for` (the library's) turns bf16 on for CUDA only.
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def _time_bare(config: TrainConfig, shape: tuple[int, ...], device: torch.device, steps: int,
+               *, attention: bool, repeats: int = 1, start_at: float | None = None,
+               cpu_bf16: bool = False) -> float:
+    """Seconds per step (best of `repeats`) of forward + loss + backward + Adam on one
+    resident batch; with `start_at`, timing starts at that wall-clock time; with
+    `cpu_bf16`, under bf16 autocast on the CPU."""
+    model = _bare_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     batch = _bare_batch(config, shape, device)
     if config.channels_last_3d:
-        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last_3d)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_for(device, config.mixed_precision):
-            out = model(batch["image"])
-        loss, _, _ = classifier_loss(out, batch["label"], batch["infection"], config,
-                                     attention=attention, input_size=shape)
-        loss.backward()
+        autocast = (_cpu_autocast(True) if cpu_bf16
+                    else autocast_for(device, config.mixed_precision))
+        _backward(model, batch, config, shape, autocast, attention=attention)
         optimizer.step()
 
     step()
@@ -271,20 +293,9 @@ def part_gpu(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 def _cpu_gradients(model: DSANet, batch: dict[str, torch.Tensor], config: TrainConfig,
                    shape: tuple[int, ...], *, bf16: bool) -> dict[str, torch.Tensor]:
     """The parameter gradients of one forward + BCE + lambda L_ex + backward."""
-    model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = model(batch["image"])
-    loss, _, _ = classifier_loss(out, batch["label"], batch["infection"], config,
-                                 attention=True, input_size=shape)
-    loss.backward()
+    _backward(model, batch, config, shape, _cpu_autocast(bf16), attention=True)
     return {name: p.grad.detach().clone() for name, p in model.named_parameters()
             if p.grad is not None}
-
-
-def _channels_last_model(config: TrainConfig) -> DSANet:
-    torch.manual_seed(0)
-    model = build_classifier(config)
-    return model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
 
 def _conv_weight_gradient_error(channels: int, size: tuple[int, ...], seed: int) -> float:
@@ -298,33 +309,16 @@ def _conv_weight_gradient_error(channels: int, size: tuple[int, ...], seed: int)
     gradients = []
     for bf16 in (False, True):
         conv.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with _cpu_autocast(bf16):
             y = conv(x)
         ((y.float() - target) ** 2).mean().backward()
         gradients.append(conv.weight.grad.double().clone())  # type: ignore[union-attr]
     return float((gradients[1] - gradients[0]).norm() / gradients[0].norm())
 
 
-def _time_cpu_steps(config: TrainConfig, batch: dict[str, torch.Tensor],
-                    shape: tuple[int, ...], args: argparse.Namespace, *, bf16: bool) -> float:
-    """Seconds per bare step on the CPU (best of `args.repeats` after a warm-up);
-    `_time_bare` autocasts on CUDA only."""
-    model = _channels_last_model(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    best = float("inf")
-    for repeat in range(args.repeats + 1):
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            _cpu_gradients(model, batch, config, shape, bf16=bf16)
-            optimizer.step()
-        if repeat:
-            best = min(best, (time.perf_counter() - started) / args.steps)
-    return best
-
-
 def _bf16_gradient_checks(config: TrainConfig, batch: dict[str, torch.Tensor],
                           shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
-    model = _channels_last_model(config)
+    model = _bare_model(config, torch.device("cpu"))
     reference = _cpu_gradients(model, batch, config, shape, bf16=False)
     again = _cpu_gradients(model, batch, config, shape, bf16=False)
     runs = [_cpu_gradients(model, batch, config, shape, bf16=True) for _ in range(repeats)]
@@ -353,8 +347,8 @@ def part_cpu_bf16(args: argparse.Namespace, device: torch.device) -> dict[str, A
                 bool(getattr(torch.cpu, name, lambda: False)()) for name in probes}
     batch = _bare_batch(config, shape, torch.device("cpu"))
     batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last_3d)
-    fp32 = _time_cpu_steps(config, batch, shape, args, bf16=False)
-    bf16 = _time_cpu_steps(config, batch, shape, args, bf16=True)
+    fp32, bf16 = (_time_bare(config, shape, torch.device("cpu"), args.steps, attention=True,
+                             repeats=args.repeats, cpu_bf16=bf16) for bf16 in (False, True))
     # One convolution alone: at the stem's scale and at the last stages' feature size.
     large, small = tuple(n // 4 for n in shape), tuple(-(-n // 16) for n in shape)
     layers = {f"{args.width} ch at {'x'.join(map(str, large))}": (args.width, large),
