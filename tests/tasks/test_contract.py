@@ -23,19 +23,23 @@ _RUN = textwrap.dedent('''
     import os, signal, sys, time
     from pathlib import Path
 
-    from storage.atomic import write_text
+    from storage.atomic import TEMP_PREFIX, write_text
     from storage.stage_cache import Manifest, artifact
     from tasks.contract import MapItem, StageRun, cached_map
 
     root, kill_at, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     stored = root / "cache" / "item-stage"
 
+    def n_stored():
+        # Not a manifest still being written: its temp file ends in .json too.
+        return sum(not p.name.startswith(TEMP_PREFIX) for p in stored.glob("*.json"))
+
     def compute(index, out):
         if index == kill_at:
             # Die like a SIGKILL once the items before this one have stored their
             # manifests (on Dask they complete asynchronously).
             deadline = time.monotonic() + 20
-            while len(list(stored.glob("*.json"))) < kill_at and time.monotonic() < deadline:
+            while n_stored() < kill_at and time.monotonic() < deadline:
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
         write_text(Path(out), f"output of item {index}")
