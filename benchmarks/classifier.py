@@ -163,11 +163,11 @@ def part_loop(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     shape = tuple(args.shape)
     config = TrainConfig(width=args.width, batch_size=args.batch, epochs=args.repeats + 1,
                          mixed_precision=device.type == "cuda", num_workers=args.num_workers,
-                         channels_last_3d=args.channels_last)
+                         channels_last_3d=args.channels_last, epoch_selection="last")
     n_cases = args.batch * args.steps
     with tempfile.TemporaryDirectory() as folder:
         cases = _write_cases(Path(folder), n_cases, shape)
-        result = train_classifier(cases, [], config, branch="att_us", seed=0, device=device,
+        result = train_classifier(cases, config, branch="att_us", seed=0, device=device,
                                   resume=None, on_epoch_end=lambda c, r: None,
                                   log=lambda _: None)
     # Best epoch after the first (warm-up); an epoch's seconds include data loading,

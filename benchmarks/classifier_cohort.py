@@ -66,8 +66,10 @@ def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]
     splits = pd.read_parquet(tables / "splits.parquet")
     groups = pd.read_parquet(tables / "groups.parquet").set_index("scan_id")
     inputs = pd.read_parquet(tables / "preprocessed.parquet").set_index("scan_id")
+    patients = dict(zip(splits["scan_id"].astype(str), splits["patient_id"].astype(str),
+                        strict=True))
     cases = cases_from_tables([str(s) for s in inputs.index], groups, inputs,
-                              lambda path: partial(_open, data_root / path))
+                              lambda path: partial(_open, data_root / path), patients)
     return splits, cases
 
 
@@ -117,7 +119,7 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
         train = [cases[s] for s in scans.train if s in cases]
         val = [cases[s] for s in scans.val if s in cases]
         test = [cases[s] for s in scans.test if s in cases]
-        result = train_classifier(train, val, config, branch=branch,
+        result = train_classifier(train, config, branch=branch,
                                   seed=branch_seed(config.seed, fold, branch), device=device,
                                   resume=None, on_epoch_end=lambda checkpoint, report: None,
                                   log=lambda message: None, fold=fold)

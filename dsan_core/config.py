@@ -268,6 +268,11 @@ class TrainConfig(_Section):
     width: int = Field(default=64, ge=4)
     #: BasicBlocks per stage: ResNet34.
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    #: Input voxels per feature-map (and CAM) voxel along each axis: the paper's 16
+    #: (its last stage keeps the resolution); 8 or 4 keep stage 3 (and 2) at stride 1
+    #: too, for a CAM fine enough to follow lesions at a small input
+    #: (`dsan_core.classifier.network`). Not in the paper below 16.
+    feature_stride: Literal[4, 8, 16] = 16
     batch_size: int = Field(default=20, ge=1)
     epochs: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=2e-4, gt=0)
@@ -297,6 +302,15 @@ class TrainConfig(_Section):
     #: branch then share one scale, for pooled out-of-fold predictions and fold
     #: averages. Not in the paper; uses training scans only.
     calibrate_logits: bool = False
+    #: Which epoch is kept as the fold's model, without ever looking at the fold's
+    #: validation scans (their predictions are the out-of-fold set that is reported):
+    #: "inner" trains on the training folds less an inner validation split of
+    #: `inner_val_fraction` of their patients and keeps the epoch with the best AUC
+    #: there; "last" trains on all of the training folds and keeps the last epoch (a
+    #: fixed epoch count). The paper kept the best epoch on the validation fold itself,
+    #: which reuses the out-of-fold predictions it then reports.
+    epoch_selection: Literal["inner", "last"] = "inner"
+    inner_val_fraction: float = Field(default=0.2, gt=0, lt=1)
     #: bf16 autocast on CUDA (no gradient scaling needed); ignored on CPU.
     mixed_precision: bool = True
     seed: int = 0

@@ -48,7 +48,7 @@ STAGES: dict[str, tuple[str, ...]] = {
                 segmentation_eval.FIGURES_STAGE, segmentation_eval.EVAL_STAGE),
     "split": (splits_task.STAGE, splits_task.AUDIT_STAGE),
     "preprocess": (preprocess_task.SCAN_STAGE, preprocess_task.STAGE),
-    "train": (training_task.TRAIN_STAGE, training_task.TEST_STAGE, training_tables.STAGE),
+    "train": (training_task.TRAIN_STAGE, training_task.PREDICT_STAGE, training_tables.STAGE),
     "ensemble": (ensemble_task.STAGE,),
     "evaluate": (evaluation_task.STAGE,),
 }

@@ -154,13 +154,17 @@ TRAINING_RUNS = pa.schema(
         ("branch", _str),  # att_us | att_ss | rn34_us
         ("model_key", _str),  # the training key: checkpoints under models/classifier__<key>
         ("sampler_weights", _str),  # JSON: sampling group -> W ({} for uniform sampling)
-        ("best_epoch", pa.int32()),
-        ("best_val_auc", pa.float64()),
+        ("epoch_selection", _str),  # inner | last (TrainConfig.epoch_selection)
+        ("best_epoch", pa.int32()),  # the kept epoch
+        # Its AUC on the inner validation split of the training folds (NaN for "last");
+        # never on the fold's own validation scans.
+        ("select_auc", pa.float64()),
         ("epochs", pa.int32()),
         ("seconds", pa.float64()),
         ("device", _str),
-        ("n_train", pa.int32()),
-        ("n_val", pa.int32()),
+        ("n_train", pa.int32()),  # the fold's training scans ...
+        ("n_fit", pa.int32()),  # ... of which the network was fitted on these
+        ("n_select", pa.int32()),  # ... and the epoch chosen on these
         # The logit's calibration on the training scans (0 and 1: uncalibrated).
         ("logit_shift", pa.float64()),
         ("logit_scale", pa.float64()),
@@ -178,8 +182,8 @@ TRAINING_HISTORY = pa.schema(
         ("loss", pa.float64()),
         ("loss_c", pa.float64()),
         ("loss_ex", pa.float64()),
-        ("val_auc", pa.float64()),
-        ("val_loss", pa.float64()),
+        ("select_auc", pa.float64()),  # inner validation split (NaN for "last")
+        ("select_loss", pa.float64()),
         ("lr", pa.float64()),
         ("seconds", pa.float64()),
     ]

@@ -1,20 +1,25 @@
 """Classifier training stage: one Prefect task per (fold, branch), and the tables.
 
-`train_branch_task` trains one branch of one fold and predicts with its best model. It
+`train_branch_task` trains one branch of one fold and predicts with its kept model. It
 is self-contained (the data root, a config, a fold, a branch and a device), so a
-worker of a GPU pool can run it alone. Two cached items per task:
+worker of a GPU pool can run it alone. Three cached items per task:
 
-    classifier-train   key: the fold's training scans (id, pre-processed input and
-                       mask hashes, label, sampling group) and validation scans, the
-                       training fingerprint of TrainConfig, branch, fold, seed, VERSION
-                       -> models/classifier__<key>/best.pt, history.json, val.parquet
-    classifier-test    key: the checkpoint's hash and the test scans' input hashes
-                       -> models/classifier__<key>/test-<inputs>.parquet
+    classifier-train   key: the fold's TRAINING scans (id, pre-processed input and
+                       mask hashes, label, sampling group, patient), the training
+                       fingerprint of TrainConfig, branch, fold, seed, VERSION
+                       -> models/classifier__<key>/best.pt, history.json
+    classifier-predict key: the checkpoint's hash, the set and its scans' input hashes
+                       -> models/classifier__<key>/val-<inputs>.parquet (the fold's
+                       out-of-fold predictions) and test-<inputs>.parquet
 
-so adding test scans re-predicts without retraining, and retraining one branch or
-fold leaves the others alone. A killed training resumes from `last.pt`.
-`training_tables_task` gathers every (fold, branch) model trained on the current data
-into the `training_runs`, `training_history` and `predictions` tables and the curves.
+The fold's validation scans are not in the training key: training never sees them
+(`dsan_core.classifier.selection`), so their predictions, the out-of-fold set the
+evaluation reports, come from a model that was chosen without them. Adding a scan to
+a fold's validation part re-predicts that fold's models without retraining them, and
+retraining one branch or fold leaves the others alone. A killed training resumes from
+`last.pt`. `training_tables_task` gathers every (fold, branch) model trained on the
+current data into the `training_runs`, `training_history` and `predictions` tables and
+the curves.
 """
 
 from __future__ import annotations
@@ -53,10 +58,12 @@ from tasks.contract import MapItem, StageRun, cached_map, item_key, require_tabl
 from tasks.progress import StageProgress
 
 TRAIN_STAGE = "classifier-train"
-TEST_STAGE = "classifier-test"
+PREDICT_STAGE = "classifier-predict"
 #: Bump when a trained model or its predictions would differ for the same inputs.
-VERSION = "1"
+VERSION = "2"
 MODEL = "classifier"
+#: The prediction sets of a fold's model: its validation fold and the test set.
+PREDICTION_SETS: tuple[str, str] = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,9 @@ class BranchOutcome:
     fold: int
     branch: str
     model_key: str  # 16 hex: models/classifier__<model_key>/
-    train: Manifest  # best.pt, history.json, val.parquet
-    test: Manifest | None  # test predictions (None without test scans)
+    train: Manifest  # best.pt, history.json
+    predictions: dict[str, Manifest]  # "val" / "test" -> its predictions (absent: no scans)
     trained: bool  # False: found in the cache
-
-    @property
-    def best_val_auc(self) -> float:
-        return float(self.train.data["best_val_auc"])
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,23 @@ class FoldData:
     def of(self, ids: tuple[str, ...]) -> list[ClassifierCase]:
         return [self.cases[scan_id] for scan_id in ids if scan_id in self.cases]
 
+    def set_cases(self, set_: str) -> list[ClassifierCase]:
+        """The fold's validation ("val") or test scans."""
+        return self.of(self.scans.val if set_ == "val" else self.scans.test)
+
 
 def fold_data(run: StageRun, fold: int) -> FoldData:
     """Cases of one fold from the split, groups and pre-processed tables."""
     require_tables(run.layout, "splits", "groups", "preprocessed")
-    scans = fold_scans(read_table(run.layout, "splits"), fold)
+    splits = read_table(run.layout, "splits")
+    scans = fold_scans(splits, fold)
     groups = read_table(run.layout, "groups").set_index("scan_id")
     inputs = read_table(run.layout, "preprocessed").set_index("scan_id")
+    patients = dict(zip(splits["scan_id"].astype(str), splits["patient_id"].astype(str),
+                        strict=True))
     cases = cases_from_tables((*scans.train, *scans.val, *scans.test), groups, inputs,
-                              lambda path: partial(open_npy, run.layout.resolve(path)))
+                              lambda path: partial(open_npy, run.layout.resolve(path)),
+                              patients)
     hashes = {scan_id: ":".join(str(inputs.at[scan_id, column])
                                 for column in ("input_hash", "infection_hash"))
               for scan_id in cases}
@@ -102,20 +113,21 @@ def fold_data(run: StageRun, fold: int) -> FoldData:
 
 
 def training_item(data: FoldData, config: TrainConfig, fold: int, branch: str) -> MapItem:
-    """The cache item of one (fold, branch) training: everything that changes the model."""
-    train, val = data.of(data.scans.train), data.of(data.scans.val)
+    """The cache item of one (fold, branch) training: everything that changes the model
+    (the training scans only: the fold's validation scans never reach training)."""
+    train = data.of(data.scans.train)
     inputs = {f"train:{c.scan_id}": f"{data.hashes[c.scan_id]}:{c.label}:{c.sampling_group}"
-              for c in train}
-    inputs |= {f"val:{c.scan_id}": f"{data.hashes[c.scan_id]}:{c.label}" for c in val}
+                                    f":{c.patient_id}" for c in train}
     inputs |= {"branch": branch, "fold": str(fold), "seed": str(config.seed)}
-    return MapItem(f"fold {fold} {branch}", inputs, (fold, branch, train, val))
+    return MapItem(f"fold {fold} {branch}", inputs, (fold, branch, train))
 
 
-def test_item(data: FoldData, model: Manifest) -> MapItem:
-    """The cache item of a model's test predictions."""
-    test = data.of(data.scans.test)
-    inputs = {c.scan_id: data.hashes[c.scan_id] for c in test}
-    return MapItem("test", inputs | {"model": model.outputs["model"]["sha256"]}, (test,))
+def prediction_item(data: FoldData, model: Manifest, set_: str) -> MapItem:
+    """The cache item of a model's predictions on its validation fold or the test set."""
+    cases = data.set_cases(set_)
+    inputs = {c.scan_id: data.hashes[c.scan_id] for c in cases}
+    return MapItem(set_, inputs | {"model": model.outputs["model"]["sha256"], "set": set_},
+                   (cases,))
 
 
 @task(name="train_branch_task", cache_policy=NO_CACHE, persist_result=False)
@@ -134,16 +146,17 @@ def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: s
         if item.name in trained.errors:  # bad input, e.g. an empty sampling group
             raise trained.errors[item.name]
         model = trained.manifests[item.name]
-        test = _predict_test(run, config, model, data, device)
-    logger.info("fold %d %s: best epoch %s, val AUC %.4f (%s)", fold, branch,
-                model.data["best_epoch"], model.data["best_val_auc"],
+        predictions = {set_: found for set_ in PREDICTION_SETS
+                       if (found := _predict_set(run, config, model, data, device, set_))}
+    logger.info("fold %d %s: kept epoch %s of %s (%s)", fold, branch,
+                model.data["best_epoch"], model.data["epochs"],
                 "trained" if trained.computed else "from cache")
-    return BranchOutcome(fold, branch, key, model, test, bool(trained.computed))
+    return BranchOutcome(fold, branch, key, model, predictions, bool(trained.computed))
 
 
 def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: Any, fold: int,
-           branch: str, train: list[ClassifierCase], val: list[ClassifierCase]) -> Manifest:
-    """Train from scratch or from `last.pt`; write best.pt, history.json, val.parquet."""
+           branch: str, train: list[ClassifierCase]) -> Manifest:
+    """Train from scratch or from `last.pt`; write best.pt and history.json."""
     last = run.layout.checkpoint(MODEL, key, "last")
     history_path = run.layout.training_history(MODEL, key)
     # A refreshed training starts over; otherwise a killed one resumes.
@@ -157,31 +170,30 @@ def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: An
     def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
         save_checkpoint(checkpoint, last)
         write_json(history_path, checkpoint["history"])
-        progress.advance(note=f"loss {report.loss:.3f}, val AUC {report.val_auc:.3f}")
+        inner = (f", inner AUC {report.select_auc:.3f}"
+                 if config.epoch_selection == "inner" else "")
+        progress.advance(note=f"loss {report.loss:.3f}{inner}")
 
     with progress:
         progress.advance(0 if resume is None else int(resume["epoch"]))
-        result = train_classifier(train, val, config, branch=branch,
+        result = train_classifier(train, config, branch=branch,
                                   seed=branch_seed(config.seed, fold, branch),
                                   device=torch.device(device), resume=resume,
                                   on_epoch_end=on_epoch_end, log=logger.info, fold=fold)
     best = run.layout.checkpoint(MODEL, key, "best")
-    # The fold's model: best weights, config, data (its scans) and code version; no
+    # The fold's model: kept weights, config, data (its scans) and code version; no
     # optimiser state, which only resuming needs.
     save_checkpoint({**{k: v for k, v in result.checkpoint.items()
                         if k not in ("model", "optimizer")},
                      "model_key": key, "code_version": code_version()}, best)
-    val_path = run.layout.model_dir(MODEL, key) / "val.parquet"
-    write_table_file(val_path, "predictions", prediction_rows(
-        val, _probabilities(result.model, val, config, device), fold, branch, "val", key))
     return Manifest(TRAIN_STAGE, "", {
         "model": artifact(run.layout, best, run.memo),
-        "history": artifact(run.layout, history_path, run.memo),
-        "val": artifact(run.layout, val_path, run.memo)}, {
+        "history": artifact(run.layout, history_path, run.memo)}, {
         "fold": fold, "branch": branch, "best_epoch": result.best_epoch,
-        "best_val_auc": result.best_val_auc, "epochs": len(result.history),
-        "seconds": time.perf_counter() - started, "device": device, "n_train": len(train),
-        "n_val": len(val), "sampler_weights": result.sampler_weights,
+        "epoch_selection": config.epoch_selection, "select_auc": result.select_auc,
+        "epochs": len(result.history), "seconds": time.perf_counter() - started,
+        "device": device, "n_train": len(train), "n_fit": result.n_fit,
+        "n_select": result.n_select, "sampler_weights": result.sampler_weights,
         **result.checkpoint.get("calibration", UNCALIBRATED)})
 
 
@@ -199,55 +211,67 @@ def prediction_rows(cases: list[ClassifierCase], probabilities: Any, fold: int, 
                          "set": set_, "probability": probabilities, "model_key": model_key})
 
 
-def _predict_test(run: StageRun, config: TrainConfig, model: Manifest, data: FoldData,
-                  device: str) -> Manifest | None:
-    """The model's predictions on the test scans (cached by checkpoint and inputs)."""
-    item = test_item(data, model)
+def _predict_set(run: StageRun, config: TrainConfig, model: Manifest, data: FoldData,
+                 device: str, set_: str) -> Manifest | None:
+    """The model's predictions on its validation fold or the test set (cached by
+    checkpoint and inputs); None when the set has no scans."""
+    item = prediction_item(data, model, set_)
     if not item.args[0]:
         return None
     key = model.key[:16]
 
-    def predict(test: list[ClassifierCase]) -> Manifest:
+    def predict(cases: list[ClassifierCase]) -> Manifest:
         network = load_classifier(load_checkpoint(model.output_path(run.layout, "model")),
                                   config, torch.device(device))
-        path = run.layout.model_dir(MODEL, key) / f"test-{hash_json(item.inputs)[:12]}.parquet"
+        path = (run.layout.model_dir(MODEL, key)
+                / f"{set_}-{hash_json(item.inputs)[:12]}.parquet")
         write_table_file(path, "predictions", prediction_rows(
-            test, _probabilities(network, test, config, device), data.scans.fold,
-            str(model.data["branch"]), "test", key))
-        return Manifest(TEST_STAGE, "", {"test": artifact(run.layout, path, run.memo)})
+            cases, _probabilities(network, cases, config, device), data.scans.fold,
+            str(model.data["branch"]), set_, key))
+        return Manifest(PREDICT_STAGE, "", {"predictions": artifact(run.layout, path, run.memo)})
 
-    return cached_map(run, [item], stage=TEST_STAGE, version=VERSION, config_hash="-",
-                      compute=predict).manifests["test"]
+    return cached_map(run, [item], stage=PREDICT_STAGE, version=VERSION, config_hash="-",
+                      compute=predict).manifests[set_]
 
 
 def find_branch(run: StageRun, data: FoldData, config: TrainConfig, fold: int,
                 branch: str) -> BranchOutcome | None:
-    """The (fold, branch) model trained on the current data, when there is one."""
+    """The (fold, branch) model trained on the current data, when there is one, with
+    whichever of its predictions are cached."""
     item = training_item(data, config, fold, branch)
     key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())
     model = run.cache.lookup(TRAIN_STAGE, key)
     if model is None:
         return None
-    test = test_item(data, model)
-    found = (run.cache.lookup(TEST_STAGE, item_key(test, TEST_STAGE, VERSION, "-"))
-             if test.args[0] else None)
-    return BranchOutcome(fold, branch, key[:16], model, found, trained=False)
+    predictions = {}
+    for set_ in PREDICTION_SETS:
+        wanted = prediction_item(data, model, set_)
+        found = (run.cache.lookup(PREDICT_STAGE, item_key(wanted, PREDICT_STAGE, VERSION, "-"))
+                 if wanted.args[0] else None)
+        if found is not None:
+            predictions[set_] = found
+    return BranchOutcome(fold, branch, key[:16], model, predictions, trained=False)
+
+
+def complete(outcome: BranchOutcome, data: FoldData) -> bool:
+    """Whether every prediction set with scans has its predictions."""
+    return all(set_ in outcome.predictions for set_ in PREDICTION_SETS
+               if data.set_cases(set_))
 
 
 @task(name="find_trained_task", cache_policy=NO_CACHE, persist_result=False)
 def find_trained_task(data_root: Path, config: TrainConfig, pairs: list[tuple[int, str]],
                       run_id: str | None = None) -> list[tuple[int, str]]:
-    """The (fold, branch) pairs whose model and test predictions are both cached for this
-    run (not refreshed): their training tasks only read, so they need no GPU slot."""
+    """The (fold, branch) pairs whose model and predictions are all cached for this run
+    (not refreshed): their training tasks only read, so they need no GPU slot."""
     found = []
     with StageRun.open(data_root, run_id) as run:
         folds = {fold: fold_data(run, fold) for fold in {fold for fold, _ in pairs}}
         for fold, branch in pairs:
-            if TRAIN_STAGE in run.refresh or TEST_STAGE in run.refresh:
+            if TRAIN_STAGE in run.refresh or PREDICT_STAGE in run.refresh:
                 continue
             outcome = find_branch(run, folds[fold], config, fold, branch)
-            if outcome is not None and (outcome.test is not None
-                                        or not test_item(folds[fold], outcome.train).args[0]):
+            if outcome is not None and complete(outcome, folds[fold]):
                 found.append((fold, branch))
     return found
 
@@ -257,9 +281,10 @@ def run_row(outcome: BranchOutcome) -> dict[str, Any]:
     data, model = outcome.train.data, outcome.train.outputs["model"]
     return {"fold": outcome.fold, "branch": outcome.branch, "model_key": outcome.model_key,
             "sampler_weights": json.dumps(data["sampler_weights"], sort_keys=True),
-            "best_epoch": data["best_epoch"], "best_val_auc": data["best_val_auc"],
-            "epochs": data["epochs"], "seconds": data["seconds"], "device": data["device"],
-            "n_train": data["n_train"], "n_val": data["n_val"],
+            "epoch_selection": data["epoch_selection"], "best_epoch": data["best_epoch"],
+            "select_auc": data["select_auc"], "epochs": data["epochs"],
+            "seconds": data["seconds"], "device": data["device"], "n_train": data["n_train"],
+            "n_fit": data["n_fit"], "n_select": data["n_select"],
             **{k: data.get(k, v) for k, v in UNCALIBRATED.items()},
             "checkpoint_path": model["path"], "checkpoint_hash": model["sha256"]}
 
@@ -268,5 +293,5 @@ def history_rows(run: StageRun, outcome: BranchOutcome) -> list[dict[str, Any]]:
     """The `training_history` rows of a model, one per epoch."""
     history = json.loads(outcome.train.output_path(run.layout, "history").read_text())
     return [{"fold": outcome.fold, "branch": outcome.branch, "model_key": outcome.model_key,
-             **{k: item[k] for k in ("epoch", "loss", "loss_c", "loss_ex", "val_auc",
-                                      "val_loss", "lr", "seconds")}} for item in history]
+             **{k: item[k] for k in ("epoch", "loss", "loss_c", "loss_ex", "select_auc",
+                                      "select_loss", "lr", "seconds")}} for item in history]

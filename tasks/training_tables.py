@@ -23,10 +23,17 @@ from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
 from tasks.contract import StageRun, cached_stage
-from tasks.training import BranchOutcome, find_branch, fold_data, history_rows, run_row
+from tasks.training import (
+    PREDICTION_SETS,
+    BranchOutcome,
+    find_branch,
+    fold_data,
+    history_rows,
+    run_row,
+)
 
 STAGE = "training"
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,9 @@ def training_tables_task(data_root: Path, config: TrainConfig, n_folds: int,
                     missing.append(f"fold {fold} {branch}")
                 else:
                     found.append(outcome)
-        inputs = {f"{o.fold}:{o.branch}": o.train.key + ":" + (o.test.key if o.test else "-")
-                  for o in found}
+        inputs = {f"{o.fold}:{o.branch}": ":".join(
+            [o.train.key, *(o.predictions[s].key if s in o.predictions else "-"
+                            for s in PREDICTION_SETS)]) for o in found}
 
         def compute(key: str) -> Manifest:
             return _write_tables(run, key, found)
@@ -79,9 +87,8 @@ def _write_tables(run: StageRun, key: str, found: list[BranchOutcome]) -> Manife
     runs = pd.DataFrame([run_row(o) for o in found], columns=TRAINING_RUNS.names)
     history = pd.DataFrame([row for o in found for row in history_rows(run, o)],
                            columns=TRAINING_HISTORY.names)
-    parts = [read_table_file(o.train.output_path(layout, "val"), "predictions") for o in found]
-    parts += [read_table_file(o.test.output_path(layout, "test"), "predictions")
-              for o in found if o.test is not None]
+    parts = [read_table_file(manifest.output_path(layout, "predictions"), "predictions")
+             for o in found for manifest in o.predictions.values()]
     predictions = (pd.concat(parts, ignore_index=True) if parts
                    else pd.DataFrame(columns=PREDICTIONS.names))
     predictions = predictions.sort_values(["set", "branch", "fold", "scan_id"],

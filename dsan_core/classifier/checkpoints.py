@@ -7,7 +7,8 @@ A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch:
     seed                the training seed
     epoch               epochs finished (1-based)
     model, optimizer    this epoch's weights (CPU tensors) and Adam state
-    best_epoch          the kept epoch; best_val_auc, best_val_loss its scores
+    best_epoch          the kept epoch; best_select_auc, best_select_loss its scores on
+                        the inner validation split (NaN with epoch_selection "last")
     best_model          its weights: the fold's model for this branch (after training,
                         with its logit calibration when TrainConfig.calibrate_logits)
     calibration         {"logit_shift", "logit_scale"} (final checkpoint, when calibrated)
@@ -15,7 +16,10 @@ A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch:
     config              TrainConfig.model_dump(mode="json"); training_fingerprint
     sampler             {"kind": "uniform" | "size_balanced", "weights": {group: W_g}
                          ({} for uniform), "group_counts": {group: n}, "num_samples": n}
-    train_scan_ids, val_scan_ids   the fold's scans, so a resume on other data fails
+    train_scan_ids      the fold's training scans; fit_scan_ids / select_scan_ids their
+                        part trained on / the inner split the epoch was chosen on, so a
+                        resume on other data fails. The fold's validation scans are not
+                        in it: training never sees them.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from dsan_core.errors import ModelError
 
 CHECKPOINT_FORMAT = "dsan-classifier-checkpoint-v1"
 #: Config fields that fix the network's shape (the rest only change its training).
-ARCHITECTURE_FIELDS: tuple[str, ...] = ("width", "layers")
+ARCHITECTURE_FIELDS: tuple[str, ...] = ("width", "layers", "feature_stride")
 
 
 def build_classifier(config: TrainConfig) -> DSANet:
-    """A freshly initialised DSANet of `config`'s width and depth (one input channel)."""
-    return DSANet(width=config.width, in_channels=1, layers=config.layers)
+    """A freshly initialised DSANet of `config`'s width, depth and feature stride (one
+    input channel)."""
+    return DSANet(width=config.width, in_channels=1, layers=config.layers,
+                  feature_stride=config.feature_stride)
 
 
 def cpu_copy(value: Any) -> Any:
@@ -64,11 +70,12 @@ def check_format(checkpoint: dict[str, Any]) -> None:
 
 
 def check_architecture(checkpoint: dict[str, Any], config: TrainConfig) -> None:
-    """The checkpoint's network has `config`'s width and layers."""
+    """The checkpoint's network has `config`'s width, layers and feature stride (a
+    checkpoint from before a field existed has its default)."""
     saved = checkpoint.get("config", {})
     for field in ARCHITECTURE_FIELDS:
         expected = getattr(config, field)
-        found = saved.get(field)
+        found = saved.get(field, TrainConfig.model_fields[field].default)
         found_cmp = tuple(found) if isinstance(found, list) else found
         if found_cmp != expected:
             raise ModelError(

@@ -11,7 +11,7 @@ in the pipeline): each scan is copied once, into its batch.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,9 @@ class ClassifierCase:
 
     `image()` returns (z, y, x) float16/float32 in [0, 1], lung-masked; `infection()`
     (z, y, x) uint8 0/1 on the same grid. Both must be picklable (e.g.
-    `functools.partial(loader, path)`) when DataLoader workers are used.
+    `functools.partial(loader, path)`) when DataLoader workers are used. `patient_id`
+    (pseudonymous) keeps a patient's scans together in the inner validation split;
+    empty, the scan is its own patient.
     """
 
     scan_id: str
@@ -41,13 +43,16 @@ class ClassifierCase:
     sampling_group: str
     image: Callable[[], np.ndarray]
     infection: Callable[[], np.ndarray]
+    patient_id: str = ""
 
 
 def cases_from_tables(scan_ids: Iterable[str], groups: pd.DataFrame, inputs: pd.DataFrame,
-                      reader: Callable[[str], Callable[[], np.ndarray]]
+                      reader: Callable[[str], Callable[[], np.ndarray]],
+                      patients: Mapping[str, str] | None = None,
                       ) -> dict[str, ClassifierCase]:
     """Cases of `scan_ids` from the groups table (label, sampling_group) and the
-    pre-processed table (input_path, infection_path), both indexed by scan_id.
+    pre-processed table (input_path, infection_path), both indexed by scan_id;
+    `patients` maps scan ids to pseudonymous patient ids (the split table's).
 
     `reader(relative_path)` returns the array's loader (picklable for DataLoader
     workers, e.g. a partial of a memory-mapping reader). A scan missing from either
@@ -60,7 +65,8 @@ def cases_from_tables(scan_ids: Iterable[str], groups: pd.DataFrame, inputs: pd.
         row, group = inputs.loc[scan_id], groups.loc[scan_id]
         cases[scan_id] = ClassifierCase(
             scan_id, int(str(group["label"]) == LABEL_COVID), str(group["sampling_group"]),
-            reader(str(row["input_path"])), reader(str(row["infection_path"])))
+            reader(str(row["input_path"])), reader(str(row["infection_path"])),
+            patient_id=(patients or {}).get(scan_id, ""))
     return cases
 
 

@@ -10,8 +10,14 @@ al. 2018 with BasicBlocks and projection shortcuts, "type B"):
     stage 4 layers[3] BasicBlocks at 8w, stride 1 (the paper's change)           1/16
     head    global average pool -> fc = Linear(8w, 1): the COVID logit
 
+That is `feature_stride` 16, the paper's. Stride 8 keeps stage 3 at stride 1 too, so
+the feature maps (and the CAM that L_ex shapes) are twice as fine per axis, at the cost
+of stages 3 and 4 running on 8x the voxels: at a small input (the CPU demo's 24-48
+slices) a 1/16 CAM is 2-3 cells deep, coarser than most lesions. Stride 4 also keeps
+stage 2 at stride 1.
+
 Every strided layer pads so an axis of n voxels becomes ceil(n / 2), so the feature
-maps are ceil(n / 16) per axis for any input size (`feature_shape`).
+maps are ceil(n / feature_stride) per axis for any input size (`feature_shape`).
 
 The class activation map is A = ReLU(conv1x1x1(f, fc.weight)) without bias, computed
 with `fc.weight.detach()` at every forward pass: the kernel is the FC weight itself
@@ -37,7 +43,8 @@ from dsan_core.errors import ConfigError, ModelError
 
 
 class DSANetOutput(NamedTuple):
-    """`logit` (B,) float; `cam` (B, 1, ceil(D/16), ceil(H/16), ceil(W/16)) float, >= 0."""
+    """`logit` (B,) float; `cam` (B, 1, ceil(D/s), ceil(H/s), ceil(W/s)) float, >= 0, s the
+    feature stride (16 in the paper)."""
 
     logit: torch.Tensor
     cam: torch.Tensor
@@ -47,9 +54,21 @@ class DSANetOutput(NamedTuple):
 UNCALIBRATED: dict[str, float] = {"logit_shift": 0.0, "logit_scale": 1.0}
 
 
-def feature_shape(size: Sequence[int]) -> tuple[int, ...]:
+#: Stage strides per feature stride (the stem's 1/4 times the strided stages).
+STAGE_STRIDES: dict[int, tuple[int, int, int, int]] = {
+    16: (1, 2, 2, 1), 8: (1, 2, 1, 1), 4: (1, 1, 1, 1)}
+
+
+def feature_shape(size: Sequence[int], feature_stride: int = 16) -> tuple[int, ...]:
     """The (z, y, x) size of the feature maps (and the CAM) for an input of `size`."""
-    return tuple(math.ceil(int(n) / 16) for n in size)
+    _check_stride(feature_stride)
+    return tuple(math.ceil(int(n) / feature_stride) for n in size)
+
+
+def _check_stride(feature_stride: int) -> None:
+    if feature_stride not in STAGE_STRIDES:
+        raise ConfigError(f"expected a feature stride in {sorted(STAGE_STRIDES)}, found "
+                          f"{feature_stride}")
 
 
 class BasicBlock(nn.Module):
@@ -93,14 +112,17 @@ class DSANet(nn.Module):
     logit_scale: torch.Tensor
 
     def __init__(
-        self, width: int = 64, in_channels: int = 1, layers: Sequence[int] = (3, 4, 6, 3)
+        self, width: int = 64, in_channels: int = 1, layers: Sequence[int] = (3, 4, 6, 3),
+        feature_stride: int = 16,
     ) -> None:
         super().__init__()
         if width < 1 or in_channels < 1:
             raise ConfigError(f"expected width and in_channels >= 1, found {width}, {in_channels}")
         if len(layers) != 4 or min(layers) < 1:
             raise ConfigError(f"expected 4 stages of >= 1 block each, found {list(layers)}")
+        _check_stride(feature_stride)
         self.width, self.in_channels, self.layers = width, in_channels, tuple(layers)
+        self.feature_stride = feature_stride
         self.stem = nn.Sequential(
             nn.Conv3d(in_channels, width, 7, stride=2, padding=3, bias=False),
             nn.BatchNorm3d(width),
@@ -108,7 +130,7 @@ class DSANet(nn.Module):
             nn.MaxPool3d(3, stride=2, padding=1),
         )
         widths = (width, 2 * width, 4 * width, 8 * width)
-        strides = (1, 2, 2, 1)
+        strides = STAGE_STRIDES[feature_stride]
         stages, previous = [], width
         for channels, blocks, stride in zip(widths, layers, strides, strict=True):
             stages.append(_stage(previous, channels, blocks, stride))
@@ -129,7 +151,8 @@ class DSANet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """f: (B, 8w, ceil(D/16), ceil(H/16), ceil(W/16)) from x: (B, in_channels, D, H, W)."""
+        """f: (B, 8w, ceil(D/s), ceil(H/s), ceil(W/s)) from x: (B, in_channels, D, H, W),
+        s the feature stride."""
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ModelError(
                 f"expected input (batch, {self.in_channels}, z, y, x), found {tuple(x.shape)}"

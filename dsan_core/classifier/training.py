@@ -11,12 +11,13 @@ scans (`attention.attention_loss`). Adam (beta1 0.9) with coupled weight decay, 
 learning rate stepped down by `lr_gamma` every `lr_step_epochs` epochs (StepLR as a
 pure function of the epoch), bf16 autocast on CUDA when `mixed_precision`.
 
-Validation after every epoch scores the validation scans: AUC (NaN when they hold one
-class only) and val_loss, the mean BCE (the classification loss only, so the three
-branches are comparable and validation never reads infection masks). The kept epoch
-is the one with the highest AUC, ties broken by the lower val_loss, then by the earlier
-epoch; a NaN AUC ranks below every number (with one-class validation the lowest
-val_loss wins); without validation scans the last epoch is kept.
+The fold's validation scans never enter this loop: their predictions are the
+out-of-fold set the evaluation reports, so the caller predicts them with the returned
+model. The kept epoch is chosen on the training folds alone (`selection`): with
+`epoch_selection` "inner", the AUC and mean BCE (the classification loss only, so the
+three branches are comparable) of an inner validation split of the training patients
+after every epoch, the best AUC kept, ties broken by the lower loss, then by the
+earlier epoch, a NaN AUC ranking below every number; with "last", the last epoch.
 
 Reproducibility: the network is initialised from (seed, "init"); the sampler draws
 epoch e's order from (seed, e) and torch is re-seeded from (seed, e) at the start of
@@ -37,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from dsan_core.branches import ATT_SS, RN34_US, TRAINED
@@ -58,6 +58,12 @@ from dsan_core.classifier.inference import (
 )
 from dsan_core.classifier.network import DSANet, DSANetOutput
 from dsan_core.classifier.samplers import SizeBalancedSampler, UniformSampler
+from dsan_core.classifier.selection import (
+    SelectionSplit,
+    selection_key,
+    selection_scores,
+    selection_split,
+)
 from dsan_core.config import TrainConfig
 from dsan_core.errors import InputError, ModelError
 from dsan_core.groups import SAMPLING_GROUPS
@@ -71,34 +77,38 @@ _INIT_STREAM, _EPOCH_STREAM = 0x1A17, 0xE90C
 class ClassifierEpochReport:
     """One finished epoch (1-based). loss = loss_c + lambda * loss_ex, each the mean of
     the epoch's batch losses weighted by batch size (L_ex of a batch without COVID is
-    0); loss_ex is NaN for the baseline; val_* are NaN without validation scans."""
+    0); loss_ex is NaN for the baseline; select_* are the inner validation split's AUC
+    and mean BCE (NaN with epoch_selection "last")."""
 
     epoch: int
     lr: float
     loss: float
     loss_c: float
     loss_ex: float
-    val_auc: float
-    val_loss: float
+    select_auc: float
+    select_loss: float
     seconds: float
     best_epoch: int
-    best_val_auc: float
+    best_select_auc: float
     is_best: bool
 
 
 @dataclass
 class ClassifierTrainResult:
-    """`model` carries the best epoch's weights (eval mode); `checkpoint` is the last one."""
+    """`model` carries the kept epoch's weights (eval mode); `checkpoint` is the last one.
+    `n_fit` scans trained the network, `n_select` chose its epoch (0 for "last")."""
 
     model: DSANet
     branch: str
     best_epoch: int
-    best_val_auc: float
-    best_val_loss: float
+    select_auc: float
+    select_loss: float
     history: list[ClassifierEpochReport]
     checkpoint: dict[str, Any]
     #: The SS weights W per sampling group ({} for uniform sampling).
     sampler_weights: dict[str, float]
+    n_fit: int
+    n_select: int
 
 
 def uses_attention(branch: str) -> bool:
@@ -257,24 +267,6 @@ def _make_sampler(
                       "group_counts": counts, "num_samples": len(balanced)}
 
 
-def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(AUC, mean BCE) of validation logits; AUC NaN with one class, both NaN when empty."""
-    if logits.size == 0:
-        return math.nan, math.nan
-    bce = np.logaddexp(0.0, logits) - labels * logits
-    auc = math.nan
-    if np.unique(labels).size == 2:
-        auc = float(roc_auc_score(labels, logits))
-    return auc, float(bce.mean())
-
-
-def selection_key(val_auc: float, val_loss: float) -> tuple[float, float]:
-    """Epochs compare by this key, larger is better: AUC first, then lower val_loss;
-    NaN ranks below every number."""
-    return (val_auc if math.isfinite(val_auc) else -math.inf,
-            -val_loss if math.isfinite(val_loss) else -math.inf)
-
-
 def calibrate_logits(model: DSANet, cases: Sequence[ClassifierCase], config: TrainConfig, *,
                      device: torch.device) -> tuple[float, float]:
     """Set `model`'s logit calibration from its own training scans; returns (shift, scale).
@@ -313,7 +305,7 @@ def _resume_identity(config: TrainConfig) -> str:
 
 
 def _check_resume(resume: dict[str, Any], branch: str, seed: int, config: TrainConfig,
-                  train_ids: list[str], val_ids: list[str]) -> None:
+                  split: SelectionSplit) -> None:
     check_format(resume)
     try:
         saved_config = TrainConfig.model_validate(resume.get("config"))
@@ -321,7 +313,8 @@ def _check_resume(resume: dict[str, Any], branch: str, seed: int, config: TrainC
         raise ModelError("cannot resume: the checkpoint's config is not a TrainConfig") from None
     found = dict(resume) | {"config": _resume_identity(saved_config)}
     expected = {"branch": branch, "seed": seed, "config": _resume_identity(config),
-                "train_scan_ids": train_ids, "val_scan_ids": val_ids}
+                "fit_scan_ids": [c.scan_id for c in split.fit],
+                "select_scan_ids": [c.scan_id for c in split.select]}
     for key, value in expected.items():
         if found.get(key) != value:
             shown = f"{len(value)} scans" if isinstance(value, list) else value
@@ -334,7 +327,6 @@ def _check_resume(resume: dict[str, Any], branch: str, seed: int, config: TrainC
 
 def train_classifier(
     train: Sequence[ClassifierCase],
-    val: Sequence[ClassifierCase],
     config: TrainConfig,
     *,
     branch: str,
@@ -345,7 +337,9 @@ def train_classifier(
     log: Callable[[str], None] = print,
     fold: int | str | None = None,
 ) -> ClassifierTrainResult:
-    """Train one branch on a fold's training scans, validating after every epoch.
+    """Train one branch on a fold's training scans (the fold's validation scans are not
+    an argument: see the module docstring) and keep the epoch `config.epoch_selection`
+    chooses on them.
 
     `on_epoch_end(checkpoint, report)` gets a plain dict (see `checkpoints`) after
     every epoch; passing it back as `resume` continues after that epoch. `fold` labels
@@ -358,10 +352,11 @@ def train_classifier(
         raise ModelError(f"fold {fold}: branch {branch} needs at least one training scan, "
                          "found none")
     check_cases(train)
-    check_cases(val)
-    train_ids = [case.scan_id for case in train]
-    val_ids = [case.scan_id for case in val]
-    sampler, sampler_info = _make_sampler(train, branch, seed, config, fold)
+    try:
+        split = selection_split(train, config, seed)
+    except ModelError as error:
+        raise ModelError(f"fold {fold}: branch {branch}: {error}") from None
+    sampler, sampler_info = _make_sampler(split.fit, branch, seed, config, fold)
 
     torch.manual_seed(_derived_seed(seed, _INIT_STREAM))
     model = build_classifier(config).to(device)
@@ -375,28 +370,29 @@ def train_classifier(
     best_state = model_state(model)
     history: list[ClassifierEpochReport] = []
     if resume is not None:
-        _check_resume(resume, branch, seed, config, train_ids, val_ids)
+        _check_resume(resume, branch, seed, config, split)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         start_epoch, best_epoch = int(resume["epoch"]), int(resume["best_epoch"])
-        best_auc, best_loss = float(resume["best_val_auc"]), float(resume["best_val_loss"])
+        best_auc = float(resume["best_select_auc"])
+        best_loss = float(resume["best_select_loss"])
         best_state = resume["best_model"]
         history = [ClassifierEpochReport(**item) for item in resume["history"]]
         log(f"fold {fold} {branch}: resuming after epoch {start_epoch}")
 
-    loader = make_loader(train, batch_size=config.batch_size, sampler=sampler,
+    loader = make_loader(split.fit, batch_size=config.batch_size, sampler=sampler,
                          with_infection=attention, num_workers=config.num_workers,
                          device=device)
-    val_loader = None
-    if val:
-        val_loader = make_loader(val, batch_size=config.val_batch_size, sampler=None,
-                                 with_infection=False, num_workers=config.num_workers,
-                                 device=device)
-    # The training scans once each, in order, for BatchNorm's statistics.
-    stats_loader = make_loader(train, batch_size=config.batch_size, sampler=None,
+    select_loader = None
+    if split.select:
+        select_loader = make_loader(split.select, batch_size=config.val_batch_size,
+                                    sampler=None, with_infection=False,
+                                    num_workers=config.num_workers, device=device)
+    # The fitted scans once each, in order, for BatchNorm's statistics.
+    stats_loader = make_loader(split.fit, batch_size=config.batch_size, sampler=None,
                                with_infection=False, num_workers=config.num_workers,
                                device=device)
-    val_labels = np.array([case.label for case in val], dtype=np.float64)
+    select_labels = np.array([case.label for case in split.select], dtype=np.float64)
     checkpoint: dict[str, Any] = dict(resume) if resume is not None else {}
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -407,7 +403,10 @@ def train_classifier(
             group["lr"] = lr
         loss, loss_c, loss_ex = _train_epoch(model, optimizer, loader, config,
                                              attention=attention, device=device)
-        if config.precise_batch_norm:
+        # Precise BN changes only eval-mode outputs (training normalises by batch), so
+        # without an inner split it is needed after the last epoch alone.
+        if config.precise_batch_norm and (select_loader is not None
+                                          or epoch == config.epochs - 1):
             recalibrate_batch_norm(model, stats_loader, device=device,
                                    mixed_precision=config.mixed_precision,
                                    channels_last=config.channels_last_3d)
@@ -415,23 +414,25 @@ def train_classifier(
             raise ModelError(f"fold {fold}: branch {branch} diverged: training loss {loss} "
                              f"in epoch {epoch + 1}")
         logits = np.zeros(0)
-        if val_loader is not None:
-            logits = logits_from_loader(model, val_loader, device=device,
+        if select_loader is not None:
+            logits = logits_from_loader(model, select_loader, device=device,
                                         mixed_precision=config.mixed_precision,
                                         channels_last=config.channels_last_3d)
-        val_auc, val_loss = _validation_scores(logits, val_labels)
-        is_best = (best_epoch == 0 or not val
-                   or selection_key(val_auc, val_loss) > selection_key(best_auc, best_loss))
+        select_auc, select_loss = selection_scores(logits, select_labels)
+        is_best = (best_epoch == 0 or select_loader is None
+                   or selection_key(select_auc, select_loss)
+                   > selection_key(best_auc, best_loss))
         if is_best:
-            best_epoch, best_auc, best_loss = epoch + 1, val_auc, val_loss
+            best_epoch, best_auc, best_loss = epoch + 1, select_auc, select_loss
             best_state = model_state(model)
-        report = ClassifierEpochReport(epoch + 1, lr, loss, loss_c, loss_ex, val_auc, val_loss,
-                                       time.perf_counter() - started, best_epoch, best_auc,
-                                       is_best)
+        report = ClassifierEpochReport(epoch + 1, lr, loss, loss_c, loss_ex, select_auc,
+                                       select_loss, time.perf_counter() - started, best_epoch,
+                                       best_auc, is_best)
         history.append(report)
+        inner = (f" inner auc {select_auc:.4f} loss {select_loss:.4f} (best epoch "
+                 f"{best_epoch})" if select_loader is not None else "")
         log(f"fold {fold} {branch} epoch {epoch + 1}/{config.epochs}: loss {loss:.4f} "
-            f"(bce {loss_c:.4f}, attention {loss_ex:.4f}) val auc {val_auc:.4f} "
-            f"val loss {val_loss:.4f} (best epoch {best_epoch})")
+            f"(bce {loss_c:.4f}, attention {loss_ex:.4f}){inner}")
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "branch": branch,
@@ -441,15 +442,16 @@ def train_classifier(
             "model": model_state(model),
             "optimizer": cpu_copy(optimizer.state_dict()),
             "best_epoch": best_epoch,
-            "best_val_auc": best_auc,
-            "best_val_loss": best_loss,
+            "best_select_auc": best_auc,
+            "best_select_loss": best_loss,
             "best_model": best_state,
             "history": [asdict(item) for item in history],
             "config": config.model_dump(mode="json"),
             "training_fingerprint": config.training_fingerprint(),
             "sampler": sampler_info,
-            "train_scan_ids": train_ids,
-            "val_scan_ids": val_ids,
+            "train_scan_ids": [c.scan_id for c in train],
+            "fit_scan_ids": [c.scan_id for c in split.fit],
+            "select_scan_ids": [c.scan_id for c in split.select],
         }
         on_epoch_end(checkpoint, report)
     model.load_state_dict(best_state)
@@ -461,4 +463,5 @@ def train_classifier(
             f"{shift:.4f}, scale {scale:.4f})")
     model.eval()
     return ClassifierTrainResult(model, branch, best_epoch, best_auc, best_loss, history,
-                                 checkpoint, dict(sampler_info["weights"]))
+                                 checkpoint, dict(sampler_info["weights"]), len(split.fit),
+                                 len(split.select))

@@ -27,6 +27,30 @@ def test_logit_and_cam_shapes_are_one_sixteenth_rounded_up(size: tuple[int, int,
     assert net.features(torch.rand(1, 1, *size)).shape == (1, 32, *expected)
 
 
+@pytest.mark.parametrize("stride", [8, 4])
+def test_finer_feature_strides_keep_the_weights_and_refine_the_cam(stride: int) -> None:
+    size = (24, 40, 33)
+    torch.manual_seed(0)
+    paper = DSANet(width=4, layers=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    finer = DSANet(width=4, layers=(1, 1, 1, 1), feature_stride=stride).eval()
+    # The same parameters (strides have no weights): a checkpoint only fits its stride
+    # because the config says so (checkpoints.ARCHITECTURE_FIELDS).
+    assert {k: v.shape for k, v in paper.state_dict().items()} == {
+        k: v.shape for k, v in finer.state_dict().items()}
+    out = finer(torch.rand(2, 1, *size))
+    expected = tuple(math.ceil(n / stride) for n in size)
+    assert feature_shape(size, stride) == expected
+    assert out.cam.shape == (2, 1, *expected) and out.logit.shape == (2,)
+
+
+def test_an_unknown_feature_stride_is_refused() -> None:
+    with pytest.raises(ConfigError, match="feature stride"):
+        DSANet(width=4, feature_stride=2)
+    with pytest.raises(ConfigError, match="feature stride"):
+        feature_shape((16, 16, 16), 32)
+
+
 def test_resnet34_at_width_64_has_about_63_5_million_parameters() -> None:
     net = DSANet(width=64, in_channels=1)
     n_parameters = sum(p.numel() for p in net.parameters())

@@ -24,7 +24,7 @@ from dsan_core.classifier import (
     predict_probabilities,
     train_classifier,
 )
-from dsan_core.classifier.training import selection_key
+from dsan_core.classifier.selection import selection_key
 from dsan_core.config import TrainConfig
 from dsan_core.errors import InputError, ModelError
 from tests.dsan_core.classifier.cases import TRAIN_GROUPS, VAL_GROUPS, make_cases, write_case
@@ -33,6 +33,7 @@ torch.set_num_threads(1)
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(width=4, batch_size=2, epochs=3, lr_step_epochs=2,
                      learning_rate=1e-3, mixed_precision=False, val_batch_size=3)
+LAST = CONFIG.model_copy(update={"epoch_selection": "last"})
 
 
 class Killed(Exception):
@@ -55,7 +56,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ClassifierCase
             make_cases(folder, VAL_GROUPS, "va", seed=50))
 
 
-def _train(train: list[ClassifierCase], val: list[ClassifierCase], *, branch: str = "att_ss",
+def _train(train: list[ClassifierCase], *, branch: str = "att_ss",
            config: TrainConfig = CONFIG, resume: dict[str, Any] | None = None,
            kill_after: int | None = None, fold: int | str | None = 1,
            saved: list[dict[str, Any]] | None = None,
@@ -69,7 +70,7 @@ def _train(train: list[ClassifierCase], val: list[ClassifierCase], *, branch: st
         if kill_after is not None and report.epoch == kill_after:
             raise Killed
 
-    result = train_classifier(train, val, config, branch=branch, seed=branch_seed(7, 1, branch),
+    result = train_classifier(train, config, branch=branch, seed=branch_seed(7, 1, branch),
                               device=CPU, resume=resume, on_epoch_end=keep,
                               log=lambda _: None, fold=fold)
     return result, saved, reports
@@ -85,12 +86,12 @@ def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(cases: Any) -> None:
     train, val = cases
-    full, saved, _ = _train(train, val)
+    full, saved, _ = _train(train)
     killed_saved: list[dict[str, Any]] = []
     with pytest.raises(Killed):
-        _train(train, val, kill_after=1, saved=killed_saved)
+        _train(train, kill_after=1, saved=killed_saved)
     assert len(killed_saved) == 1 and killed_saved[0]["epoch"] == 1
-    resumed, resumed_saved, reports = _train(train, val, resume=killed_saved[0])
+    resumed, resumed_saved, reports = _train(train, resume=killed_saved[0])
     assert [r.epoch for r in reports] == [2, 3]
     last, again = saved[-1], resumed_saved[-1]
     assert _same_state(last["model"], again["model"])
@@ -102,18 +103,24 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(cases: Any) -> None:
 
 
 def test_checkpoint_format_report_and_schedule(cases: Any) -> None:
-    train, val = cases
-    result, saved, reports = _train(train, val)
+    train, _ = cases
+    result, saved, reports = _train(train)
     checkpoint = saved[-1]
     assert checkpoint["format"] == CHECKPOINT_FORMAT
     assert (checkpoint["branch"], checkpoint["fold"], checkpoint["epoch"]) == ("att_ss", "1", 3)
-    # covid_small 2, covid_large 1, cap_small 2, cap_large 1 in the training part.
+    # Inner split: one of the two covid_small and one of the two cap_small patients are
+    # held out; the single covid_large and cap_large patients stay in the fitted part.
+    select = checkpoint["select_scan_ids"]
+    assert sorted(c.sampling_group for c in train if c.scan_id in select) == [
+        "cap_small", "covid_small"]
+    assert sorted(checkpoint["fit_scan_ids"] + select) == sorted(c.scan_id for c in train)
     assert checkpoint["sampler"] == {
         "kind": "size_balanced",
-        "weights": {"covid_small": 0.5, "covid_large": 1.0, "cap_small": 1.0, "cap_large": 2.0},
-        "group_counts": {"covid_small": 2, "covid_large": 1, "cap_small": 2, "cap_large": 1},
-        "num_samples": 6,
+        "weights": {"covid_small": 1.0, "covid_large": 1.0, "cap_small": 1.0, "cap_large": 1.0},
+        "group_counts": {"covid_small": 1, "covid_large": 1, "cap_small": 1, "cap_large": 1},
+        "num_samples": 4,
     }
+    assert (result.n_fit, result.n_select) == (4, 2)
     assert result.sampler_weights == checkpoint["sampler"]["weights"]
     assert TrainConfig.model_validate(checkpoint["config"]) == CONFIG
     assert checkpoint["training_fingerprint"] == CONFIG.training_fingerprint()
@@ -122,13 +129,13 @@ def test_checkpoint_format_report_and_schedule(cases: Any) -> None:
     assert [r.epoch for r in reports] == [1, 2, 3]
     for report in reports:
         assert set(dataclasses.asdict(report)) == {
-            "epoch", "lr", "loss", "loss_c", "loss_ex", "val_auc", "val_loss", "seconds",
-            "best_epoch", "best_val_auc", "is_best"}
+            "epoch", "lr", "loss", "loss_c", "loss_ex", "select_auc", "select_loss", "seconds",
+            "best_epoch", "best_select_auc", "is_best"}
         assert report.loss == pytest.approx(report.loss_c + 0.5 * report.loss_ex)
-        assert 0 <= report.val_auc <= 1 and report.val_loss > 0 and report.loss_ex >= 0
+        assert 0 <= report.select_auc <= 1 and report.select_loss > 0 and report.loss_ex >= 0
     best = reports[result.best_epoch - 1]
-    assert best.is_best and result.best_val_auc == best.val_auc == reports[-1].best_val_auc
-    assert max(r.val_auc for r in reports) == best.val_auc
+    assert best.is_best and result.select_auc == best.select_auc == reports[-1].best_select_auc
+    assert max(r.select_auc for r in reports) == best.select_auc
 
 
 def test_baseline_uses_bce_only_and_never_reads_infection_masks(cases: Any) -> None:
@@ -138,7 +145,7 @@ def test_baseline_uses_bce_only_and_never_reads_infection_masks(cases: Any) -> N
         raise AssertionError("the baseline read an infection mask")
 
     blind = [dataclasses.replace(case, infection=no_mask) for case in train]
-    result, saved, reports = _train(blind, val, branch="rn34_us",
+    result, saved, reports = _train(blind, branch="rn34_us",
                                     config=CONFIG.model_copy(update={"epochs": 1}))
     assert math.isnan(reports[0].loss_ex) and reports[0].loss == reports[0].loss_c
     assert saved[0]["sampler"]["kind"] == "uniform" and saved[0]["sampler"]["weights"] == {}
@@ -153,44 +160,53 @@ def test_epoch_selection_prefers_auc_then_lower_loss_and_ranks_nan_last() -> Non
     assert not selection_key(0.9, 0.5) > selection_key(0.9, 0.5)  # a tie keeps the earlier
 
 
-def test_one_class_or_no_validation(cases: Any) -> None:
-    train, val = cases
-    config = CONFIG.model_copy(update={"epochs": 2})
-    _, _, reports = _train(train, [c for c in val if c.label == 1], branch="att_us",
-                           config=config)
-    assert all(math.isnan(r.val_auc) and r.val_loss > 0 for r in reports)
-    result, _, reports = _train(train, [], branch="att_us", config=config)
-    assert all(r.is_best and math.isnan(r.val_loss) for r in reports)
-    assert result.best_epoch == 2
+def test_fixed_epochs_keep_the_last_and_train_on_every_scan(cases: Any) -> None:
+    train, _ = cases
+    config = LAST.model_copy(update={"epochs": 2})
+    result, saved, reports = _train(train, branch="att_us", config=config)
+    assert all(r.is_best and math.isnan(r.select_auc) and math.isnan(r.select_loss)
+               for r in reports)
+    assert result.best_epoch == 2 and (result.n_fit, result.n_select) == (6, 0)
+    assert saved[-1]["select_scan_ids"] == [] and saved[-1]["fit_scan_ids"] == [
+        c.scan_id for c in train]
+    assert _same_state(result.model.state_dict(), saved[-1]["model"])
+
+
+def test_an_inner_split_without_both_classes_is_refused(cases: Any) -> None:
+    train, _ = cases
+    covid = [c for c in train if c.label == 1] + [c for c in train if c.label == 0][:1]
+    with pytest.raises(ModelError, match="fold 1: branch att_us: the inner validation split "
+                                         "needs COVID and CAP"):
+        _train(covid, branch="att_us")
 
 
 def test_empty_sampling_group_names_the_fold_and_the_group(cases: Any) -> None:
     train, val = cases
     without = [c for c in train if c.sampling_group != "cap_large"]
     with pytest.raises(ModelError, match="fold 2: .*cap_large"):
-        _train(without, val, fold=2)
+        _train(without, fold=2)
     # Uniform sampling needs no group (4 scans: 16^3 leaves BatchNorm one voxel per
     # channel, so a last batch of one scan could not train).
-    _train(without[:4], val, branch="att_us", config=CONFIG.model_copy(update={"epochs": 1}))
+    _train(without[:4], branch="att_us", config=LAST.model_copy(update={"epochs": 1}))
 
 
 def test_resume_refuses_foreign_or_mismatched_checkpoints(cases: Any) -> None:
     train, val = cases
     one = CONFIG.model_copy(update={"epochs": 1})
-    _, saved, _ = _train(train, val, config=one)
+    _, saved, _ = _train(train, config=one)
     with pytest.raises(ModelError, match="checkpoint"):
-        _train(train, val, resume={"format": "dsan-vbnet-checkpoint-v1"})
+        _train(train, resume={"format": "dsan-vbnet-checkpoint-v1"})
     with pytest.raises(ModelError, match="branch"):
-        _train(train, val, branch="att_us", resume=saved[0])
-    with pytest.raises(ModelError, match="train_scan_ids"):
-        _train(train[:4], val, resume=saved[0])
+        _train(train, branch="att_us", resume=saved[0])
+    with pytest.raises(ModelError, match="fit_scan_ids"):
+        _train(train[:5] + [dataclasses.replace(train[5], scan_id="tr9")], resume=saved[0])
     other = CONFIG.model_copy(update={"attention_lambda": 1.0})
     with pytest.raises(ModelError, match="config"):
-        _train(train, val, config=other, resume=saved[0])
+        _train(train, config=other, resume=saved[0])
     with pytest.raises(ModelError, match="more than the 1 configured"):
-        _train(train, val, config=one, resume=_train(train, val, config=CONFIG)[1][-1])
+        _train(train, config=one, resume=_train(train, config=CONFIG)[1][-1])
     # Runtime-only settings and more epochs are no reason to refuse.
-    _, _, reports = _train(train, val, resume=saved[0],
+    _, _, reports = _train(train, resume=saved[0],
                            config=CONFIG.model_copy(update={"val_batch_size": 1, "epochs": 2}))
     assert [r.epoch for r in reports] == [2]
 
@@ -198,26 +214,26 @@ def test_resume_refuses_foreign_or_mismatched_checkpoints(cases: Any) -> None:
 def test_bad_cases_are_errors_naming_the_scan(cases: Any, tmp_path: Path) -> None:
     train, val = cases
     with pytest.raises(ModelError, match="at least one training scan"):
-        _train([], val)
+        _train([])
     bad_label = [dataclasses.replace(train[0], label=2)] + train[1:]
     with pytest.raises(InputError, match="scan tr0: expected label"):
-        _train(bad_label, val)
+        _train(bad_label)
     mixed_up = [dataclasses.replace(train[0], sampling_group="cap_small")] + train[1:]
     with pytest.raises(InputError, match="scan tr0: sampling group 'cap_small' does not fit"):
-        _train(mixed_up, val)
+        _train(mixed_up)
     odd = write_case(tmp_path, "odd", "cap_small", 0, seed=9, shape=(16, 16, 17))
     with pytest.raises(InputError, match=r"expected every scan in one pre-processed shape") \
             as caught:
-        _train(train[:1] + [odd], val, branch="att_us")
+        _train(train[:1] + [odd], branch="att_us", config=LAST)
     assert "scan tr0" in str(caught.value) and "scan odd" in str(caught.value)
     other_mask = dataclasses.replace(train[0], infection=lambda: np.zeros((16, 16, 8), np.uint8))
     with pytest.raises(InputError, match="scan tr0: expected the infection mask"):
-        _train([other_mask] + train[1:], val, branch="att_us")
+        _train([other_mask] + train[1:], branch="att_us", config=LAST)
 
 
 def test_prediction_maps_and_loading(cases: Any) -> None:
     train, val = cases
-    result, saved, _ = _train(train, val, branch="att_us",
+    result, saved, _ = _train(train, branch="att_us",
                               config=CONFIG.model_copy(update={"epochs": 2}))
     checkpoint = saved[-1]
     model = load_classifier(checkpoint, CONFIG, CPU)
@@ -234,6 +250,12 @@ def test_prediction_maps_and_loading(cases: Any) -> None:
         assert heat.min() >= 0 and heat.max() <= 1
     with pytest.raises(ModelError, match="width 8"):
         load_classifier(checkpoint, CONFIG.model_copy(update={"width": 8}), CPU)
+    with pytest.raises(ModelError, match="feature_stride 8, found 16"):
+        load_classifier(checkpoint, CONFIG.model_copy(update={"feature_stride": 8}), CPU)
+    # A checkpoint from before the stride was a setting has the paper's 16.
+    older = checkpoint | {"config": {k: v for k, v in checkpoint["config"].items()
+                                     if k != "feature_stride"}}
+    assert load_classifier(older, CONFIG, CPU).feature_stride == 16
     with pytest.raises(ModelError, match="checkpoint"):
         load_classifier({"format": "other"}, CONFIG, CPU)
 
@@ -247,8 +269,8 @@ def test_cases_are_picklable_for_dataloader_workers(cases: Any) -> None:
 def test_dataloader_workers_give_the_same_model(cases: Any) -> None:
     train, val = cases
     one = CONFIG.model_copy(update={"epochs": 1})
-    _, serial, _ = _train(train, val, config=one)
-    _, workers, _ = _train(train, val, config=one.model_copy(update={"num_workers": 1}))
+    _, serial, _ = _train(train, config=one)
+    _, workers, _ = _train(train, config=one.model_copy(update={"num_workers": 1}))
     assert _same_state(serial[0]["model"], workers[0]["model"])
 
 
@@ -284,7 +306,7 @@ def test_cuda_bf16_training_step_and_checkpoint_round_trip(cases: Any) -> None:
     cuda = torch.device("cuda")
     config = CONFIG.model_copy(update={"epochs": 1, "mixed_precision": True})
     saved: list[dict[str, Any]] = []
-    result = train_classifier(train, val, config, branch="att_ss", seed=3, device=cuda,
+    result = train_classifier(train, config, branch="att_ss", seed=3, device=cuda,
                               resume=None, on_epoch_end=lambda c, r: saved.append(c),
                               log=lambda _: None, fold=0)
     assert math.isfinite(result.history[0].loss) and math.isfinite(result.history[0].loss_ex)
@@ -294,7 +316,7 @@ def test_cuda_bf16_training_step_and_checkpoint_round_trip(cases: Any) -> None:
     assert next(model.parameters()).device.type == "cuda"
     probs = predict_probabilities(model, val, device=cuda, batch_size=2)
     assert probs.shape == (4,) and np.isfinite(probs).all()
-    resumed = train_classifier(train, val, config.model_copy(update={"epochs": 2}),
+    resumed = train_classifier(train, config.model_copy(update={"epochs": 2}),
                                branch="att_ss", seed=3, device=cuda, resume=restored,
                                on_epoch_end=lambda c, r: None, log=lambda _: None, fold=0)
     assert [r.epoch for r in resumed.history] == [1, 2]
@@ -345,11 +367,11 @@ def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> Non
 def test_training_options_keep_resume_identical(cases: Any, options: dict[str, Any]) -> None:
     train, val = cases
     config = CONFIG.model_copy(update=options)
-    full, saved, _ = _train(train, val, config=config)
+    full, saved, _ = _train(train, config=config)
     killed: list[dict[str, Any]] = []
     with pytest.raises(Killed):
-        _train(train, val, config=config, kill_after=1, saved=killed)
-    resumed, again, _ = _train(train, val, config=config, resume=killed[0])
+        _train(train, config=config, kill_after=1, saved=killed)
+    resumed, again, _ = _train(train, config=config, resume=killed[0])
     assert _same_state(saved[-1]["model"], again[-1]["model"])
     assert _same_state(full.model.state_dict(), resumed.model.state_dict())
     assert _same_state(full.model.state_dict(), resumed.checkpoint["best_model"])
@@ -359,9 +381,9 @@ def test_calibrated_logits_centre_and_scale_on_the_training_scans(cases: Any) ->
     from dsan_core.classifier import predict_logits
 
     train, val = cases
-    plain, _, _ = _train(train, val, branch="att_us")
+    plain, _, _ = _train(train, branch="att_us")
     config = CONFIG.model_copy(update={"calibrate_logits": True})
-    calibrated, saved, _ = _train(train, val, branch="att_us", config=config)
+    calibrated, saved, _ = _train(train, branch="att_us", config=config)
     state = calibrated.model.state_dict()
     shift, scale = float(state["logit_shift"]), float(state["logit_scale"])
     assert scale > 0 and (shift, scale) != (0.0, 1.0)
@@ -381,13 +403,13 @@ def test_calibrated_logits_centre_and_scale_on_the_training_scans(cases: Any) ->
     loaded = load_classifier(_round_trip(final), config, CPU)
     assert _same_state(loaded.state_dict(), state)
     assert calibrated.checkpoint["calibration"] == {"logit_shift": shift, "logit_scale": scale}
-    again, _, _ = _train(train, val, branch="att_us", config=config, resume=saved[-1])
+    again, _, _ = _train(train, branch="att_us", config=config, resume=saved[-1])
     assert _same_state(again.model.state_dict(), state)
 
 
 def test_checkpoints_from_before_calibration_load_uncalibrated(cases: Any) -> None:
     train, val = cases
-    result, saved, _ = _train(train, val, branch="rn34_us")
+    result, saved, _ = _train(train, branch="rn34_us")
     old = saved[-1] | {"best_model": {k: v for k, v in saved[-1]["best_model"].items()
                                       if not k.startswith("logit_")}}
     model = load_classifier(old, CONFIG, CPU)

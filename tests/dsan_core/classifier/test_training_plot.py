@@ -15,7 +15,7 @@ def _history() -> pd.DataFrame:
     for branch, auc in (("att_us", 0.8), ("att_ss", 0.7), ("rn34_us", math.nan)):
         for epoch in (1, 2, 3):
             rows.append({"branch": branch, "epoch": epoch, "loss": 1.0 / epoch,
-                         "val_loss": 0.9 / epoch, "val_auc": auc + 0.05 * epoch,
+                         "select_loss": 0.9 / epoch, "select_auc": auc + 0.05 * epoch,
                          "best_epoch": 3 if branch != "rn34_us" else 1})
     return pd.DataFrame(rows)
 
@@ -32,5 +32,5 @@ def test_training_curves_has_a_line_per_branch_and_saves(tmp_path: Path) -> None
 
 
 def test_training_curves_needs_its_columns() -> None:
-    with pytest.raises(InputError, match="val_auc"):
-        training_curves_figure(_history().drop(columns="val_auc"))
+    with pytest.raises(InputError, match="select_auc"):
+        training_curves_figure(_history().drop(columns="select_auc"))
