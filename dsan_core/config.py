@@ -431,6 +431,15 @@ class RuntimeConfig(_Section):
     #: one per visible GPU, 1 on CPU (one training with every core was faster there).
     train_concurrency: int | None = Field(default=None, ge=1)
     dask: DaskConfig = DaskConfig()
+    #: A Dask scheduler whose workers train the classifier's (fold, branch) models
+    #: instead of the machine running the flow: e.g. one `dask worker ADDRESS --nthreads
+    #: 1 --resources GPU=1` per GPU (CUDA_VISIBLE_DEVICES set per worker), with the data
+    #: root at the same path. Each training asks for `train_resources`; the scheduler
+    #: runs as many at once as there are free, and reruns a lost worker's training
+    #: elsewhere, where it resumes from its last epoch. `device` is then resolved on
+    #: each worker. None: train in the flow's process (train_concurrency at a time).
+    train_address: str | None = None
+    train_resources: dict[str, float] = Field(default_factory=lambda: {"GPU": 1.0})
 
 
 class PipelineConfig(_Section):

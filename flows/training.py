@@ -15,7 +15,12 @@ from dsan_core.config import RuntimeConfig, SplitConfig, TrainConfig
 from dsan_core.errors import StageError
 from flows.segmentation import pick_device
 from tasks.progress import StageProgress
-from tasks.training import BranchOutcome, find_trained_task, train_branch_task
+from tasks.training import (
+    BranchOutcome,
+    TrainingCluster,
+    find_trained_task,
+    train_branch_task,
+)
 from tasks.training_tables import TrainingOutcome, training_tables_task
 
 #: Prefect tag of the training tasks; its concurrency limit caps how many run at once.
@@ -65,7 +70,9 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
                   branches: tuple[str, ...] | None = None,
                   run_id: str | None = None) -> TrainingResult:
     """Train the given folds and branches (default: all), then write the tables from
-    every model trained on the current data."""
+    every model trained on the current data. With `runtime.train_address` the trainings
+    run on that Dask cluster's workers (see `RuntimeConfig`), all submitted at once: the
+    scheduler places them by their resources."""
     chosen_folds = folds if folds is not None else tuple(range(split.n_folds))
     chosen_branches = branches if branches is not None else TRAINED
     unknown = [b for b in chosen_branches if b not in TRAINED]
@@ -73,9 +80,26 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
     if unknown or bad_folds:
         raise StageError(f"expected branches in {list(TRAINED)} and folds in 0.."
                          f"{split.n_folds - 1}, found {unknown or ''}{bad_folds or ''}")
+    pairs = [(f, b) for f in chosen_folds for b in chosen_branches]
+    if runtime.train_address:
+        futures, devices, concurrency = _submit_to_cluster(
+            config, runtime, runtime.train_address, data_root, pairs, run_id)
+    else:
+        futures, devices, concurrency = _submit_here(config, runtime, data_root, pairs, run_id)
+    order = {pair: i for i, pair in enumerate(pairs)}
+    outcomes = tuple(sorted((future.result() for future in futures),
+                            key=lambda o: order[(o.fold, o.branch)]))
+    tables = training_tables_task(data_root, config, split.n_folds, run_id)
+    return TrainingResult(outcomes, tables, tuple(devices), concurrency)
+
+
+def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
+                 pairs: list[tuple[int, str]], run_id: str | None
+                 ) -> tuple[list[PrefectFuture[BranchOutcome]], list[str], int]:
+    """Trainings in this process: pinned round-robin to the visible GPUs, `concurrency`
+    at a time behind the `gpu` tag's limit."""
     devices, concurrency = training_devices(runtime)
     set_concurrency_limit(GPU_TAG, concurrency)
-    pairs = [(f, b) for f in chosen_folds for b in chosen_branches]
     # Cached models only read their manifests: submitted at once, outside the tag's
     # limit (a slot costs Prefect's acquire/release round trips, ~2 s per task).
     cached = set(find_trained_task(data_root, config, pairs, run_id))
@@ -103,8 +127,39 @@ def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfi
             running[future] = device
         for _ in as_completed(list(running)):
             progress.advance()
-    order = {pair: i for i, pair in enumerate(pairs)}
-    outcomes = tuple(sorted((future.result() for future in futures),
-                            key=lambda o: order[(o.fold, o.branch)]))
-    tables = training_tables_task(data_root, config, split.n_folds, run_id)
-    return TrainingResult(outcomes, tables, tuple(devices), concurrency)
+    return futures, devices, concurrency
+
+
+def _submit_to_cluster(config: TrainConfig, runtime: RuntimeConfig, address: str,
+                       data_root: Path, pairs: list[tuple[int, str]], run_id: str | None
+                       ) -> tuple[list[PrefectFuture[BranchOutcome]], list[str], int]:
+    """Every training at once to the Dask cluster at `address`; each task waits for its
+    worker. Models already trained only read their manifests (no worker needed)."""
+    cluster = TrainingCluster(address, dict(runtime.train_resources), runtime.device)
+    slots = cluster_slots(address, cluster.resources)
+    if slots == 0:
+        raise StageError(f"the Dask cluster at {address} has no worker with the resources a "
+                         f"training asks for ({cluster.resources}): start workers with "
+                         "--resources, or set runtime.train_resources")
+    futures = [train_branch_task.with_options(task_run_name=f"train fold {fold} {branch}")
+               .submit(data_root, config, fold, branch, runtime.device, run_id, cluster)
+               for fold, branch in pairs]
+    with StageProgress("training models (fold x branch) on the Dask cluster", len(pairs),
+                       unit="models") as progress:
+        for _ in as_completed(list(futures)):
+            progress.advance()
+    return futures, [f"Dask cluster {address}"], slots
+
+
+def cluster_slots(address: str, resources: dict[str, float]) -> int:
+    """How many trainings the cluster's workers can hold at once, by their resources."""
+    from distributed import Client
+
+    with Client(address, set_as_default=False, timeout=30) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    total = 0
+    for worker in workers:
+        has = worker.get("resources", {})
+        total += min((int(has.get(name, 0) // need) for name, need in resources.items()
+                      if need > 0), default=int(worker.get("nthreads", 1)))
+    return total

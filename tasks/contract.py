@@ -161,11 +161,13 @@ def cached_map(
     unit: str = "",
     artifact_key: str | None = None,
     record: bool = False,
+    resources: Mapping[str, float] | None = None,
 ) -> MapResult:
     """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
 
     `compute` runs here (`address` None) or on the Dask scheduler at `address` (then it
-    must be a plain, picklable function). `finish(item, key, result)` turns its result
+    must be a plain, picklable function; `resources` what each item needs of a Dask
+    worker, e.g. {"GPU": 1}). `finish(item, key, result)` turns its result
     into the item's Manifest in this process (without `finish`, `compute` returns the
     Manifest). Each manifest is stored as soon as its item completes. A `DsanError` (bad
     input) fails its item alone, its message the reason; any other exception is a bug:
@@ -197,7 +199,7 @@ def cached_map(
         found[item.name] = manifest
 
     _run_each(todo, compute, accept, address=address, description=description or stage,
-              unit=unit, artifact_key=artifact_key)
+              unit=unit, artifact_key=artifact_key, resources=resources)
     if bugs:
         raise ItemFailed(f"{stage}: {len(bugs)} item(s) failed with an unexpected error (a bug; "
                          f"tracebacks in the log): {'; '.join(bugs[:5])}")
@@ -211,13 +213,14 @@ def cached_map(
 
 def _run_each(todo: Sequence[MapItem], compute: Callable[..., Any],
               accept: Callable[[int, Any], None], *, address: DaskAddress | None,
-              description: str, unit: str, artifact_key: str | None) -> None:
+              description: str, unit: str, artifact_key: str | None,
+              resources: Mapping[str, float] | None = None) -> None:
     """`compute(*item.args)` per item, here or on Dask, each outcome (a result or a
     `WorkerError`) handed to `accept(position, outcome)` as it completes."""
     if address is not None and todo:
         map_on_dask(resolve_address(address), compute, [item.args for item in todo],
                     description=description, unit=unit, artifact_key=artifact_key,
-                    on_result=accept)
+                    on_result=accept, resources=resources)
         return
     with StageProgress(description, len(todo), unit=unit, artifact_key=artifact_key) as progress:
         for position, item in enumerate(todo):

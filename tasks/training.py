@@ -25,45 +25,47 @@ the curves.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.classifier import (
     ClassifierCase,
-    branch_seed,
     cases_from_tables,
-    load_classifier,
-    predict_probabilities,
-    train_classifier,
 )
 from dsan_core.classifier.network import UNCALIBRATED
 from dsan_core.config import TrainConfig
 from dsan_core.splits import FoldScans, fold_scans
-from storage.atomic import write_json
-from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.hashing import hash_json
-from storage.lineage import code_version
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, write_table_file
+from storage.tables import read_table
 from storage.volumes import open_npy
 from tasks.contract import MapItem, StageRun, cached_map, item_key, require_tables
 from tasks.progress import StageProgress
+from tasks.workers import CLASSIFIER_MODEL, predict_and_save, train_and_save
 
 TRAIN_STAGE = "classifier-train"
 PREDICT_STAGE = "classifier-predict"
 #: Bump when a trained model or its predictions would differ for the same inputs.
 VERSION = "2"
-MODEL = "classifier"
+MODEL = CLASSIFIER_MODEL
 #: The prediction sets of a fold's model: its validation fold and the test set.
 PREDICTION_SETS: tuple[str, str] = ("val", "test")
+
+
+@dataclass(frozen=True)
+class TrainingCluster:
+    """Where trainings go instead of the task's process: a Dask scheduler whose workers
+    declare `resources` (e.g. {"GPU": 1} per GPU), and the device setting each worker
+    resolves for itself ("auto": its GPU when it sees one)."""
+
+    address: str
+    resources: dict[str, float]
+    device: str
 
 
 @dataclass(frozen=True)
@@ -132,106 +134,97 @@ def prediction_item(data: FoldData, model: Manifest, set_: str) -> MapItem:
 
 @task(name="train_branch_task", cache_policy=NO_CACHE, persist_result=False)
 def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: str,
-                      device: str, run_id: str | None = None) -> BranchOutcome:
-    """Train (or find) one branch of one fold; predict its validation and test scans."""
+                      device: str, run_id: str | None = None,
+                      cluster: TrainingCluster | None = None) -> BranchOutcome:
+    """Train (or find) one branch of one fold; predict its validation and test scans.
+
+    The training itself runs here on `device`, or, with `cluster`, on a worker of that
+    Dask cluster that has its resources (e.g. a GPU); the device is then resolved on
+    the worker. Either way it resumes from the model's `last.pt` in the data root, so a
+    training whose machine was lost finishes elsewhere from its last epoch.
+    """
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         data = fold_data(run, fold)
         item = training_item(data, config, fold, branch)
         key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())[:16]
+        fresh = TRAIN_STAGE in run.refresh  # a refreshed training starts over
+        job = partial(train_and_save, str(run.layout.root), config,
+                      cluster.device if cluster else device, key, fresh)
+        if cluster is None:
+            compute = partial(_train_here, job, config, logger)
+        else:
+            logger.info("fold %d %s: training on the Dask cluster (resources %s)", fold,
+                        branch, cluster.resources)
+            compute = job
         trained = cached_map(run, [item], stage=TRAIN_STAGE, version=VERSION,
-                             config_hash=config.training_fingerprint(),
-                             compute=partial(_train, run, config, device, key, logger),
-                             record=True)
+                             config_hash=config.training_fingerprint(), compute=compute,
+                             finish=partial(_training_manifest, run, key),
+                             address=cluster.address if cluster else None,
+                             resources=cluster.resources if cluster else None,
+                             description=f"training fold {fold} {branch}", record=True)
         if item.name in trained.errors:  # bad input, e.g. an empty sampling group
             raise trained.errors[item.name]
         model = trained.manifests[item.name]
         predictions = {set_: found for set_ in PREDICTION_SETS
-                       if (found := _predict_set(run, config, model, data, device, set_))}
+                       if (found := _predict_set(run, config, model, data, device, set_,
+                                                 cluster))}
     logger.info("fold %d %s: kept epoch %s of %s (%s)", fold, branch,
                 model.data["best_epoch"], model.data["epochs"],
-                "trained" if trained.computed else "from cache")
+                f"trained on {model.data['worker']}" if trained.computed else "from cache")
     return BranchOutcome(fold, branch, key, model, predictions, bool(trained.computed))
 
 
-def _train(run: StageRun, config: TrainConfig, device: str, key: str, logger: Any, fold: int,
-           branch: str, train: list[ClassifierCase]) -> Manifest:
-    """Train from scratch or from `last.pt`; write best.pt and history.json."""
-    last = run.layout.checkpoint(MODEL, key, "last")
-    history_path = run.layout.training_history(MODEL, key)
-    # A refreshed training starts over; otherwise a killed one resumes.
-    resume = (load_checkpoint(last) if last.exists() and TRAIN_STAGE not in run.refresh
-              else None)
-    started = time.perf_counter()
+def _train_here(job: Any, config: TrainConfig, logger: Any, fold: int, branch: str,
+                train: list[ClassifierCase]) -> dict[str, Any]:
+    """The training in this process, with per-epoch progress."""
     progress = StageProgress(f"training fold {fold} {branch} ({len(train)} scans)",
                              config.epochs, unit="epochs",
                              artifact_key=f"training-fold-{fold}-{branch.replace('_', '-')}")
 
-    def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
-        save_checkpoint(checkpoint, last)
-        write_json(history_path, checkpoint["history"])
+    def on_epoch(report: Any) -> None:
         inner = (f", inner AUC {report.select_auc:.3f}"
                  if config.epoch_selection == "inner" else "")
         progress.advance(note=f"loss {report.loss:.3f}{inner}")
 
     with progress:
-        progress.advance(0 if resume is None else int(resume["epoch"]))
-        result = train_classifier(train, config, branch=branch,
-                                  seed=branch_seed(config.seed, fold, branch),
-                                  device=torch.device(device), resume=resume,
-                                  on_epoch_end=on_epoch_end, log=logger.info, fold=fold)
-    best = run.layout.checkpoint(MODEL, key, "best")
-    # The fold's model: kept weights, config, data (its scans) and code version; no
-    # optimiser state, which only resuming needs.
-    save_checkpoint({**{k: v for k, v in result.checkpoint.items()
-                        if k not in ("model", "optimizer")},
-                     "model_key": key, "code_version": code_version()}, best)
+        summary: dict[str, Any] = job(fold, branch, train, log=logger.info, on_epoch=on_epoch)
+    return summary
+
+
+def _training_manifest(run: StageRun, key: str, item: MapItem, _key: str,
+                       summary: dict[str, Any]) -> Manifest:
+    """The model's manifest, made in the task's process from the job's summary."""
     return Manifest(TRAIN_STAGE, "", {
-        "model": artifact(run.layout, best, run.memo),
-        "history": artifact(run.layout, history_path, run.memo)}, {
-        "fold": fold, "branch": branch, "best_epoch": result.best_epoch,
-        "epoch_selection": config.epoch_selection, "select_auc": result.select_auc,
-        "epochs": len(result.history), "seconds": time.perf_counter() - started,
-        "device": device, "n_train": len(train), "n_fit": result.n_fit,
-        "n_select": result.n_select, "sampler_weights": result.sampler_weights,
-        **result.checkpoint.get("calibration", UNCALIBRATED)})
-
-
-def _probabilities(model: torch.nn.Module, cases: list[ClassifierCase], config: TrainConfig,
-                   device: str) -> Any:
-    return predict_probabilities(model, cases, device=torch.device(device),  # type: ignore[arg-type]
-                                 batch_size=config.val_batch_size,
-                                 mixed_precision=config.mixed_precision,
-                                 channels_last=config.channels_last_3d)
-
-
-def prediction_rows(cases: list[ClassifierCase], probabilities: Any, fold: int, branch: str,
-                    set_: str, model_key: str) -> pd.DataFrame:
-    return pd.DataFrame({"scan_id": [c.scan_id for c in cases], "fold": fold, "branch": branch,
-                         "set": set_, "probability": probabilities, "model_key": model_key})
+        "model": artifact(run.layout, run.layout.checkpoint(MODEL, key, "best"), run.memo),
+        "history": artifact(run.layout, run.layout.training_history(MODEL, key), run.memo),
+    }, dict(summary))
 
 
 def _predict_set(run: StageRun, config: TrainConfig, model: Manifest, data: FoldData,
-                 device: str, set_: str) -> Manifest | None:
+                 device: str, set_: str, cluster: TrainingCluster | None = None
+                 ) -> Manifest | None:
     """The model's predictions on its validation fold or the test set (cached by
-    checkpoint and inputs); None when the set has no scans."""
+    checkpoint and inputs), here or on the training cluster; None when the set has no
+    scans."""
     item = prediction_item(data, model, set_)
     if not item.args[0]:
         return None
     key = model.key[:16]
+    path = run.layout.model_dir(MODEL, key) / f"{set_}-{hash_json(item.inputs)[:12]}.parquet"
+    compute = partial(predict_and_save, config, cluster.device if cluster else device,
+                      str(model.output_path(run.layout, "model")), str(path), data.scans.fold,
+                      str(model.data["branch"]), set_, key)
 
-    def predict(cases: list[ClassifierCase]) -> Manifest:
-        network = load_classifier(load_checkpoint(model.output_path(run.layout, "model")),
-                                  config, torch.device(device))
-        path = (run.layout.model_dir(MODEL, key)
-                / f"{set_}-{hash_json(item.inputs)[:12]}.parquet")
-        write_table_file(path, "predictions", prediction_rows(
-            cases, _probabilities(network, cases, config, device), data.scans.fold,
-            str(model.data["branch"]), set_, key))
+    def finish(_item: MapItem, _key: str, _result: Any) -> Manifest:
         return Manifest(PREDICT_STAGE, "", {"predictions": artifact(run.layout, path, run.memo)})
 
     return cached_map(run, [item], stage=PREDICT_STAGE, version=VERSION, config_hash="-",
-                      compute=predict).manifests[set_]
+                      compute=compute, finish=finish,
+                      address=cluster.address if cluster else None,
+                      resources=cluster.resources if cluster else None,
+                      description=f"predicting fold {data.scans.fold} {set_}"
+                      ).manifests[set_]
 
 
 def find_branch(run: StageRun, data: FoldData, config: TrainConfig, fold: int,

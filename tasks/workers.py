@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dsan_core.config import PreprocessConfig
+from dsan_core.config import PreprocessConfig, TrainConfig
 from dsan_core.dicom import decode_series, index_headers
+from dsan_core.errors import StageError
 from dsan_core.preprocessing import preprocess_scan
+from storage.atomic import write_json
 from storage.hashing import sha256_file
+from storage.layout import DataLayout
 from storage.volumes import read_image, write_geometry, write_image, write_npy
 
 #: The files `preprocess_and_write` writes per scan.
@@ -115,3 +121,112 @@ def preprocess_and_write(volume: str, lung: str, infection: str, destinations: d
         "shape": [int(z), int(y), int(x)],
         "scale_factor": float(result.geometry.scale_factor),
     }
+
+
+# --- classifier training ---------------------------------------------------------------
+
+#: The model folder's name: models/classifier__<training key>/.
+CLASSIFIER_MODEL = "classifier"
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" where this process sees a GPU, else "cpu"; others as given, but
+    a CUDA device this process cannot see is an error (a CPU worker in a GPU pool)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StageError(f"training asked for {device}, but torch {torch.__version__} on "
+                         f"{socket.gethostname()} sees no CUDA device")
+    return device
+
+
+def _where() -> str:
+    """The Dask worker's address, or this host for a training in the task's process."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"local:{socket.gethostname()}"
+
+
+def train_and_save(data_root: str, config: TrainConfig, device: str, key: str, fresh: bool,
+                   fold: int, branch: str, train: list[Any],
+                   log: Callable[[str], None] | None = None,
+                   on_epoch: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Train one (fold, branch) model into models/classifier__<key>/ of the data root:
+    `last.pt` after every epoch (a killed training, here or on another worker, resumes
+    from it unless `fresh`), `history.json`, and `best.pt` (the kept epoch, no optimiser
+    state). `train` are the fold's training `ClassifierCase`s (their loaders read the
+    shared data root). Returns the model's summary: kept epoch, sizes, calibration,
+    where and when it trained, and the epoch it resumed after (0: from scratch).
+
+    Runs in the training task's process or on a Dask worker (no Prefect here); the
+    task stores the manifest, so the stage cache is written by the flow alone.
+    """
+    import torch
+
+    from dsan_core.classifier import branch_seed, train_classifier
+    from dsan_core.classifier.network import UNCALIBRATED
+    from storage.checkpoints import load_checkpoint, save_checkpoint
+    from storage.lineage import code_version
+
+    layout = DataLayout(Path(data_root))
+    last = layout.checkpoint(CLASSIFIER_MODEL, key, "last")
+    history_path = layout.training_history(CLASSIFIER_MODEL, key)
+    resume = load_checkpoint(last) if last.exists() and not fresh else None
+    placed = resolve_device(device)
+    started, clock = datetime.now(UTC), time.perf_counter()
+
+    def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
+        save_checkpoint(checkpoint, last)
+        write_json(history_path, checkpoint["history"])
+        if on_epoch is not None:
+            on_epoch(report)
+
+    result = train_classifier(train, config, branch=branch,
+                              seed=branch_seed(config.seed, fold, branch),
+                              device=torch.device(placed), resume=resume,
+                              on_epoch_end=on_epoch_end, log=log or (lambda _: None),
+                              fold=fold)
+    # The fold's model: kept weights, config, data (its scans) and code version; no
+    # optimiser state, which only resuming needs.
+    save_checkpoint({**{k: v for k, v in result.checkpoint.items()
+                        if k not in ("model", "optimizer")},
+                     "model_key": key, "code_version": code_version()},
+                    layout.checkpoint(CLASSIFIER_MODEL, key, "best"))
+    return {
+        "fold": fold, "branch": branch, "best_epoch": result.best_epoch,
+        "epoch_selection": config.epoch_selection, "select_auc": result.select_auc,
+        "epochs": len(result.history), "seconds": time.perf_counter() - clock,
+        "device": placed, "worker": _where(), "started": started.isoformat(),
+        "ended": datetime.now(UTC).isoformat(),
+        "resumed_after_epoch": int(resume["epoch"]) if resume is not None else 0,
+        "n_train": len(train), "n_fit": result.n_fit, "n_select": result.n_select,
+        "sampler_weights": result.sampler_weights,
+        **result.checkpoint.get("calibration", UNCALIBRATED)}
+
+
+def predict_and_save(config: TrainConfig, device: str, checkpoint: str, destination: str,
+                     fold: int, branch: str, set_: str, key: str, cases: list[Any]) -> str:
+    """P(COVID) of `cases` by one fold model (its `best.pt`), written as prediction rows
+    (scan_id, fold, branch, set, probability, model_key) to `destination`; returns the
+    file's sha256. Runs in the task's process or on a Dask worker."""
+    import torch
+
+    from dsan_core.classifier import load_classifier, predict_probabilities
+    from storage.checkpoints import load_checkpoint
+    from storage.tables import write_table_file
+
+    placed = torch.device(resolve_device(device))
+    network = load_classifier(load_checkpoint(Path(checkpoint)), config, placed)
+    probabilities = predict_probabilities(network, cases, device=placed,
+                                          batch_size=config.val_batch_size,
+                                          mixed_precision=config.mixed_precision,
+                                          channels_last=config.channels_last_3d)
+    rows = pd.DataFrame({"scan_id": [c.scan_id for c in cases], "fold": fold, "branch": branch,
+                         "set": set_, "probability": probabilities, "model_key": key})
+    write_table_file(Path(destination), "predictions", rows)
+    return sha256_file(Path(destination))

@@ -33,6 +33,17 @@ DataRootOpt = Annotated[
     typer.Option("--data-root", help="where outputs go (default $DSAN_DATA_ROOT or ./dsan-data)"),
 ]
 DicomRootOpt = Annotated[Path, typer.Option("--dicom-root", help="the DICOM export")]
+TrainAddressOpt = Annotated[
+    str | None,
+    typer.Option("--train-address",
+                 help="a Dask scheduler (tcp://host:8786) whose workers train the classifier "
+                      "(runtime.train_address; workers declare --resources GPU=1)"),
+]
+
+
+def train_overrides(address: str | None) -> dict[str, Any] | None:
+    """The profile overrides of `--train-address`."""
+    return {"runtime": {"train_address": address}} if address else None
 LabelsOpt = Annotated[Path, typer.Option("--labels", help="labels manifest CSV")]
 MasksOpt = Annotated[
     Path | None,

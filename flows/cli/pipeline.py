@@ -13,12 +13,14 @@ from flows.cli.app import (
     LabelsOpt,
     MasksOpt,
     ProfileOpt,
+    TrainAddressOpt,
     app,
     console,
     print_lines,
     print_stage_times,
     run_flow,
     stage_setup,
+    train_overrides,
 )
 
 
@@ -35,10 +37,11 @@ def run(
         "--until", help="stop after this stage")] = None,
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,
+    train_address: TrainAddressOpt = None,
 ) -> None:
     """Run the whole pipeline (every stage) with caching: only what changed recomputes."""
     started = time.perf_counter()
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, train_overrides(train_address))
     from flows.pipeline import pipeline_flow
     from flows.runtime import run_name
     from storage.inputs import ExportLocation

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
+from flows.cli.app import (
+    DataRootOpt,
+    ProfileOpt,
+    TrainAddressOpt,
+    app,
+    print_lines,
+    run_flow,
+    stage_setup,
+    train_overrides,
+)
 from flows.runtime import run_name
 
 
@@ -18,9 +27,10 @@ def train(
         "--branch", help="att_us | att_ss | rn34_us (repeatable; default: all three)")] = None,
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,
+    train_address: TrainAddressOpt = None,
 ) -> None:
     """Train the classifier: one task per fold x branch, cached; the tables of every model."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, train_overrides(train_address))
     from flows.training import training_flow
 
     result = run_flow(training_flow, config.train, config.split, config.runtime, root,
