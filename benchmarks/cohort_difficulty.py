@@ -263,7 +263,7 @@ def main() -> None:
                   "scans_per_bin": counts, "class_means": means,
                   "acceptance": {text: ok for text, ok in verdicts},
                   "build_seconds": round(build_s, 1), "workers": args.workers,
-                  "machine": machine}
+                  "machine": machine, "scans_rows": rows}
         args.json_out.write_text(json.dumps(report, indent=2))
 
 
