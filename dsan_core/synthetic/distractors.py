@@ -9,11 +9,13 @@ depends on the diagnosis, and they are wide enough that a scan's mean lung densi
 its HU histogram vary with them as much as with the infection:
   dependent density  the parenchyma grows denser towards the back, by 0-160 HU at the
                      most posterior lung (quadratically), under the lesions too;
-  atelectasis        (65 % of scans) a sharp-edged band -100..+30 HU, 3-16 mm thick,
+  atelectasis        (65 % of scans) a sharp-edged band -100..+30 HU, up to 16 mm
+                     thick at the base (each lung its own share of one thickness),
                      along the posterior pleura of the lung bases, thinning upwards;
                      denser and thinner than ground glass, with no halo;
-  linear scars       0-4 plates 1.5-3 mm thick and 10-28 mm across, -300..-50 HU;
+  linear scars       0-4 plates 1.5-3 mm thick, 10-28 mm in radius, -300..-50 HU;
   granulomas         0-3 calcified balls of 1.5-3 mm radius, +250..+700 HU.
+Scars and granulomas are at least about a voxel thick, so they show at any spacing.
 All but the dependent density are painted after the lesions and only on lung voxels
 outside the infection mask (`paint_distractors`): they never enter it, and the
 infection ratio is the lesions' alone.
