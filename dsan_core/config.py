@@ -52,8 +52,10 @@ class SynthConfig(_Section):
     `covid_fraction`, sites `sites`) and `later_fraction` of the patients scanned on or
     after it, mostly COVID (`later_covid_fraction`; the paper's test set is 82 %),
     whose CAP scans all come from `later_cap_site`, a site with no scan before the
-    cutoff. The `date` split policy at the same cutoff then reproduces the paper's
-    TV/test design. Without it, scans are dated over first_date..last_date.
+    cutoff and pixels unlike any earlier site's. The `date` split policy at the same
+    cutoff then reproduces the paper's TV/test design. Without it, scans are dated
+    over first_date..last_date. Earlier patients are dealt to `sites` so that every
+    site holds both classes in the same proportion.
     """
 
     seed: int = 20200505
@@ -74,6 +76,10 @@ class SynthConfig(_Section):
     fov_mm: float = Field(default=360.0, gt=0)
     #: COVID share of the patients (of the earlier set when there is a later one).
     covid_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Share of each set's patients of each class whose infection ratios follow the
+    #: bin shares of both classes pooled (the rest follow their class's, the paper's):
+    #: there, the ratio says nothing about the class (dsan_core.synthetic.ratios).
+    balanced_fraction: float = Field(default=0.6, ge=0.0, le=1.0)
     sites: tuple[str, ...] = ("site-a", "site-b", "site-c")
     include_localizer: bool = True
     include_thick_series: bool = True

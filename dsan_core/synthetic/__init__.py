@@ -2,8 +2,14 @@
 
 Arrays are (z, y, x); spacings are (x, y, z) in mm (SimpleITK order); values are HU.
 Everything is seeded explicitly: the same SynthConfig gives byte-identical files.
-The cohort's infection ratios follow `ratios` (the paper's bins and sampling groups);
-the lesions' look, per diagnosis and extent, is described in `lesions`.
+The cohort is built so that untrained global features do not solve the task: the
+infection ratios follow `ratios` (the paper's bins and sampling groups in one part,
+both classes alike in the other; inside a bin never a hint of the class); lesions
+look the same for both diagnoses at a given extent and differ in where and how they
+are arranged (`lesions`); label-independent dense findings (`distractors`) and
+per-site noise, kernel and HU offset (`scanner`, `sites`, dealt independently of the
+label in the earlier set by `cohort`) make global brightness unreliable.
+`benchmarks/cohort_difficulty.py` measures it.
 """
 
 from __future__ import annotations

@@ -5,12 +5,20 @@ fake identifier (name, patient id, birth date, UIDs) is exposed here so tests ca
 check that none of them leaks downstream.
 
 Infection ratios come from the joint distribution over analysis bins and sampling
-groups in `dsan_core.synthetic.ratios` (the paper's TV shares for the earlier set,
-its test shares for the later one), dealt as quotas per set and class. With
-`SynthConfig.later_cutoff` the patients split into an earlier set (before the cutoff,
-sites `sites`) and a later, mostly-COVID set (on or after it), whose CAP patients all
-come from `later_cap_site`; later COVID patients come from any site. A patient's
-studies all fall in its set's date window.
+groups in `dsan_core.synthetic.ratios`, dealt as quotas per set, class and part:
+`SynthConfig.balanced_fraction` of each set's patients of each class follow the bin
+shares of both classes pooled ("balanced"), the others their class's own, the
+paper's TV shares for the earlier set and its test shares for the later one
+("paper"). With `SynthConfig.later_cutoff` the patients split into an earlier set
+(before the cutoff, sites `sites`) and a later, mostly-COVID set (on or after it),
+whose CAP patients all come from `later_cap_site`; later COVID patients come from any
+site. A patient's studies all fall in its set's date window.
+
+Sites carry pixel effects (`sites`), so which patient goes where matters: the earlier
+set's patients are dealt to its sites class by class, in blocks of one patient per
+site (ordered by part and stratum), so every earlier site holds each class's
+patients in the same proportion (to within one patient) and a similar spread of
+ratios. Site effects are independent of the label there by construction.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import numpy as np
 
 from dsan_core.config import SynthConfig
 from dsan_core.synthetic.ratios import (
+    SHARES,
     CohortSet,
     Diagnosis,
+    Shares,
     deal_strata,
     follow_up_ratio,
     ratio_at,
@@ -69,6 +79,7 @@ class PatientPlan:
     site: str
     cohort_set: CohortSet
     stratum: str
+    shares: Shares = "paper"
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class StudyPlan:
     slice_thickness_mm: float
     n_slices: int
     role: StudyRole = "cohort"
+    shares: Shares = "paper"
 
     @property
     def has_dicom(self) -> bool:
@@ -173,17 +185,59 @@ def _study_counts(specs: list[tuple[CohortSet, Diagnosis]], repeat_fraction: flo
     return sizes
 
 
-def _strata(specs: list[tuple[CohortSet, Diagnosis]], sizes: list[int],
-            rng: np.random.Generator) -> list[str]:
-    """A ratio stratum per labelled patient, meeting each (set, class)'s scan quotas."""
-    chosen = [""] * len(specs)
+def _shares(specs: list[tuple[CohortSet, Diagnosis]], balanced_fraction: float,
+            rng: np.random.Generator) -> list[Shares]:
+    """Which ratio shares each labelled patient follows: `balanced_fraction` of every
+    (set, class), rounded, follow the pooled ones."""
+    shares: list[Shares] = ["paper"] * len(specs)
     for key in sorted(set(specs)):
         members = [i for i, spec in enumerate(specs) if spec == key]
-        member_sizes = [sizes[i] for i in members]
-        quotas = stratum_quotas(key[1], key[0], sum(member_sizes))
-        for i, name in zip(members, deal_strata(member_sizes, quotas, rng), strict=True):
-            chosen[i] = name
+        n_balanced = int(round(len(members) * balanced_fraction))
+        for j in rng.choice(len(members), size=n_balanced, replace=False):
+            shares[members[int(j)]] = "balanced"
+    return shares
+
+
+def _strata(specs: list[tuple[CohortSet, Diagnosis]], shares: list[Shares], sizes: list[int],
+            rng: np.random.Generator) -> list[str]:
+    """A ratio stratum per labelled patient, meeting each (set, class, part)'s scan quotas."""
+    chosen = [""] * len(specs)
+    for key in sorted(set(specs)):
+        for part in SHARES:
+            members = [i for i, spec in enumerate(specs) if spec == key and shares[i] == part]
+            if not members:
+                continue
+            member_sizes = [sizes[i] for i in members]
+            quotas = stratum_quotas(key[1], key[0], sum(member_sizes), part)
+            for i, name in zip(members, deal_strata(member_sizes, quotas, rng), strict=True):
+                chosen[i] = name
     return chosen
+
+
+def _deal_sites(config: SynthConfig, specs: list[tuple[CohortSet, Diagnosis]],
+                shares: list[Shares], strata: list[str], rng: np.random.Generator
+                ) -> list[str]:
+    """A site per labelled patient; earlier patients in balanced blocks per class.
+
+    An earlier class's patients, ordered by part and stratum (random within), take the
+    sites in blocks of one patient per site, each block in a fresh random order: every
+    site gets the same number of each class's patients, to within one.
+    """
+    sites: list[str] = [""] * len(specs)
+    for diagnosis in ("COVID", "CAP"):
+        members = [i for i, spec in enumerate(specs) if spec == ("earlier", diagnosis)]
+        keys = rng.random(len(members))
+        order = sorted(range(len(members)),
+                       key=lambda j: (shares[members[j]], strata[members[j]], keys[j]))
+        n = len(config.sites)
+        for start in range(0, len(order), n):
+            block = rng.permutation(n)
+            for j, site in zip(order[start:start + n], block, strict=False):
+                sites[members[j]] = config.sites[int(site)]
+    for i, (cohort_set, diagnosis) in enumerate(specs):
+        if cohort_set == "later":
+            sites[i] = _site(config, cohort_set, diagnosis, rng)
+    return sites
 
 
 def _window(config: SynthConfig, cohort_set: CohortSet) -> tuple[date, date]:
@@ -213,11 +267,13 @@ def plan_cohort(config: SynthConfig) -> CohortPlan:
     """Plan the labelled patients plus, with include_broken, the extra broken ones."""
     rng = np.random.default_rng([config.seed, 1])
     later = config.later_cutoff is not None
-    sites = site_profiles(config.sites + ((config.later_cap_site,) if later else ()))
+    sites = site_profiles(config.sites, config.later_cap_site if later else None)
     n = config.n_patients
     specs = _patient_specs(config, rng)
     sizes = _study_counts(specs, config.repeat_fraction, rng)
-    strata = _strata(specs, sizes, rng)
+    shares = _shares(specs, config.balanced_fraction, rng)
+    strata = _strata(specs, shares, sizes, rng)
+    site_of = _deal_sites(config, specs, shares, strata, rng)
     roles: list[StudyRole] = ["cohort"] * n
     if config.include_broken:
         roles += list(BROKEN_ROLES)
@@ -225,7 +281,9 @@ def plan_cohort(config: SynthConfig) -> CohortPlan:
             diagnosis: Diagnosis = "COVID" if i % 2 == 0 else "CAP"
             specs.append(("earlier", diagnosis))
             sizes.append(1)
+            shares.append("paper")
             strata.append(_random_stratum(diagnosis, rng))
+            site_of.append(_site(config, "earlier", diagnosis, rng))
     total = len(roles)
     quantiles = spread_quantiles(strata[:n], rng) + [float(rng.random()) for _ in roles[n:]]
     thickness = config.slice_thickness_choices_mm or (config.slice_thickness_mm,)
@@ -250,9 +308,9 @@ def plan_cohort(config: SynthConfig) -> CohortPlan:
         name_idx = int(names[i % names.size])
         surname = _SURNAMES[name_idx % len(_SURNAMES)]
         given = _GIVEN[sex][(name_idx // len(_SURNAMES)) % len(_GIVEN[sex])]
-        site = _site(config, cohort_set, diagnosis, rng)
+        site = site_of[i]
         patients.append(PatientPlan(i + 1, f"PID{int(ids[i]):07d}", f"{surname}^{given}", sex,
-                                    birth, diagnosis, site, cohort_set, strata[i]))
+                                    birth, diagnosis, site, cohort_set, strata[i], shares[i]))
         ratio = ratio_at(strata[i], quantiles[i])
         day = first
         for k in range(sizes[i]):
@@ -275,6 +333,6 @@ def plan_cohort(config: SynthConfig) -> CohortPlan:
                 seed=(config.seed, number), cohort_set=cohort_set, stratum=strata[i],
                 slice_thickness_mm=thickness_mm,
                 n_slices=int(round(coverage / thickness_mm)),
-                role=roles[i],
+                role=roles[i], shares=shares[i],
             ))
     return CohortPlan(tuple(patients), tuple(studies), sites)

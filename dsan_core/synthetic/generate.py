@@ -40,7 +40,7 @@ from dsan_core.synthetic.ratios import (
     sampling_group,
     size_balanced_weights,
 )
-from dsan_core.synthetic.sites import SiteProfile
+from dsan_core.synthetic.sites import SiteProfile, site_profiles
 from dsan_core.synthetic.study_writer import CtStudyWriter, StudyGeometry, WrittenStudy
 
 LABEL_COLUMNS = ("patient_id", "study_instance_uid", "diagnosis", "site", "acquisition_date")
@@ -162,8 +162,15 @@ def study_geometry(config: SynthConfig, study: StudyPlan) -> StudyGeometry:
                          study.slice_thickness_mm)
 
 
+def study_site(config: SynthConfig, study: StudyPlan) -> SiteProfile:
+    """The profile (tags and pixel effects) of the site that scanned `study`."""
+    later = config.later_cap_site if config.later_cutoff is not None else None
+    return next(s for s in site_profiles(config.sites, later) if s.name == study.site)
+
+
 def study_phantom_plan(config: SynthConfig, study: StudyPlan) -> PhantomPlan:
-    """The phantom plan (chest, lesions, cut) of `study`; render it with `.slabs()`."""
+    """The phantom plan (chest, distractors, lesions, cut, the site's scanner) of `study`;
+    render it with `.slabs()`."""
     g = study_geometry(config, study)
     return plan_phantom(
         (g.n_slices, g.matrix, g.matrix),
@@ -171,6 +178,7 @@ def study_phantom_plan(config: SynthConfig, study: StudyPlan) -> PhantomPlan:
         np.random.default_rng(list(study.seed)),
         diagnosis=study.diagnosis,
         target_ratio=study.target_ratio,
+        scanner=study_site(config, study).scanner,
     )
 
 
@@ -296,6 +304,7 @@ def generate_cohort(
         per_sampling_group=tally.per_group,
         per_set=tally.per_set,
         groups_per_set=tally.groups_per_set,
-        expected_weights={name: expected_weights(name) for name in sets},
+        expected_weights={name: expected_weights(name, config.balanced_fraction)
+                          for name in sets},
         cutoff=config.later_cutoff,
     )

@@ -6,7 +6,9 @@ Sizing is exact rather than iterative: every lesion i has a centre, radii and an
 in-plane orientation, and a voxel's scaled distance is D = min_i |(p - c_i) / r_i|
 (with a gentle irregularity). Growing all lesions by one factor s marks {D <= s}, so
 the s that hits the target is the matching order statistic of D over the lung voxels
-(`LesionCut`, found in a first pass over the slabs). Within a lesion the depth
+(`LesionCut`, found in a first pass over the slabs). A lesion stays in its own lung
+(`Lesion.side`): voxels of the other lung are `OTHER_LUNG` further away, so they are
+reached only if one lung cannot hold the target. Within a lesion the depth
 q = D / s (0 centre, 1 border) sets the look: core HU inside `core_fraction`, a ramp
 to the halo HU outside it, opacity falling towards the border, septal lines for
 crazy paving. Vessels brighter than the lesion stay visible through it, as in GGO.
@@ -29,6 +31,8 @@ BORDER_OPACITY = 0.7
 PAVING_PERIOD_MM = 11.0
 #: Noise (HU) of lesion texture.
 TEXTURE_HU = 25.0
+#: Added to a lesion's scaled distance in the other lung.
+OTHER_LUNG = 1000.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,17 @@ class LesionCut:
     ties: int
 
 
-def lung_points(anatomy: Anatomy) -> tuple[NDArray[np.intp], tuple[FloatArray, ...]]:
-    """Flat indices of the slab's lung voxels (C order) and their (z, y, x) mm."""
+def lung_points(anatomy: Anatomy
+                ) -> tuple[NDArray[np.intp], tuple[FloatArray, ...], NDArray[np.int8]]:
+    """Flat indices of the slab's lung voxels (C order), their (z, y, x) mm and lung codes."""
     idx = np.flatnonzero(anatomy.lung)
     zi, yi, xi = np.unravel_index(idx, anatomy.lung.shape)
-    return idx, (anatomy.z_mm[zi], anatomy.y_mm[yi], anatomy.x_mm[xi])
+    return (idx, (anatomy.z_mm[zi], anatomy.y_mm[yi], anatomy.x_mm[xi]),
+            anatomy.side.reshape(-1)[idx])
 
 
-def scaled_distance(lesions: tuple[Lesion, ...], points: tuple[FloatArray, ...]
-                    ) -> tuple[FloatArray, NDArray[np.intp]]:
+def scaled_distance(lesions: tuple[Lesion, ...], points: tuple[FloatArray, ...],
+                    sides: NDArray[np.int8]) -> tuple[FloatArray, NDArray[np.intp]]:
     """Per point: min over lesions of the irregular normalised distance, and its owner."""
     pz, py, px = points
     best = np.full(pz.shape, np.inf, dtype=np.float32)
@@ -65,6 +71,8 @@ def scaled_distance(lesions: tuple[Lesion, ...], points: tuple[FloatArray, ...]
         for (kz, ky, kx), phase in zip(lesion.waves, lesion.phases, strict=True):
             ripple += np.sin(kz * dz + ky * dy + kx * dx + phase)
         d = (d * (1.0 + 0.06 * ripple)).astype(np.float32)
+        if lesion.side:
+            d[sides != lesion.side] += np.float32(OTHER_LUNG)
         closer = d < best
         best[closer] = d[closer]
         owner[closer] = i
@@ -104,8 +112,8 @@ def paint_lesions(anatomy: Anatomy, hu: FloatArray, lesions: tuple[Lesion, ...],
     infection = np.zeros(anatomy.lung.shape, dtype=bool)
     if cut is None or not lesions:
         return infection, ties_seen
-    idx, points = lung_points(anatomy)
-    dist, owner = scaled_distance(lesions, points)
+    idx, points, sides = lung_points(anatomy)
+    dist, owner = scaled_distance(lesions, points, sides)
     threshold = np.float32(cut.threshold)
     on_edge = np.flatnonzero(dist == threshold)
     keep = on_edge[: max(cut.ties - ties_seen, 0)]

@@ -1,27 +1,39 @@
 """Where pneumonia lesions go and how they look, per diagnosis and infection ratio.
 
-Conventions: coordinates are (z, y, x) mm; HU as in the CT. The look follows the
-radiology of the two diseases, with the overlap real disease has; everything that
-tells them apart grows with the infection's extent, its "maturity" m (0 below a
-ratio of 0.002, 1 above 0.05, log-linear between), so small infections are the hard
-cases, as in the paper. A scan shows its disease's own pattern with probability
-0.25 + 0.65 m, otherwise the early look both share: one or two GGO or part-solid
-patches anywhere in the lungs.
+Conventions: coordinates are (z, y, x) mm; HU as in the CT.
 
-COVID-19: multifocal, bilateral, peripheral (subpleural) opacities flattened
-  against the pleura, posterior and lower zones preferred. Ground glass (GGO) early;
-  crazy paving (septal lines over GGO) and consolidation inside the GGO appear with
-  extent. One in five is atypical: central, mostly unilateral, often consolidated.
-CAP: lobar/segmental consolidation with a GGO halo (45 %), patchy bronchopneumonia
-  of mixed nodules clustered along one lower-zone airway, sometimes both sides
-  (35 %), or a GGO-dominant viral-like pattern around the bronchovascular bundles
-  (20 %). Small CAP lesions are part-solid: their cores reach full consolidation only
-  with extent.
+How a lesion LOOKS does not depend on the diagnosis, only on the infection's extent,
+its "maturity" m (0 below a ratio of 0.002, 1 above 0.05, log-linear between):
+`appearance` draws every lesion's core and halo HU, core fraction, softness and crazy
+paving from one distribution for COVID and CAP alike. Small infections are ground
+glass (GGO, core -720..-370 HU); consolidation (core -260..+20 HU inside a GGO halo)
+and crazy paving become likelier with extent (a lesion is consolidated with
+probability 0.05 + 0.55 m), and GGO cores grow denser with m: lesions get denser
+with size, never the reverse. So the lung's HU histogram carries the ratio and the
+maturity, and nothing about the label beyond them.
 
-So lesion HU alone does not separate the classes (COVID consolidates, CAP has halos
-and GGO); how many lesions, where and on which side does, increasingly with extent.
-`benchmarks/cohort_difficulty.py` measures how much. `pattern` "ggo" / "consolidation"
-forces every lesion to that plain look (tests).
+What tells the diseases apart is where the lesions are and how they are arranged,
+at every size (`LOOKS`, chosen per scan):
+  subpleural           2-12 GGO/consolidation patches flattened against the costal
+                       pleura (rim 0.86-0.98), posterior and lower zones preferred,
+                       usually in both lungs (the second patch goes to the other
+                       lung 80 % of the time): COVID-19's typical look.
+  lobar                one (25 %: two neighbouring) round opacity around a central
+                       bronchovascular bundle of one lower-zone lung, growing out to
+                       lobar size with extent: CAP.
+  bronchopneumonia     3-8 small nodules along one central airway of one lung (25 %
+                       also along the mirror airway of the other lung): CAP.
+  peribronchovascular  2-5 opacities around central bundles, mostly one lung:
+                       viral-like CAP, and atypical COVID.
+  early                one or two patches anywhere, the look both share; it replaces
+                       the class's look with probability 0.10 (1 - m) only, so even
+                       a tiny COVID lesion mostly hugs the pleura and a tiny CAP
+                       lesion sits centrally.
+COVID is subpleural 88 %, peribronchovascular 8 %, lobar 4 %; CAP lobar 42 %,
+bronchopneumonia 32 %, peribronchovascular 18 %, subpleural 8 % (`LOOK_MIX`). These
+overlaps are the honest part: location separates the classes well but not perfectly
+(`benchmarks/cohort_difficulty.py` measures how well, from the ground-truth masks).
+`pattern` "ggo" / "consolidation" forces every lesion to that plain look (tests).
 """
 
 from __future__ import annotations
@@ -31,14 +43,20 @@ from typing import Literal
 
 import numpy as np
 
-from dsan_core.errors import ConfigError
-from dsan_core.synthetic.anatomy import ChestLayout, LungShape, lung_field, relative_height
+from dsan_core.synthetic.anatomy import ChestLayout, LungShape
+from dsan_core.synthetic.placement import Point, bundle_point, sample_lung_point
 from dsan_core.synthetic.ratios import Diagnosis
 
 Pattern = Literal["auto", "ggo", "consolidation"]
-#: Where lesion centres are preferred: anywhere, posterior and lower zones, lower zones.
-Weighting = Literal["none", "posterior_lower", "lower"]
-
+Look = Literal["subpleural", "lobar", "bronchopneumonia", "peribronchovascular", "early"]
+LOOKS: tuple[Look, ...] = ("subpleural", "lobar", "bronchopneumonia", "peribronchovascular",
+                           "early")
+#: Each class's looks and their probabilities (before the shared early look).
+LOOK_MIX: dict[Diagnosis, dict[Look, float]] = {
+    "COVID": {"subpleural": 0.88, "peribronchovascular": 0.08, "lobar": 0.04},
+    "CAP": {"lobar": 0.42, "bronchopneumonia": 0.32, "peribronchovascular": 0.18,
+            "subpleural": 0.08},
+}
 #: HU range of a lesion core, per plain kind.
 GGO_HU: tuple[float, float] = (-700.0, -300.0)
 CONSOLIDATION_HU: tuple[float, float] = (-100.0, 50.0)
@@ -54,7 +72,8 @@ class Lesion:
 
     `radii` are (z, radial, tangential) mm before the common scale; `angle` is the
     in-plane direction of the radial axis (from +x towards +y); `waves` (1/mm) and
-    `phases` make the outline irregular.
+    `phases` make the outline irregular; `side` is the lung it stays in (1 right,
+    2 left, 0 either).
     """
 
     centre: tuple[float, float, float]
@@ -67,6 +86,18 @@ class Lesion:
     paving_hu: float
     waves: tuple[tuple[float, float, float], ...]
     phases: tuple[float, ...]
+    side: int = 0
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How a lesion looks inside: core and halo HU, core fraction, softness, paving HU."""
+
+    core_hu: float
+    halo_hu: float
+    core_fraction: float
+    softness: float
+    paving_hu: float
 
 
 def maturity(ratio: float) -> float:
@@ -77,38 +108,30 @@ def maturity(ratio: float) -> float:
     return float(min(np.log(ratio / lo) / np.log(hi / lo), 1.0))
 
 
-def _sample_point(layout: ChestLayout, rng: np.random.Generator, side: int | None,
-                  rim: tuple[float, float], weight: Weighting = "none",
-                  near: tuple[float, float, float] | None = None, spread: float = 0.0,
-                  ) -> tuple[int, tuple[float, float, float]]:
-    """A lung point (rejection sampling in mm), its lung code; falls back to any lung point."""
-    nz, ny, nx = layout.shape
-    sx, sy, sz = layout.spacing
-    half = np.array([nz * sz, ny * sy, nx * sx], dtype=np.float32) / 2
-    for attempt in range(8):
-        pts = (rng.uniform(-1.0, 1.0, size=(4096, 3)) * half).astype(np.float32)
-        code, r = lung_field(layout, pts[:, 0], pts[:, 1], pts[:, 2])
-        ok = code > 0
-        if attempt < 6:
-            ok &= (r >= rim[0]) & (r <= rim[1])
-            if side is not None:
-                ok &= code == side
-        w = ok.astype(np.float64)
-        if weight == "posterior_lower":
-            t = relative_height(layout, pts[:, 0])
-            posterior = (pts[:, 1] + half[1]) / (2 * half[1])
-            w *= 1.0 + 1.5 * posterior + 1.0 * (1.0 - t)
-        elif weight == "lower":
-            w *= 1.0 + 2.0 * (1.0 - relative_height(layout, pts[:, 0]))
-        if near is not None and attempt < 4:
-            d2 = ((pts - np.array(near, dtype=np.float32)) ** 2).sum(axis=1)
-            w *= np.exp(-d2 / (2 * spread**2))
-        if w.sum() > 0:
-            i = int(rng.choice(w.size, p=w / w.sum()))
-            z, y, x = (float(v) for v in pts[i])
-            return int(code[i]), (z, y, x)
-    raise ConfigError(f"phantom shape {layout.shape} at spacing {layout.spacing} mm leaves no "
-                      "lung to place a lesion in")
+def consolidation_probability(m: float) -> float:
+    """Chance that a lesion of an infection of maturity m has a consolidated core."""
+    return 0.05 + 0.55 * m
+
+
+def early_probability(m: float) -> float:
+    """Chance that a scan of maturity m shows the shared early look, not its class's."""
+    return 0.10 * (1.0 - m)
+
+
+def appearance(rng: np.random.Generator, m: float) -> Appearance:
+    """One lesion's look at maturity m: the same distribution for every diagnosis."""
+    if rng.random() < consolidation_probability(m):
+        core = rng.uniform(-260.0, -40.0) + 60.0 * m
+        fraction = rng.uniform(0.15, 0.4) + 0.2 * m
+        paving = 0.0
+        softness = 0.6
+    else:
+        core = rng.uniform(-720.0, -520.0) + 150.0 * m
+        fraction = rng.uniform(0.2, 0.5)
+        paving = rng.uniform(150.0, 300.0) if rng.random() < 0.05 + 0.45 * m else 0.0
+        softness = 0.9
+    halo = max(min(core, -480.0) - rng.uniform(60.0, 150.0), HALO_MIN_HU)
+    return Appearance(float(core), float(halo), float(fraction), softness, float(paving))
 
 
 def _lung(layout: ChestLayout, code: int) -> LungShape:
@@ -127,8 +150,7 @@ Range = tuple[float, float]
 
 
 def _shape(layout: ChestLayout, rng: np.random.Generator, code: int,
-           centre: tuple[float, float, float], size: float, axes: tuple[Range, Range, Range],
-           ) -> _Shape:
+           centre: Point, size: float, axes: tuple[Range, Range, Range]) -> _Shape:
     """Radii (z, radial, tangential) from `axes` x `size` mm, orientation and ripple."""
     lung = _lung(layout, code)
     z_scale = float(np.clip(layout.z_extent / (2.2 * lung.ay), 0.3, 1.5))
@@ -142,12 +164,6 @@ def _shape(layout: ChestLayout, rng: np.random.Generator, code: int,
     return _Shape(radii, angle, waves, phases)
 
 
-def _lesion(centre: tuple[float, float, float], shape: _Shape, core: float, halo: float,
-            core_fraction: float, softness: float, paving: float = 0.0) -> Lesion:
-    return Lesion(centre, shape.radii, shape.angle, float(core), float(max(halo, HALO_MIN_HU)),
-                  float(core_fraction), softness, float(paving), shape.waves, shape.phases)
-
-
 def _unit(layout: ChestLayout) -> float:
     """A fifth of the lungs' antero-posterior semi-axis: the base lesion size (mm)."""
     return 0.5 * (layout.lungs[0].ay + layout.lungs[1].ay) / 5.0
@@ -155,83 +171,98 @@ def _unit(layout: ChestLayout) -> float:
 
 ROUND: tuple[Range, Range, Range] = ((0.9, 1.4), (0.8, 1.2), (0.8, 1.2))
 #: Flattened against the pleura: thin radially, wide along the surface and in z.
-SUBPLEURAL: tuple[Range, Range, Range] = ((1.0, 1.6), (0.45, 0.7), (0.9, 1.4))
+SUBPLEURAL: tuple[Range, Range, Range] = ((1.0, 1.6), (0.4, 0.65), (0.9, 1.4))
+#: Lobar: taller than wide, grows out along its lobe.
+LOBAR: tuple[Range, Range, Range] = ((1.0, 1.6), (0.8, 1.3), (0.8, 1.3))
+#: Where a look's lesions sit, in rim units (0 lung core .. 1 costal pleura).
+PLEURAL_RIM: Range = (0.86, 0.98)
+CENTRAL_RIM: Range = (0.15, 0.6)
+
+Site = tuple[int, Point, _Shape]
 
 
-def _covid(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Lesion]:
-    atypical = rng.random() < 0.2
-    n = int(min(1 + rng.poisson(0.8 + 5.0 * m), 10))
+def _subpleural(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Site]:
+    n = int(min(2 + rng.poisson(0.5 + 4.0 * m), 12))
     code = int(rng.integers(1, 3))
-    lesions = []
+    sites = []
     for i in range(n):
-        if i and rng.random() < (0.1 if atypical else 0.6):
+        if i == 1 and rng.random() < 0.8 or i > 1 and rng.random() < 0.5:
             code = 3 - code
-        rim = (0.2, 0.7) if atypical else (0.78, 0.97)
-        code, centre = _sample_point(layout, rng, code, rim, "posterior_lower")
-        shape = _shape(layout, rng, code, centre, _unit(layout) * rng.uniform(0.5, 1.3),
-                       ROUND if atypical else SUBPLEURAL)
-        core, fraction, softness = rng.uniform(-680.0, -480.0), rng.uniform(0.2, 0.5), 0.9
-        paving = rng.uniform(150.0, 300.0) if rng.random() < 0.1 + 0.5 * m else 0.0
-        if rng.random() < (0.5 if atypical else 0.05 + 0.45 * m):
-            # Later stage: consolidation inside the ground glass.
-            core, fraction, softness = rng.uniform(-200.0, -20.0), rng.uniform(0.15, 0.4), 0.6
-            paving *= 0.5
-        halo = min(core, -480.0) - rng.uniform(60.0, 150.0)
-        lesions.append(_lesion(centre, shape, core, halo, fraction, softness, paving))
-    return lesions
+        code, centre = sample_lung_point(layout, rng, code, PLEURAL_RIM, "posterior_lower")
+        size = _unit(layout) * rng.uniform(0.5, 1.3)
+        sites.append((code, centre, _shape(layout, rng, code, centre, size, SUBPLEURAL)))
+    return sites
 
 
-def _cap(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Lesion]:
-    kind = rng.choice(3, p=[0.45, 0.35, 0.20])
+def _lobar(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Site]:
     code = int(rng.integers(1, 3))
     unit = _unit(layout)
-    lesions = []
-    if kind == 0:  # lobar / segmental consolidation with a GGO halo
-        for _ in range(1 + int(rng.random() < 0.25)):
-            code, centre = _sample_point(layout, rng, code, (0.3, 0.8), "lower")
-            shape = _shape(layout, rng, code, centre, unit * rng.uniform(0.9, 1.4),
-                           ((1.0, 1.5), (0.8, 1.2), (0.8, 1.2)))
-            # Part-solid while small, solid once extensive.
-            core = rng.uniform(-80.0, 40.0) + (1.0 - m) * rng.uniform(150.0, 450.0)
-            lesions.append(_lesion(centre, shape, core, rng.uniform(-620.0, -450.0),
-                                   rng.uniform(0.4, 0.6) + 0.25 * m, 0.4))
-    elif kind == 1:  # bronchopneumonia: mixed nodules along one lower-zone airway
-        _, anchor = _sample_point(layout, rng, code, (0.3, 0.6), "lower")
-        both = rng.random() < 0.3
-        for i in range(int(rng.integers(3, 10))):
-            side = 3 - code if both and i % 3 == 2 else code
-            near = anchor if side == code else (anchor[0], anchor[1], -anchor[2])
-            side, centre = _sample_point(layout, rng, side, (0.25, 0.9), "lower", near,
-                                         0.9 * unit)
-            shape = _shape(layout, rng, side, centre, unit * rng.uniform(0.25, 0.55), ROUND)
-            core = rng.uniform(-450.0, -50.0) + (1.0 - m) * rng.uniform(0.0, 200.0)
-            lesions.append(_lesion(centre, shape, core, rng.uniform(-650.0, -500.0),
-                                   rng.uniform(0.2, 0.6), 0.5))
-    else:  # GGO-dominant, around the bronchovascular bundles
-        for i in range(int(rng.integers(2, 6))):
-            side = code if i == 0 or rng.random() < 0.6 else 3 - code
-            side, centre = _sample_point(layout, rng, side, (0.25, 0.75))
-            shape = _shape(layout, rng, side, centre, unit * rng.uniform(0.5, 1.1), ROUND)
-            core = rng.uniform(-650.0, -400.0)
-            paving = rng.uniform(100.0, 250.0) if rng.random() < 0.2 else 0.0
-            lesions.append(_lesion(centre, shape, core, core - rng.uniform(60.0, 150.0),
-                                   rng.uniform(0.2, 0.5), 0.9, paving))
-    return lesions
+    code, first, _ = bundle_point(layout, rng, code, (0.15, 0.55), 0.3 * unit, "lower")
+    sites = [(code, first, _shape(layout, rng, code, first, unit * rng.uniform(0.9, 1.4),
+                                  LOBAR))]
+    if rng.random() < 0.25:
+        code, centre = sample_lung_point(layout, rng, code, (0.15, 0.7), "lower", first,
+                                         1.2 * unit)
+        sites.append((code, centre, _shape(layout, rng, code, centre,
+                                           unit * rng.uniform(0.7, 1.1), LOBAR)))
+    return sites
 
 
-def _early(layout: ChestLayout, rng: np.random.Generator) -> list[Lesion]:
-    """The look both diseases can have early: one or two GGO or part-solid patches anywhere."""
+def _bronchopneumonia(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Site]:
+    unit = _unit(layout)
     code = int(rng.integers(1, 3))
-    lesions = []
+    code, _, segment = bundle_point(layout, rng, code, CENTRAL_RIM, 0.3 * unit, "lower")
+    sides = [(code, segment)]
+    if rng.random() < 0.25:
+        other, _, mirror = bundle_point(layout, rng, 3 - code, CENTRAL_RIM, 0.3 * unit, "lower")
+        sides.append((other, mirror))
+    sites = []
+    for i in range(int(rng.integers(3, 9))):
+        side, seg = sides[0] if i % 3 != 2 or len(sides) == 1 else sides[1]
+        side, centre, _ = bundle_point(layout, rng, side, (0.1, 0.8), 0.3 * unit,
+                                       segment=seg if seg >= 0 else None)
+        size = unit * rng.uniform(0.25, 0.55)
+        sites.append((side, centre, _shape(layout, rng, side, centre, size, ROUND)))
+    return sites
+
+
+def _peribronchovascular(layout: ChestLayout, rng: np.random.Generator, m: float
+                         ) -> list[Site]:
+    unit = _unit(layout)
+    code = int(rng.integers(1, 3))
+    sites = []
+    for i in range(int(rng.integers(2, 6))):
+        side = code if i == 0 or rng.random() < 0.7 else 3 - code
+        side, centre, _ = bundle_point(layout, rng, side, CENTRAL_RIM, 0.25 * unit)
+        size = unit * rng.uniform(0.5, 1.0)
+        sites.append((side, centre, _shape(layout, rng, side, centre, size, ROUND)))
+    return sites
+
+
+def _early(layout: ChestLayout, rng: np.random.Generator, m: float) -> list[Site]:
+    code = int(rng.integers(1, 3))
+    sites = []
     for i in range(1 + int(rng.random() < 0.4)):
         side = code if i == 0 or rng.random() < 0.6 else 3 - code
-        side, centre = _sample_point(layout, rng, side, (0.3, 0.97), "lower")
-        shape = _shape(layout, rng, side, centre, _unit(layout) * rng.uniform(0.5, 1.1),
-                       ((0.9, 1.4), (0.7, 1.1), (0.8, 1.3)))
-        core = rng.uniform(-680.0, -150.0)
-        halo = min(core, -450.0) - rng.uniform(60.0, 150.0)
-        lesions.append(_lesion(centre, shape, core, halo, rng.uniform(0.2, 0.5), 0.7))
-    return lesions
+        side, centre = sample_lung_point(layout, rng, side, (0.3, 0.97), "lower")
+        size = _unit(layout) * rng.uniform(0.5, 1.1)
+        sites.append((side, centre, _shape(layout, rng, side, centre, size,
+                                           ((0.9, 1.4), (0.7, 1.1), (0.8, 1.3)))))
+    return sites
+
+
+_PLACERS = {"subpleural": _subpleural, "lobar": _lobar, "bronchopneumonia": _bronchopneumonia,
+            "peribronchovascular": _peribronchovascular, "early": _early}
+
+
+def choose_look(rng: np.random.Generator, diagnosis: Diagnosis, m: float) -> Look:
+    """The scan's look: the shared early one with `early_probability(m)`, else its class's."""
+    if rng.random() < early_probability(m):
+        return "early"
+    mix = LOOK_MIX[diagnosis]
+    looks = list(mix)
+    weights = np.array([mix[look] for look in looks])
+    return looks[int(rng.choice(len(looks), p=weights / weights.sum()))]
 
 
 def _plain(lesion: Lesion, pattern: Pattern, rng: np.random.Generator) -> Lesion:
@@ -240,23 +271,27 @@ def _plain(lesion: Lesion, pattern: Pattern, rng: np.random.Generator) -> Lesion
     core = float(rng.uniform(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo)))
     softness = 0.9 if pattern == "ggo" else 0.25
     return Lesion(lesion.centre, lesion.radii, lesion.angle, core, core, 1.0, softness, 0.0,
-                  lesion.waves, lesion.phases)
+                  lesion.waves, lesion.phases, lesion.side)
 
 
-def typical_probability(m: float) -> float:
-    """Chance that a scan of maturity m shows its disease's own pattern, not the early look."""
-    return 0.25 + 0.65 * m
+def place_lesions(layout: ChestLayout, rng: np.random.Generator, look: Look, m: float
+                  ) -> tuple[Lesion, ...]:
+    """Lesions of one look at maturity m: its placement, then `appearance` per lesion."""
+    lesions = []
+    for side, centre, shape in _PLACERS[look](layout, rng, m):
+        a = appearance(rng, m)
+        lesions.append(Lesion(centre, shape.radii, shape.angle, a.core_hu, a.halo_hu,
+                              a.core_fraction, a.softness, a.paving_hu, shape.waves,
+                              shape.phases, side))
+    return tuple(lesions)
 
 
 def plan_lesions(layout: ChestLayout, rng: np.random.Generator, diagnosis: Diagnosis | None,
                  target_ratio: float, *, pattern: Pattern = "auto") -> tuple[Lesion, ...]:
     """Choose lesion centres, shapes and looks for one scan (sizes are relative)."""
-    diag = diagnosis or ("COVID" if rng.random() < 0.5 else "CAP")
+    diag: Diagnosis = diagnosis or ("COVID" if rng.random() < 0.5 else "CAP")
     m = maturity(target_ratio)
-    if rng.random() >= typical_probability(m):
-        lesions = _early(layout, rng)
-    else:
-        lesions = _covid(layout, rng, m) if diag == "COVID" else _cap(layout, rng, m)
+    lesions = place_lesions(layout, rng, choose_look(rng, diag, m), m)
     if pattern != "auto":
-        lesions = [_plain(lesion, pattern, rng) for lesion in lesions]
-    return tuple(lesions)
+        lesions = tuple(_plain(lesion, pattern, rng) for lesion in lesions)
+    return lesions

@@ -6,9 +6,15 @@ Conventions: arrays are (z, y, x); spacings are (x, y, z) in mm (SimpleITK order
 A chest phantom is made in two passes over fixed slabs of `SLAB` slices, so memory is
 bounded by a slab (plus one float per lung voxel) whatever the volume size: the first
 pass finds where the lesions stop (`LesionCut`), the second renders each slab for
-writing (`PhantomPlan.slabs`). Noise and lesion texture are seeded per slice, so a
-slab's voxels never depend on which other slabs were made; `make_phantom` just
-stacks the slabs.
+writing (`PhantomPlan.slabs`). Per slab: the anatomy, its dependent density, the
+lesions, the other distractors outside the infection (`distractors`), then the site's
+scanner (noise, in-plane kernel, HU offset; `scanner`). Noise and texture are seeded
+per slice and the kernel works slice by slice, so a slab's voxels never depend on
+which other slabs were made; `make_phantom` just stacks the slabs.
+
+The random draws come in a fixed order from the plan's generator: the chest, the
+noise and distractor seeds, then the lesions. So two plans from the same seed that
+differ only in diagnosis differ only inside their infection masks.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from dsan_core.synthetic.anatomy import (
     render_slab,
     voxel_axes,
 )
+from dsan_core.synthetic.distractors import (
+    NO_DISTRACTORS,
+    Distractors,
+    add_dependent_density,
+    draw_distractors,
+    paint_distractors,
+)
 from dsan_core.synthetic.infection import (
     LesionCut,
     find_cut,
@@ -36,6 +49,7 @@ from dsan_core.synthetic.infection import (
     scaled_distance,
 )
 from dsan_core.synthetic.lesions import Diagnosis, Lesion, Pattern, plan_lesions
+from dsan_core.synthetic.scanner import Scanner, acquire
 
 #: Stored CT values are HU + 1024 in 12 bits at some sites, so HU is kept in this range.
 HU_MIN, HU_MAX = -1024, 3071
@@ -88,8 +102,9 @@ class PhantomPlan:
     layout: ChestLayout
     lesions: tuple[Lesion, ...]
     cut: LesionCut | None
-    noise_hu: float
+    scanner: Scanner
     noise_seed: int
+    distractors: Distractors
     lung_voxels: int
     infection_voxels: int
 
@@ -105,10 +120,11 @@ class PhantomPlan:
             anatomy = render_slab(self.layout, z0, z1)
             hu = anatomy.hu
             texture, noise = self._fields(z0, z1, hu.shape)
+            add_dependent_density(self.layout, anatomy, hu, self.distractors)
             infection, ties_seen = paint_lesions(anatomy, hu, self.lesions, self.cut,
                                                  ties_seen, texture)
-            if self.noise_hu > 0:
-                hu = hu + self.noise_hu * noise
+            paint_distractors(self.layout, anatomy, hu, self.distractors, infection, texture)
+            hu = acquire(hu, noise, self.scanner, self.layout.spacing[0])
             yield PhantomSlab(
                 z0=z0,
                 hu=np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16),
@@ -145,18 +161,27 @@ def plan_phantom(
     target_ratio: float,
     pattern: Pattern = "auto",
     noise_hu: float = 15.0,
+    scanner: Scanner | None = None,
+    distractors: bool = True,
 ) -> PhantomPlan:
-    """Draw a chest and its lesions and size them to `target_ratio` (the first pass)."""
+    """Draw a chest, its distractors and lesions, and size the lesions to `target_ratio`.
+
+    `scanner` is a site's pixel effects (default: white noise of `noise_hu`, no kernel,
+    no offset); `distractors` False leaves out dependent density, atelectasis, scars
+    and granulomas (tests that need a clean lung).
+    """
     if not 0.0 <= target_ratio <= 1.0:
         raise ConfigError(f"target_ratio must be in [0, 1], got {target_ratio}")
     layout = draw_layout(shape, spacing, rng)
-    lesions = plan_lesions(layout, rng, diagnosis, target_ratio, pattern=pattern)
     noise_seed = int(rng.integers(0, 2**63 - 1))
+    distractor_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+    found = draw_distractors(layout, distractor_rng) if distractors else NO_DISTRACTORS
+    lesions = plan_lesions(layout, rng, diagnosis, target_ratio, pattern=pattern)
     parts = []
     for z0 in range(0, shape[0], SLAB):
         anatomy = render_slab(layout, z0, min(z0 + SLAB, shape[0]))
-        _, points = lung_points(anatomy)
-        parts.append(scaled_distance(lesions, points)[0])
+        _, points, sides = lung_points(anatomy)
+        parts.append(scaled_distance(lesions, points, sides)[0])
     distances = np.concatenate(parts)
     if distances.size == 0:
         raise ConfigError(f"phantom shape {shape} at spacing {spacing} leaves no lung voxels")
@@ -164,8 +189,10 @@ def plan_phantom(
     if target_ratio > 0:
         count = max(count, 1)  # a positive target always marks at least one voxel
     cut = find_cut(distances, count)
-    return PhantomPlan(layout=layout, lesions=lesions, cut=cut, noise_hu=noise_hu,
-                       noise_seed=noise_seed, lung_voxels=int(distances.size),
+    return PhantomPlan(layout=layout, lesions=lesions, cut=cut,
+                       scanner=scanner if scanner is not None else Scanner(noise_hu=noise_hu),
+                       noise_seed=noise_seed, distractors=found,
+                       lung_voxels=int(distances.size),
                        infection_voxels=min(count, int(distances.size)) if cut else 0)
 
 
@@ -178,16 +205,19 @@ def make_phantom(
     target_ratio: float,
     pattern: Pattern = "auto",
     noise_hu: float = 15.0,
+    scanner: Scanner | None = None,
+    distractors: bool = True,
 ) -> Phantom:
     """A whole chest CT phantom whose lesions cover `target_ratio` of the lung.
 
     Lesions have the look of `diagnosis` (`dsan_core.synthetic.lesions`; None draws
     one of the two at random); `pattern` forces every lesion to plain GGO or
-    consolidation (for tests). The achieved ratio is exact to the voxel (a positive
-    target marks at least one voxel).
+    consolidation (for tests); `scanner` and `distractors` as in `plan_phantom`. The
+    achieved ratio is exact to the voxel (a positive target marks at least one voxel).
     """
     return plan_phantom(shape, spacing, rng, diagnosis=diagnosis, target_ratio=target_ratio,
-                        pattern=pattern, noise_hu=noise_hu).render()
+                        pattern=pattern, noise_hu=noise_hu, scanner=scanner,
+                        distractors=distractors).render()
 
 
 def _finish(hu: NDArray[np.float32], rng: np.random.Generator, noise_hu: float

@@ -1,37 +1,50 @@
 """The infection ratios of the synthetic cohort: a joint distribution over analysis bins
-and sampling groups, shaped like the paper's data (../shared/METHOD.md).
+and sampling groups, shaped like the paper's data (../shared/METHOD.md) in one part of
+the cohort and balanced between the classes in the other.
 
-Each class is a mixture of ratio strata, log-uniform inside each. The weights are the
-paper's scan counts: its train-validation (TV) set for the "earlier" scans, its test
-set for the "later" ones (the set after the cutoff date).
+Each class is a mixture of ratio strata, log-uniform inside each. Both classes have
+the same four ranges, so inside an analysis bin the ratio says nothing about the
+class; only how often each bin occurs differs. The weights are the paper's scan
+counts: its train-validation (TV) set for the "earlier" scans, its test set for the
+"later" ones (the set after the cutoff date).
 
     stratum   class  ratio range        bin          group        TV    test
-    c_low     COVID  8e-5   .. 4.9e-3   < 0.005      covid_small  151    363
+    c_low     COVID  8e-5   .. 8.6e-4   < 0.005      covid_small  118    284
+    c_a1      COVID  1.2e-3 .. 4.9e-3   < 0.005      covid_small   33     79
     c_mid     COVID  5.1e-3 .. 0.026    0.005-0.030  covid_small  318    718
     c_high    COVID  0.036  .. 0.30     > 0.030      covid_large  625   1214
-    p_small   CAP    8e-5   .. 8.6e-4   < 0.005      cap_small    655    341
+    p_low     CAP    8e-5   .. 8.6e-4   < 0.005      cap_small    655    341
     p_a1      CAP    1.2e-3 .. 4.9e-3   < 0.005      cap_large    183     95
-    p_mid     CAP    5.1e-3 .. 0.0294   0.005-0.030  cap_large    183     41
-    p_high    CAP    0.0306 .. 0.20     > 0.030      cap_large     71     24
+    p_mid     CAP    5.1e-3 .. 0.026    0.005-0.030  cap_large    183     41
+    p_high    CAP    0.036  .. 0.30     > 0.030      cap_large     71     24
 
 The bin columns add up to METHOD.md's table (COVID 151/318/625, CAP 838/183/71 in TV;
 2295 / 501 test scans). The paper gives the CAP split at 0.001 only through its
 weights: W_cap_large = N_cap_small / N_cap_large ~ 1.5 means cap_small is 1.5 / 2.5 =
 60 % of CAP, 0.60 x 1092 = 655 scans, i.e. 655 / 838 = 78 % of the CAP scans below
-0.005 are at or below 0.001 (the test set is given the same 78 %: 341 of 436).
-Expected weights in the TV set:
+0.005 are at or below 0.001. COVID's scans below 0.005 are split the same way (118 /
+151, and 341 / 436 of both test columns), so a ratio below 0.005 is no hint of the
+class. Expected weights of the paper part of the TV set:
 
-    W_covid_small = N_covid_large / N_covid_small = 625 / (151 + 318) = 1.33
+    W_covid_small = N_covid_large / N_covid_small = 625 / (118 + 33 + 318) = 1.33
     W_cap_large   = N_cap_small / N_cap_large     = 655 / (183 + 183 + 71) = 1.50
 
-No ratio is drawn within a factor 1.15 below or 1.2 above a sampling threshold t
-(0.030 COVID, 0.001 CAP): a segmenter that misses up to ~15 % of an infection (the
-demo's CPU-trained VB-Net; it under-segments faint borders) then keeps each scan in
-its ground-truth sampling group. Ranges also stop 2 % short of the bin edges, so a
-phantom's voxel-exact ratio (one voxel is ~1 % of 0.005 at the test size) stays in
-its stratum's bin.
+Two parts ("shares"): the paper's class-specific shares above ("paper"), where the
+ratio alone separates the classes (AUC ~0.85: COVID is mostly large, CAP mostly
+small), and `SynthConfig.balanced_fraction` of each set and class ("balanced"), where
+both classes draw their bins from the set's pooled shares (TV: 989 / 501 / 696 of
+2186 scans; test: 799 / 759 / 1238 of 2796), each bin split into strata as above. The
+balanced part pulls the ratio's AUC towards 0.5 and both size-balanced weights below
+the paper's (`expected_weights`).
 
-Counts are quotas, not draws: a set's scans of one class are dealt to the strata by
+No ratio is drawn within a factor 1.15 below or 1.2 above a sampling threshold t
+(0.030 COVID, 0.001 CAP) for either class: a segmenter that misses up to ~15 % of an
+infection (the demo's CPU-trained VB-Net; it under-segments faint borders) then keeps
+each scan in its ground-truth sampling group. Ranges also stop 2 % short of the bin
+edges, so a phantom's voxel-exact ratio (one voxel is ~1 % of 0.005 at the test size)
+stays in its stratum's bin.
+
+Counts are quotas, not draws: a part's scans of one class are dealt to the strata by
 largest remainder (`stratum_quotas`), so every size, however small, has the shares
 above to within one scan, and every stratum with a quota of one or more is present.
 A patient's scans share a stratum (follow-ups vary around the first ratio within it),
@@ -48,6 +61,9 @@ import numpy as np
 
 Diagnosis = Literal["COVID", "CAP"]
 CohortSet = Literal["earlier", "later"]
+#: Which bin shares a patient's ratio follows: its class's (the paper's) or both classes'.
+Shares = Literal["paper", "balanced"]
+SHARES: tuple[Shares, ...] = ("paper", "balanced")
 SAMPLING_THRESHOLDS = {"COVID": 0.030, "CAP": 0.001}
 #: The paper's analysis bins (upper edges; the last bin is open).
 RATIO_BINS = ("<0.005", "0.005-0.030", ">0.030")
@@ -66,15 +82,20 @@ class Stratum:
     def weight(self, cohort_set: CohortSet) -> int:
         return self.weight_earlier if cohort_set == "earlier" else self.weight_later
 
+    @property
+    def bin(self) -> str:
+        return ratio_bin(self.low)
+
 
 STRATA: tuple[Stratum, ...] = (
-    Stratum("c_low", "COVID", 8e-5, 4.9e-3, "covid_small", 151, 363),
+    Stratum("c_low", "COVID", 8e-5, 8.6e-4, "covid_small", 118, 284),
+    Stratum("c_a1", "COVID", 1.2e-3, 4.9e-3, "covid_small", 33, 79),
     Stratum("c_mid", "COVID", 5.1e-3, 0.026, "covid_small", 318, 718),
     Stratum("c_high", "COVID", 0.036, 0.30, "covid_large", 625, 1214),
-    Stratum("p_small", "CAP", 8e-5, 8.6e-4, "cap_small", 655, 341),
+    Stratum("p_low", "CAP", 8e-5, 8.6e-4, "cap_small", 655, 341),
     Stratum("p_a1", "CAP", 1.2e-3, 4.9e-3, "cap_large", 183, 95),
-    Stratum("p_mid", "CAP", 5.1e-3, 0.0294, "cap_large", 183, 41),
-    Stratum("p_high", "CAP", 0.0306, 0.20, "cap_large", 71, 24),
+    Stratum("p_mid", "CAP", 5.1e-3, 0.026, "cap_large", 183, 41),
+    Stratum("p_high", "CAP", 0.036, 0.30, "cap_large", 71, 24),
 )
 
 
@@ -100,13 +121,27 @@ def stratum(name: str) -> Stratum:
     return next(s for s in STRATA if s.name == name)
 
 
-def group_shares(diagnosis: Diagnosis, cohort_set: CohortSet) -> dict[str, float]:
+def stratum_weight(s: Stratum, cohort_set: CohortSet, shares: Shares = "paper") -> float:
+    """A stratum's weight: the paper's, or its bin's count pooled over both classes
+    times the stratum's share of its class's bin ("balanced")."""
+    if shares == "paper":
+        return float(s.weight(cohort_set))
+    pooled = sum(t.weight(cohort_set) for t in STRATA if t.bin == s.bin)
+    own = sum(t.weight(cohort_set) for t in strata_of(s.diagnosis) if t.bin == s.bin)
+    return pooled * s.weight(cohort_set) / own
+
+
+def group_shares(diagnosis: Diagnosis, cohort_set: CohortSet, balanced_fraction: float = 0.0
+                 ) -> dict[str, float]:
     """Expected share of each sampling group among the class's scans of a set."""
-    strata = strata_of(diagnosis)
-    total = sum(s.weight(cohort_set) for s in strata)
     shares: dict[str, float] = {}
-    for s in strata:
-        shares[s.group] = shares.get(s.group, 0.0) + s.weight(cohort_set) / total
+    parts: tuple[tuple[Shares, float], ...] = (("paper", 1.0 - balanced_fraction),
+                                               ("balanced", balanced_fraction))
+    strata = strata_of(diagnosis)
+    for part, fraction in parts:
+        weights = [stratum_weight(s, cohort_set, part) for s in strata]
+        for s, w in zip(strata, weights, strict=True):
+            shares[s.group] = shares.get(s.group, 0.0) + fraction * w / sum(weights)
     return shares
 
 
@@ -119,16 +154,19 @@ def size_balanced_weights(counts: dict[str, float]) -> dict[str, float]:
             "cap_large": ratio(counts.get("cap_small", 0), counts.get("cap_large", 0))}
 
 
-def expected_weights(cohort_set: CohortSet = "earlier") -> dict[str, float]:
-    """W_covid_small and W_cap_large of an infinitely large set (1.33 and 1.50 for TV)."""
-    return size_balanced_weights({**group_shares("COVID", cohort_set),
-                                  **group_shares("CAP", cohort_set)})
+def expected_weights(cohort_set: CohortSet = "earlier", balanced_fraction: float = 0.0
+                     ) -> dict[str, float]:
+    """W_covid_small and W_cap_large of an infinitely large set (1.33 and 1.50 for the
+    paper's TV shares; lower with a balanced part)."""
+    return size_balanced_weights({**group_shares("COVID", cohort_set, balanced_fraction),
+                                  **group_shares("CAP", cohort_set, balanced_fraction)})
 
 
-def stratum_quotas(diagnosis: Diagnosis, cohort_set: CohortSet, n_scans: int) -> dict[str, int]:
+def stratum_quotas(diagnosis: Diagnosis, cohort_set: CohortSet, n_scans: int,
+                   shares: Shares = "paper") -> dict[str, int]:
     """Scans per stratum for `n_scans` scans of one class: largest remainder, ties in order."""
     strata = strata_of(diagnosis)
-    weights = np.array([s.weight(cohort_set) for s in strata], dtype=float)
+    weights = np.array([stratum_weight(s, cohort_set, shares) for s in strata], dtype=float)
     exact = n_scans * weights / weights.sum()
     quotas = np.floor(exact).astype(int)
     order = sorted(range(len(strata)), key=lambda i: (-(exact[i] - quotas[i]), i))

@@ -43,7 +43,8 @@ def _write_scan(layout: DataLayout, seed: int, *, hu_shift: int = 0,
     scan_id = f"scan-{seed:02d}"
     diagnosis = "COVID" if seed % 2 == 0 else "CAP"
     phantom = make_phantom(SHAPE, SPACING, np.random.default_rng(seed), diagnosis=diagnosis,
-                           target_ratio=0.08, pattern="consolidation", noise_hu=5.0)
+                           target_ratio=0.08, pattern="consolidation", noise_hu=5.0,
+                           distractors=False)
     origin = (-64.0 + seed, -60.0, 100.0 + 2 * seed)
     hu = (phantom.hu + np.int16(hu_shift) * phantom.lung).astype(np.int16)
     write_image(_image(hu, origin), layout.volume(scan_id))

@@ -26,6 +26,7 @@ from dsan_core.synthetic import (
     study_phantom,
 )
 from dsan_core.synthetic.dicom_export import stored_pixels
+from dsan_core.synthetic.ratios import expected_weights
 from dsan_core.synthetic.sites import site_profiles
 
 PROFILES = Path(__file__).resolve().parents[3] / "profiles"
@@ -112,7 +113,9 @@ def test_summary_counts_groups_weights_and_sets(cohort: tuple[Path, CohortSummar
     text = summary.as_text()
     assert "broken inputs" in text
     assert f"earlier (before {TEST_CONFIG.later_cutoff}): COVID" in text
-    assert "W_covid_small 1.33 / " in text and "W_cap_large 1.50 / " in text
+    expected = expected_weights("earlier", TEST_CONFIG.balanced_fraction)  # 0.72 and 0.83
+    assert f"W_covid_small {expected['covid_small']:.2f} / " in text
+    assert f"W_cap_large {expected['cap_large']:.2f} / " in text
 
 
 def _series_files(out: Path, description_part: str) -> list[Path]:

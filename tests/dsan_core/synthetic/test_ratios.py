@@ -18,6 +18,7 @@ from dsan_core.synthetic.ratios import (
     spread_quantiles,
     strata_of,
     stratum_quotas,
+    stratum_weight,
 )
 
 #: METHOD.md's table: scans per analysis bin (< 0.005, 0.005-0.030, > 0.030).
@@ -58,14 +59,15 @@ def test_strata_keep_clear_of_the_sampling_thresholds() -> None:
 @pytest.mark.parametrize("n_scans", [1, 2, 3, 5, 8, 13, 21, 34, 63, 250])
 @pytest.mark.parametrize("cohort_set", ["earlier", "later"])
 @pytest.mark.parametrize("diagnosis", ["COVID", "CAP"])
+@pytest.mark.parametrize("shares", ["paper", "balanced"])
 def test_quotas_are_shares_to_within_one_scan(n_scans: int, cohort_set: str,
-                                              diagnosis: str) -> None:
-    quotas = stratum_quotas(diagnosis, cohort_set, n_scans)  # type: ignore[arg-type]
+                                              diagnosis: str, shares: str) -> None:
+    quotas = stratum_quotas(diagnosis, cohort_set, n_scans, shares)  # type: ignore[arg-type]
     assert sum(quotas.values()) == n_scans
     strata = strata_of(diagnosis)  # type: ignore[arg-type]
-    total = sum(s.weight(cohort_set) for s in strata)  # type: ignore[arg-type]
-    for s in strata:
-        assert abs(quotas[s.name] - n_scans * s.weight(cohort_set) / total) < 1.0  # type: ignore[arg-type]
+    weights = [stratum_weight(s, cohort_set, shares) for s in strata]  # type: ignore[arg-type]
+    for s, w in zip(strata, weights, strict=True):
+        assert abs(quotas[s.name] - n_scans * w / sum(weights)) < 1.0
 
 
 def test_deal_meets_quotas_with_repeat_scanners() -> None:
@@ -92,3 +94,43 @@ def test_ratios_stay_in_their_stratum() -> None:
     # Latin hypercube: one quantile in each seventh of the range per stratum.
     first = sorted(int(q * 7) for n, q in zip(names, quantiles, strict=True) if n == "c_low")
     assert first == list(range(7))
+
+
+@pytest.mark.parametrize("cohort_set", ["earlier", "later"])
+def test_inside_a_bin_both_classes_have_the_same_ratio_distribution(cohort_set: str) -> None:
+    """Same ranges per bin, and the same share of each range within its bin (to rounding)."""
+    for name in BINS:
+        per_class = {}
+        for diagnosis in ("COVID", "CAP"):
+            strata = [s for s in strata_of(diagnosis) if s.bin == name]  # type: ignore[arg-type]
+            total = sum(s.weight(cohort_set) for s in strata)  # type: ignore[arg-type]
+            per_class[diagnosis] = {(s.low, s.high): s.weight(cohort_set) / total  # type: ignore[arg-type]
+                                    for s in strata}
+        assert per_class["COVID"].keys() == per_class["CAP"].keys(), name
+        for key, share in per_class["COVID"].items():
+            assert share == pytest.approx(per_class["CAP"][key], abs=0.002), (name, key)
+
+
+@pytest.mark.parametrize("cohort_set", ["earlier", "later"])
+def test_balanced_shares_are_the_same_for_both_classes(cohort_set: str) -> None:
+    pooled = {}
+    for diagnosis in ("COVID", "CAP"):
+        strata = strata_of(diagnosis)  # type: ignore[arg-type]
+        weights = [stratum_weight(s, cohort_set, "balanced") for s in strata]  # type: ignore[arg-type]
+        pooled[diagnosis] = [(s.low, s.high, w / sum(weights))
+                             for s, w in zip(strata, weights, strict=True)]
+    for (lo, hi, covid), (lo2, hi2, cap) in zip(pooled["COVID"], pooled["CAP"], strict=True):
+        assert (lo, hi) == (lo2, hi2) and covid == pytest.approx(cap, abs=0.001)
+    bins = {name: sum(w for lo, _, w in pooled["COVID"] if ratio_bin(lo) == name) for name in BINS}
+    both = [sum(pair) for pair in zip(PAPER_BINS[(cohort_set, "COVID")],
+                                      PAPER_BINS[(cohort_set, "CAP")], strict=True)]
+    assert list(bins.values()) == pytest.approx([b / sum(both) for b in both])
+
+
+def test_a_balanced_part_lowers_both_expected_weights() -> None:
+    paper, mixed = expected_weights("earlier"), expected_weights("earlier", 0.6)
+    assert mixed["covid_small"] < paper["covid_small"] and mixed["cap_large"] < paper["cap_large"]
+    covid = group_shares("COVID", "earlier", 0.6)
+    # 40 % at the paper's 625 / 1094 large, 60 % at the pooled 696 / 2186.
+    assert covid["covid_large"] == pytest.approx(0.4 * 625 / 1094 + 0.6 * 696 / 2186)
+    assert sum(covid.values()) == pytest.approx(1.0)
