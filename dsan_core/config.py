@@ -76,10 +76,10 @@ class SynthConfig(_Section):
     fov_mm: float = Field(default=360.0, gt=0)
     #: COVID share of the patients (of the earlier set when there is a later one).
     covid_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
-    #: Share of each set's patients of each class whose infection ratios follow the
-    #: bin shares of both classes pooled (the rest follow their class's, the paper's):
-    #: there, the ratio says nothing about the class (dsan_core.synthetic.ratios).
-    balanced_fraction: float = Field(default=0.6, ge=0.0, le=1.0)
+    #: Share of each set's patients of each class whose infection ratios follow shares
+    #: common to both classes (the rest follow their class's, the paper's): there, the
+    #: ratio says nothing about the class (dsan_core.synthetic.ratios.BALANCED_SHARES).
+    balanced_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     sites: tuple[str, ...] = ("site-a", "site-b", "site-c")
     include_localizer: bool = True
     include_thick_series: bool = True

@@ -32,10 +32,11 @@ class. Expected weights of the paper part of the TV set:
 Two parts ("shares"): the paper's class-specific shares above ("paper"), where the
 ratio alone separates the classes (AUC ~0.85: COVID is mostly large, CAP mostly
 small), and `SynthConfig.balanced_fraction` of each set and class ("balanced"), where
-both classes draw their bins from the set's pooled shares (TV: 989 / 501 / 696 of
-2186 scans; test: 799 / 759 / 1238 of 2796), each bin split into strata as above. The
-balanced part pulls the ratio's AUC towards 0.5 and both size-balanced weights below
-the paper's (`expected_weights`).
+both classes draw their ratios from the same shares of the four ranges
+(`BALANCED_SHARES`: 47 / 3 / 2 / 48 %, mostly tiny or extensive). The balanced part
+pulls the ratio's AUC towards 0.5 (0.65 expected over the whole TV set at
+balanced_fraction 0.5, against 0.85 for the paper part alone) and both size-balanced
+weights towards one (1.11 and 1.15 expected; `expected_weights`), keeping them above it.
 
 No ratio is drawn within a factor 1.15 below or 1.2 above a sampling threshold t
 (0.030 COVID, 0.001 CAP) for either class: a segmenter that misses up to ~15 % of an
@@ -121,14 +122,22 @@ def stratum(name: str) -> Stratum:
     return next(s for s in STRATA if s.name == name)
 
 
+#: The balanced part's share of each range, the same for both classes (by the range's
+#: suffix: c_low / p_low, ...): infections either tiny or extensive, rarely between.
+#: Shares like these keep the ratio uninformative inside the part while COVID stays
+#: mostly large and CAP mostly small overall, so both size-balanced weights stay above
+#: one (1.11 and 1.15 expected at balanced_fraction 0.5); the pooled bin shares of both
+#: classes (45 / 23 / 32 %) would push them below one (0.80 / 0.91), and the SS branch
+#: would then sample small COVID and large CAP LESS often, against its purpose.
+BALANCED_SHARES: dict[str, float] = {"low": 0.47, "a1": 0.03, "mid": 0.02, "high": 0.48}
+
+
 def stratum_weight(s: Stratum, cohort_set: CohortSet, shares: Shares = "paper") -> float:
-    """A stratum's weight: the paper's, or its bin's count pooled over both classes
-    times the stratum's share of its class's bin ("balanced")."""
+    """A stratum's weight: the paper's count, or its range's `BALANCED_SHARES` (the same
+    for both classes and sets)."""
     if shares == "paper":
         return float(s.weight(cohort_set))
-    pooled = sum(t.weight(cohort_set) for t in STRATA if t.bin == s.bin)
-    own = sum(t.weight(cohort_set) for t in strata_of(s.diagnosis) if t.bin == s.bin)
-    return pooled * s.weight(cohort_set) / own
+    return BALANCED_SHARES[s.name.split("_", 1)[1]]
 
 
 def group_shares(diagnosis: Diagnosis, cohort_set: CohortSet, balanced_fraction: float = 0.0
