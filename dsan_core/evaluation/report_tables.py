@@ -321,8 +321,11 @@ def delong_table(comparisons: pd.DataFrame, bins: Sequence[str] = (BIN_ALL,)) ->
 def ece_table(metrics: pd.DataFrame) -> DisplayTable:
     values = _lookup(metrics)
     rows = [[model_name(m), _cell(values, m, SET_TV, BIN_ALL, ECE),
-             _cell(values, m, "test", BIN_ALL, ECE)] for m in ordered_models(metrics["model"])]
-    return DisplayTable("Expected calibration error", ["Model", "TV", "Test"], rows)
+             n_text(metrics, m, SET_TV), _cell(values, m, "test", BIN_ALL, ECE),
+             n_text(metrics, m, "test")] for m in ordered_models(metrics["model"])]
+    return DisplayTable("Expected calibration error", ["Model", "TV", "TV n", "Test",
+                                                       "Test n"], rows,
+                        "n: scans (COVID/CAP), patients.")
 
 
 def reliability_display(reliability: pd.DataFrame) -> DisplayTable:
