@@ -65,7 +65,8 @@ def _sets(metrics: pd.DataFrame) -> list[str]:
         if test is not None:
             smallest = min(int(test["n_covid"]), int(test["n_cap"]))
             if smallest > 0:
-                out[-1] += (f" Its smaller class has {smallest} scans: one scan moves "
+                out[-1] += (f" Its smaller class has {smallest} scan"
+                            f"{'' if smallest == 1 else 's'}: one scan moves "
                             f"sensitivity or specificity by {1.0 / smallest:.3f}. Every "
                             "table gives n beside its metrics.")
     return out
@@ -121,8 +122,8 @@ def _baselines(metrics: pd.DataFrame) -> list[str]:
     net_tv = _best(metrics, _TV_NETWORKS, SET_TV, AGG_POOLED)
     text = ("**Baselines.** Rows marked 'not in the paper' are untrained: logistic "
             "regressions, fit with the same folds, on the mean lung intensity of the network "
-            "input, on the segmenter's infection ratio, and on hand features (both plus a "
-            f"histogram of the input in the lung). The best on TV is {MODEL_NAMES[base_tv[0]]} "
+            "input, on the segmenter's infection ratio, and on hand features (those two plus "
+            f"a histogram of the input in the lung). The best on TV is {MODEL_NAMES[base_tv[0]]} "
             f"at AUC {number(base_tv[1])}")
     if net_tv is not None:
         text += (f"; the best network (nested DS for DS) is {model_name(net_tv[0])} at "
