@@ -367,9 +367,16 @@ class EnsembleConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """Metrics, statistics, calibration and report figures (METHOD.md "Evaluation")."""
+    """Metrics, statistics, calibration and report figures (METHOD.md "Evaluation");
+    see `dsan_core.evaluation.thresholds` for the threshold rules."""
 
-    #: P(COVID) >= threshold is called COVID (the paper: 0.5).
+    #: How the threshold of accuracy, sensitivity, specificity and F1 is chosen:
+    #: 'youden' maximises Youden's J on TV out-of-fold predictions (nested for the TV
+    #: metrics: fold k at the value chosen on the other folds; all of TV for test);
+    #: 'fixed' uses `threshold` everywhere (the paper's 0.5).
+    threshold_rule: Literal["youden", "fixed"] = "youden"
+    #: P(COVID) >= threshold is called COVID under rule 'fixed' (the paper: 0.5); also
+    #: what `dsan predict` calls COVID.
     threshold: float = Field(default=0.5, gt=0, lt=1)
     #: Patient-level bootstrap replicates for the confidence intervals (0: no CIs).
     bootstrap_samples: int = Field(default=1000, ge=0)
@@ -380,6 +387,18 @@ class EvaluationConfig(_Section):
     ece_bins: int = Field(default=10, ge=1)
     #: COVID test scans per analysis bin shown in the Fig. 5-style attention panel.
     figures_per_bin: int = Field(default=2, ge=0)
+    #: Equal-width bins over [0, 1] of the histogram of the network input inside the lung
+    #: (a feature of the untrained hand-feature baseline).
+    baseline_histogram_bins: int = Field(default=8, ge=1)
+    #: The deletion test removes this fraction of the lung's voxels: the map's top ones,
+    #: and as its control the same number drawn at random inside the lung (`seed`).
+    deletion_fraction: float = Field(default=0.05, gt=0, le=1)
+
+    def baselines_fingerprint(self) -> str:
+        """The settings that change the untrained baselines' predictions."""
+        text = json.dumps({"baseline_histogram_bins": self.baseline_histogram_bins},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class GateConfig(_Section):

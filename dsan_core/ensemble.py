@@ -14,6 +14,15 @@ are counted for the whole grid with one sorted search per weight value. Threshol
 objectives add the per-band confusion counts. Every objective is a ratio of exact
 counts, so equal values on the grid are exactly equal floats.
 
+Nested scoring (`nested_ensemble`): the pooled out-of-fold score at weights searched
+on those same predictions is in-sample. For each validation fold k the search runs on
+the other folds' val rows only and its weights score fold k's; the union over k is
+the `att_ds_nested` prediction set, whose TV metrics involve no double use. The final
+weights (the shipped model's, and every `att_ds` test row's) still come from all of TV.
+
+`shipped_predictions` is the model `dsan predict` ships, on the test scans: each
+branch's P averaged over its fold models, then DS (`dsan_core.prediction`'s rule).
+
 Ties: among the grid points with the maximal objective the search keeps, in order,
 the smallest squared Euclidean distance in weight space to the paper's point
 (0.35, 0.96), then to (0.5, 0.5) (no preference between US and SS), then the smallest
@@ -34,9 +43,11 @@ from dsan_core.errors import InputError
 from dsan_core.evaluation.paper import PAPER
 from dsan_core.evaluation.predictions import (
     BRANCH_ATT_DS,
+    BRANCH_ATT_DS_NESTED,
     BRANCH_ATT_SS,
     BRANCH_ATT_US,
     PREDICTION_COLUMNS,
+    SET_TEST,
     SET_VAL,
     check_groups,
     check_predictions,
@@ -277,3 +288,85 @@ def apply_ensemble(predictions: pd.DataFrame, groups: pd.DataFrame,
         "probability": w * us + (1.0 - w) * ss,
         "model_key": "ds(" + pairs["key_us"] + "+" + pairs["key_ss"] + ")",
     })
+
+
+@dataclass(frozen=True)
+class NestedFold:
+    """Fold k's weights, chosen on the other folds: `value` is the objective there (NaN
+    without a search), `n_searched` their scans, `n_scored` fold k's scans."""
+
+    fold: int
+    weights: EnsembleWeights
+    value: float
+    n_searched: int
+    n_scored: int
+
+
+@dataclass(frozen=True)
+class NestedEnsemble:
+    """Per-fold weights and the `att_ds_nested` val rows (the predictions table's columns)."""
+
+    folds: tuple[NestedFold, ...]
+    predictions: pd.DataFrame
+
+
+def nested_ensemble(predictions: pd.DataFrame, groups: pd.DataFrame,
+                    config: EnsembleConfig) -> NestedEnsemble:
+    """DS scored nested (module docstring): fold k's val rows combined with weights
+    searched (config) on the val rows of the other folds only. Without a search
+    (config.search False) every fold gets the configured weights. Test rows are ignored."""
+    require_columns(predictions, PREDICTION_COLUMNS, "predictions")
+    val = check_predictions(predictions.loc[predictions["set"].astype(str) == SET_VAL])
+    folds = sorted(int(f) for f in val["fold"].unique())
+    if len(folds) < 2:
+        raise InputError(f"nested weights need at least 2 validation folds, found {folds}")
+    chosen: list[NestedFold] = []
+    parts: list[pd.DataFrame] = []
+    for fold in folds:
+        outer = val.loc[val["fold"] == fold]
+        if config.search:
+            search = search_ensemble_weights(val.loc[val["fold"] != fold], groups, config)
+            weights, value, searched = search.weights, search.value, search.n_scans
+        else:
+            weights, value = configured_weights(config), float("nan")
+            searched = int((val.loc[val["fold"] != fold, "branch"] == BRANCH_ATT_US).sum())
+        rows = apply_ensemble(outer, groups, weights)
+        chosen.append(NestedFold(fold, weights, value, searched, len(rows)))
+        parts.append(rows.assign(branch=BRANCH_ATT_DS_NESTED, model_key=(
+            rows["model_key"].str.replace("ds(", "ds_nested(", n=1, regex=False))))
+    out = pd.concat(parts, ignore_index=True).sort_values(["fold", "scan_id"],
+                                                          ignore_index=True)
+    return NestedEnsemble(tuple(chosen), out)
+
+
+def shipped_predictions(predictions: pd.DataFrame, groups: pd.DataFrame,
+                        weights: EnsembleWeights) -> pd.DataFrame:
+    """The shipped model on the test scans: per scan, P_US and P_SS each averaged over
+    the fold models, then w_band * P_US + (1 - w_band) * P_SS. Columns scan_id,
+    probability, n_models (fold models per branch). By linearity this equals the mean of
+    the per-fold `att_ds` test rows when every fold model scored the scan."""
+    require_columns(predictions, PREDICTION_COLUMNS, "predictions")
+    test = check_predictions(predictions.loc[predictions["set"].astype(str) == SET_TEST])
+    test = test.loc[test["branch"].isin([BRANCH_ATT_US, BRANCH_ATT_SS])]
+    stats = test.groupby(["scan_id", "branch"])["probability"].agg(["mean", "size"])
+    means = stats["mean"].unstack("branch")
+    for branch in (BRANCH_ATT_US, BRANCH_ATT_SS):
+        if branch not in means.columns:
+            means[branch] = np.nan
+    lone = means[[BRANCH_ATT_US, BRANCH_ATT_SS]].isna().any(axis=1)
+    if lone.any():
+        raise InputError(f"expected {BRANCH_ATT_US} and {BRANCH_ATT_SS} test predictions of "
+                         "every test scan, found one branch only",
+                         scan=str(means.index[lone.to_numpy()][0]))
+    bands = check_groups(groups).set_index("scan_id")["ensemble_band"]
+    unknown = ~means.index.isin(bands.index)
+    if unknown.any():
+        raise InputError("expected every predicted scan in the groups table",
+                         scan=str(means.index[unknown][0]))
+    extreme = (bands.loc[means.index] == BAND_EXTREME).to_numpy()
+    w = np.where(extreme, weights.w_extreme, weights.w_middle)
+    us = means[BRANCH_ATT_US].to_numpy(np.float64)
+    ss = means[BRANCH_ATT_SS].to_numpy(np.float64)
+    n_models = stats["size"].unstack("branch")[BRANCH_ATT_US].to_numpy(np.int64)
+    return pd.DataFrame({"scan_id": means.index.astype(str), "probability": w * us + (1.0 - w) * ss,
+                         "n_models": n_models})

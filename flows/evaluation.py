@@ -8,6 +8,7 @@ from prefect import flow
 
 from dsan_core.config import EnsembleConfig, EvaluationConfig, RuntimeConfig, TrainConfig
 from flows.segmentation import pick_device
+from tasks.baselines import baselines_task
 from tasks.ensemble import EnsembleOutcome, ensemble_task
 from tasks.evaluation import EvaluationOutcome, evaluate_task
 
@@ -22,7 +23,8 @@ def ensemble_flow(config: EnsembleConfig, data_root: Path,
 def evaluation_flow(config: EvaluationConfig, train: TrainConfig, runtime: RuntimeConfig,
                     data_root: Path, fingerprints: dict[str, str], profile: str,
                     run_id: str | None = None) -> EvaluationOutcome:
-    """`fingerprints` (PipelineConfig.fingerprints) and `profile` go into the report's
-    provenance."""
+    """The untrained baselines, then the evaluation. `fingerprints`
+    (PipelineConfig.fingerprints) and `profile` go into the report's provenance."""
+    baselines_task(data_root, config, run_id)
     return evaluate_task(data_root, config, train, pick_device(runtime), fingerprints, profile,
                          run_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow
 
+import tasks.baselines as baselines_task
 import tasks.ensemble as ensemble_task
 import tasks.evaluation as evaluation_task
 import tasks.groups as groups_task
@@ -50,7 +51,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "preprocess": (preprocess_task.SCAN_STAGE, preprocess_task.STAGE),
     "train": (training_task.TRAIN_STAGE, training_task.PREDICT_STAGE, training_tables.STAGE),
     "ensemble": (ensemble_task.STAGE,),
-    "evaluate": (evaluation_task.STAGE,),
+    "evaluate": (baselines_task.STAGE, evaluation_task.STAGE),
 }
 
 

@@ -193,7 +193,9 @@ PREDICTIONS = pa.schema(
     [
         ("scan_id", _str),
         ("fold", pa.int8()),
-        ("branch", _str),  # rn34_us | att_us | att_ss | att_ds
+        # rn34_us | att_us | att_ss | att_ds | att_ds_nested (val only); the baselines'
+        # rows (base_*) are the part predictions/baselines.parquet
+        ("branch", _str),
         ("set", _str),  # val (out-of-fold) | test
         ("probability", pa.float64()),  # P(COVID)
         ("model_key", _str),
@@ -210,17 +212,20 @@ ENSEMBLE_SURFACE = pa.schema(
 
 METRICS = pa.schema(
     [
-        ("model", _str),  # rn34_us | att_us | att_ss | att_ds
+        # rn34_us | att_us | att_ss | att_ds | att_ds_nested | shipped | base_intensity
+        # | base_ratio | base_hand (dsan_core.evaluation.tables)
+        ("model", _str),
         ("set", _str),  # tv (out-of-fold, pooled) | test
-        ("aggregate", _str),  # pooled | fold | mean | std
+        ("aggregate", _str),  # pooled | fold | mean | std | averaged (fold-averaged model)
         ("fold", pa.int64()),  # null unless aggregate is fold
         ("bin", _str),  # all | <0.005 | 0.005-0.030 | >0.030
         ("metric", _str),  # auc | accuracy | sensitivity | specificity | f1 | ece
         ("value", pa.float64()),
         ("ci_low", pa.float64()),  # patient-level bootstrap interval
         ("ci_high", pa.float64()),
-        ("n_covid", pa.int64()),
+        ("n_covid", pa.int64()),  # scans behind the value
         ("n_cap", pa.int64()),
+        ("n_patients", pa.int64()),
     ]
 )
 
@@ -228,15 +233,35 @@ COMPARISONS = pa.schema(
     [
         ("model_a", _str),
         ("model_b", _str),
-        ("set", _str),
+        ("set", _str),  # tv | test (delong on test: the fold-averaged models, fold null)
         ("fold", pa.int64()),
         ("bin", _str),
         ("metric", _str),
         ("test", _str),  # paired_t | delong
+        ("family", _str),  # <test>:<set>:all | <test>:<set>:bins (Holm within each)
         ("estimate", pa.float64()),  # a - b
-        ("statistic", pa.float64()),
+        ("statistic", pa.float64()),  # NaN where undefined (zero variance)
         ("p_value", pa.float64()),
+        ("p_holm", pa.float64()),  # Holm-Bonferroni adjusted within the family
         ("n", pa.int64()),
+    ]
+)
+
+THRESHOLDS = pa.schema(
+    [
+        ("model", _str),
+        ("fold", pa.int64()),  # null: chosen on all TV (test rows); k: on the other folds
+        ("threshold", pa.float64()),  # P(COVID) >= threshold is COVID
+        ("rule", _str),  # youden | fixed | fixed (J undefined)
+        ("n_scans", pa.int64()),  # TV out-of-fold scans it was chosen on (0: fixed)
+    ]
+)
+
+BASELINE_FEATURES = pa.schema(
+    [
+        ("scan_id", _str),
+        ("feature", _str),  # mean_intensity | hist_<i> (dsan_core.evaluation.baselines)
+        ("value", pa.float64()),
     ]
 )
 
@@ -260,8 +285,13 @@ FAITHFULNESS = pa.schema(
         ("scan_id", _str),  # a COVID test scan
         ("model", _str),  # att_us, att_ss (attention) | rn34_us (Grad-CAM)
         ("fold", pa.int64()),
-        ("mass_inside", pa.float64()),  # share of the map's mass inside the infection
-        ("pointing_hit", pa.float64()),  # the map's maximum inside the infection
+        # Inside the lung only: the share of the map's lung mass inside the infection.
+        ("mass_inside", pa.float64()),
+        ("pointing_hit", pa.float64()),  # the map's maximum in the lung inside the infection
+        ("chance", pa.float64()),  # the infection's share of the lung (a uniform map's mass)
+        ("lift", pa.float64()),  # mass_inside / chance
+        ("deletion_drop", pa.float64()),  # P - P(map's top lung voxels deleted)
+        ("random_drop", pa.float64()),  # P - P(as many random lung voxels deleted)
     ]
 )
 
@@ -345,6 +375,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ensemble_surface": ENSEMBLE_SURFACE,
     "metrics": METRICS,
     "comparisons": COMPARISONS,
+    "thresholds": THRESHOLDS,
+    "baseline_features": BASELINE_FEATURES,
     "reliability": RELIABILITY,
     "faithfulness": FAITHFULNESS,
     "predictions_new": PREDICTIONS_NEW,

@@ -1,11 +1,13 @@
 """Ensemble stage (dual sampling, METHOD.md "Ensemble"): search (w_extreme, w_middle)
 on the TV out-of-fold predictions of att_us and att_ss, then add the `att_ds` rows (val
-and test) to the `predictions` table.
+and test) to the `predictions` table; and the same search nested (fold k's weights from
+the other folds), whose `att_ds_nested` val rows are the DS's honest TV predictions.
 
 Inputs: the trained branches' predictions (`predictions/trained.parquet`), the groups
 table (labels, ensemble bands) and EnsembleConfig. Outputs: the `predictions` table
-(trained rows + att_ds rows, also kept as `predictions/ensemble.parquet`), the
-`ensemble_surface` table, the chosen weights with the data and models they came from
+(trained rows + att_ds + att_ds_nested rows, the latter two also kept as
+`predictions/ensemble.parquet`), the `ensemble_surface` table, the chosen weights (and
+the nested per-fold ones) with the data and models they came from
 (`reports/ensemble/weights.json`) and the heat map of the search surface.
 """
 
@@ -25,6 +27,7 @@ from dsan_core.ensemble import (
     EnsembleSearch,
     apply_ensemble,
     configured_weights,
+    nested_ensemble,
     search_ensemble_weights,
 )
 from dsan_core.plots.evaluation import ensemble_surface_figure
@@ -35,7 +38,7 @@ from storage.volumes import write_figure
 from tasks.contract import StageRun, cached_stage, require_tables
 
 STAGE = "ensemble"
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,20 @@ class EnsembleOutcome:
     objective: str
     value: float | None  # the objective on TV at the chosen weights (None: not searched)
     paper_value: float | None
+    nested: tuple[tuple[float, float], ...] = ()  # per fold (w_extreme, w_middle)
 
     def summary(self) -> list[str]:
         if self.value is None:
             return [f"DS weights (configured, no search): extreme {self.w_extreme:.2f}, "
                     f"middle {self.w_middle:.2f}"]
-        return [f"DS weights searched on TV out-of-fold predictions: extreme "
-                f"{self.w_extreme:.2f}, middle {self.w_middle:.2f} (pooled {self.objective} "
-                f"{self.value:.4f}; at the paper's {PAPER_WEIGHTS}: {self.paper_value:.4f})"]
+        lines = [f"DS weights searched on TV out-of-fold predictions: extreme "
+                 f"{self.w_extreme:.2f}, middle {self.w_middle:.2f} (pooled {self.objective} "
+                 f"{self.value:.4f}, in-sample; at the paper's {PAPER_WEIGHTS}: "
+                 f"{self.paper_value:.4f})"]
+        if self.nested:
+            lines.append("nested weights (fold k's from the other folds): " + ", ".join(
+                f"{e:.2f}/{m:.2f}" for e, m in self.nested))
+        return lines
 
 
 @task(name="ensemble_task", cache_policy=NO_CACHE, persist_result=False)
@@ -79,7 +88,8 @@ def ensemble_task(data_root: Path, config: EnsembleConfig,
                              description="dual-sampling ensemble weights")
     d = stage.data
     return EnsembleOutcome(stage, d["w_extreme"], d["w_middle"], d["objective"], d["value"],
-                           d["paper_value"])
+                           d["paper_value"], tuple((float(f["w_extreme"]), float(f["w_middle"]))
+                                                   for f in d.get("nested", [])))
 
 
 def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
@@ -93,7 +103,9 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
         weights = search.weights
     else:
         weights = configured_weights(config)
-    ds = apply_ensemble(trained, groups, weights)
+    nested = nested_ensemble(trained, groups, config)
+    ds = pd.concat([apply_ensemble(trained, groups, weights), nested.predictions],
+                   ignore_index=True)
     write_table_file(layout.prediction_part("ensemble"), "predictions", ds)
     write_table(layout, "predictions", pd.concat([trained, ds], ignore_index=True))
     record = {"w_extreme": weights.w_extreme, "w_middle": weights.w_middle,
@@ -101,6 +113,12 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
               "value": search.value if search else None,
               "paper_value": search.paper_value if search else None,
               "tv_scans": search.n_scans if search else None,
+              # Fold k's weights, searched on the other folds (value: the objective there).
+              "nested": [{"fold": f.fold, "w_extreme": f.weights.w_extreme,
+                          "w_middle": f.weights.w_middle,
+                          "value": None if f.value != f.value else f.value,
+                          "searched_scans": f.n_searched, "scored_scans": f.n_scored}
+                         for f in nested.folds],
               "from": {"trained_predictions": inputs["trained"], "groups": inputs["groups"],
                        "models": sorted(set(trained["model_key"]))}}
     weights_path = layout.report(STAGE, "weights.json")
@@ -115,5 +133,5 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
         outputs["surface"] = artifact(layout, layout.table("ensemble_surface"), run.memo)
         outputs["figure"] = artifact(layout, figure, run.memo)
     return Manifest(STAGE, key, outputs, {k: record[k] for k in (
-        "w_extreme", "w_middle", "objective", "value", "paper_value")})
+        "w_extreme", "w_middle", "objective", "value", "paper_value", "nested")})
 

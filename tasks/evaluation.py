@@ -1,12 +1,15 @@
 """Evaluation stage (METHOD.md "Evaluation"): the paper's metrics with bootstrap
-intervals, paired t-tests and DeLong tests, calibration, attention faithfulness, the
-figures, and the report (Markdown + one self-contained HTML page).
+intervals at thresholds chosen out-of-fold, the fold-averaged and shipped models, the
+untrained baselines beside the networks, paired t-tests and DeLong tests with Holm
+correction, calibration, attention faithfulness inside the lung with the deletion test,
+the figures, and the report (Markdown + one self-contained HTML page).
 
-Inputs: the `predictions` table (all four models), groups, splits, the trained models
-(`training_runs`: checkpoints for the attention maps), the ensemble's weights and
-surface, and the EvaluationConfig / TrainConfig fingerprints. Outputs: the `metrics`,
-`comparisons`, `reliability` and `faithfulness` tables, figures under
-`figures/evaluation/`, and `reports/evaluation/report.{md,html}` (+ the Markdown's
+Inputs: the `predictions` table (the networks, att_ds and att_ds_nested), the
+baselines' part (`predictions/baselines.parquet`), groups, splits, the trained models
+(`training_runs`: checkpoints for the attention maps), the ensemble's weights (all-TV and
+nested) and surface, and the EvaluationConfig / TrainConfig fingerprints. Outputs: the
+`metrics`, `comparisons`, `thresholds`, `reliability` and `faithfulness` tables, figures
+under `figures/evaluation/`, and `reports/evaluation/report.{md,html}` (+ the Markdown's
 figures beside it), also published as Prefect artifacts.
 """
 
@@ -23,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import EvaluationConfig, TrainConfig
+from dsan_core.ensemble import shipped_predictions
 from dsan_core.evaluation.comparisons import comparisons_table
 from dsan_core.evaluation.faithfulness import faithfulness_table
 from dsan_core.evaluation.report import (
@@ -34,19 +38,20 @@ from dsan_core.evaluation.report import (
 )
 from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
+from dsan_core.evaluation.thresholds import threshold_table
 from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_figure_scans
 from storage.atomic import write_bytes, write_text
 from storage.lineage import code_version
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, write_table
+from storage.tables import read_table, read_table_file, write_table
 from tasks.contract import StageRun, cached_stage, require_tables
 from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
 from tasks.models import current_model_id
-from tasks.report_inputs import ensemble_search, provenance
+from tasks.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 
 STAGE = "evaluate"
-VERSION = "1"
+VERSION = "2"
 REPORT = "evaluation"
 INPUT_TABLES = ("predictions", "groups", "splits", "training_runs", "preprocessed", "scans")
 
@@ -81,39 +86,57 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
                              inputs=inputs, compute=compute, logger=logger)
         markdown = stage.output_path(run.layout, "report").read_text()
         metrics = read_table(run.layout, "metrics")
+        thresholds = read_table(run.layout, "thresholds")
     create_markdown_artifact(markdown=markdown, key="evaluation-report",
                              description="DSAN evaluation (pseudonymous ids only)")
     create_table_artifact(table=metrics.to_dict("records"), key="evaluation-metrics",
                           description="metrics with patient-bootstrap intervals")
-    lines = tuple(text_lines(table_ii(metrics)))
+    lines = tuple(text_lines(table_ii(metrics, thresholds)))
     return EvaluationOutcome(stage, stage.outputs["report"]["path"],
                              stage.outputs["html"]["path"], lines)
 
 
 def evaluation_inputs(run: StageRun) -> dict[str, str]:
-    """The stage's inputs: its tables' and the ensemble weights' content hashes."""
+    """The stage's inputs: its tables', the baselines' and the ensemble weights' content
+    hashes ('-' for one not written)."""
     require_tables(run.layout, *INPUT_TABLES)
     inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
-    weights = run.layout.report("ensemble", "weights.json")
-    inputs["ensemble"] = run.memo.hash_file(weights) if weights.exists() else "-"
+    for name, path in (("ensemble", run.layout.report("ensemble", "weights.json")),
+                       ("baselines", run.layout.prediction_part("baselines"))):
+        inputs[name] = run.memo.hash_file(path) if path.exists() else "-"
     return inputs
+
+
+def _scored_predictions(run: StageRun) -> pd.DataFrame:
+    """The networks' predictions and, once computed, the baselines'."""
+    predictions = read_table(run.layout, "predictions")
+    part = run.layout.prediction_part("baselines")
+    if not part.exists():
+        return predictions
+    return pd.concat([predictions, read_table_file(part, "predictions")], ignore_index=True)
 
 
 def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainConfig,
               device: str, source: ReportProvenance, logger: Any) -> Manifest:
     layout = run.layout
-    predictions, groups, splits = (read_table(layout, n)
-                                   for n in ("predictions", "groups", "splits"))
-    metrics = metrics_table(predictions, groups, splits, config)
-    comparisons = comparisons_table(metrics, predictions, groups)
+    predictions = _scored_predictions(run)
+    groups, splits = (read_table(layout, n) for n in ("groups", "splits"))
+    weights = ensemble_weights(run)
+    shipped = None if weights is None else shipped_predictions(predictions, groups, weights)
+    thresholds = threshold_table(predictions, groups, config)
+    metrics = metrics_table(predictions, groups, splits, config, thresholds=thresholds,
+                            shipped=shipped)
+    comparisons = comparisons_table(metrics, predictions, groups, shipped)
     reliability = reliability_tables(predictions, groups, config.ece_bins)
     preprocessed = read_table(layout, "preprocessed")
     cases = test_covid_cases(run, preprocessed, groups, splits)
-    chosen = select_figure_scans(groups, [c.scan_id for c in cases], config.figures_per_bin)
-    scores, maps = map_scores(run, read_table(layout, "training_runs"), cases, train, device,
-                              set(chosen))
+    chosen = select_figure_scans(groups, [c.case.scan_id for c in cases],
+                                 config.figures_per_bin)
+    scores, maps = map_scores(run, read_table(layout, "training_runs"), cases, train, config,
+                              device, set(chosen))
     faithfulness = faithfulness_table(scores, groups)
-    tables = {"metrics": metrics, "comparisons": comparisons, "reliability": reliability,
+    tables = {"metrics": metrics, "comparisons": comparisons, "thresholds": thresholds,
+              "reliability": reliability,
               "faithfulness": scores.reindex(columns=FAITHFULNESS.names)}
     outputs = {}
     for name, frame in tables.items():
@@ -129,7 +152,8 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         outputs[f"figure:{figure.name}"] = artifact(
             layout, layout.figure(REPORT, f"{figure.name}.png"), run.memo)
     report = ReportInputs(metrics, comparisons, source, reliability, faithfulness, search,
-                          figures)
+                          figures, thresholds=thresholds, nested=nested_folds(run),
+                          predict_threshold=config.threshold)
     for name, text in (("report", render_markdown(report)), ("html", render_html(report))):
         path = layout.report(REPORT, "report.md" if name == "report" else "report.html")
         write_text(path, text)

@@ -80,21 +80,27 @@ def _ece(scores: np.ndarray, covid: np.ndarray, cap: np.ndarray, n_bins: int) ->
 
 
 def weighted_metrics(y_true: ArrayLike, probability: ArrayLike, weights: np.ndarray,
-                     threshold: float = 0.5, ece_bins: int = 10) -> dict[str, np.ndarray]:
+                     threshold: float | ArrayLike = 0.5,
+                     ece_bins: int = 10) -> dict[str, np.ndarray]:
     """Every metric (`metrics.METRICS`) per weight row; weights (n_replicates, n_scans).
 
-    With unit weights these equal `binary_metrics` and `expected_calibration_error`;
-    undefined values are NaN as there. All metrics come from the weights summed per
-    distinct score, so one sort serves every replicate and metric.
+    `threshold`: one number, or one per scan (nested thresholds). With unit weights
+    these equal `binary_metrics` and `expected_calibration_error`; undefined values are
+    NaN as there. AUC and ECE come from the weights summed per distinct score, so one
+    sort serves every replicate.
     """
     y, p = as_binary_arrays(y_true, probability)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if w.shape[1] != p.size:
         raise InputError(f"expected weights with {p.size} columns, found {w.shape}")
+    t = np.asarray(threshold, dtype=np.float64)
+    if t.ndim and t.shape != p.shape:
+        raise InputError(f"expected one threshold or one per scan ({p.size}), found {t.shape}")
     scores, covid, cap = _score_groups(p, y, w)
-    called = scores >= threshold
-    tp, fn = covid[:, called].sum(axis=1), covid[:, ~called].sum(axis=1)
-    fp, tn = cap[:, called].sum(axis=1), cap[:, ~called].sum(axis=1)
+    called = (p >= t).astype(np.float64)
+    positive = y.astype(np.float64)
+    tp, fn = w @ (positive * called), w @ (positive * (1.0 - called))
+    fp, tn = w @ ((1.0 - positive) * called), w @ ((1.0 - positive) * (1.0 - called))
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             AUC: _auc(covid, cap),

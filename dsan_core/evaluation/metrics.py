@@ -44,17 +44,18 @@ def as_binary_arrays(y_true: ArrayLike, probability: ArrayLike) -> tuple[np.ndar
 
 
 def binary_metrics(y_true: ArrayLike, probability: ArrayLike,
-                   threshold: float = 0.5) -> dict[str, float]:
+                   threshold: float | ArrayLike = 0.5) -> dict[str, float]:
     """AUC, accuracy, sensitivity, specificity and F1 (scikit-learn) of P(COVID).
 
     y_true: 1 = COVID, 0 = CAP. Thresholded metrics call a scan COVID when
-    probability >= threshold. Undefined metrics are NaN (see the module docstring);
-    F1 is NaN only when there is neither a COVID scan nor a COVID call.
+    probability >= threshold (one number, or one per scan: nested thresholds).
+    Undefined metrics are NaN (see the module docstring); F1 is NaN only when there is
+    neither a COVID scan nor a COVID call.
     """
     y, p = as_binary_arrays(y_true, probability)
     if y.size == 0:
         return {name: float("nan") for name in CLASSIFICATION_METRICS}
-    called = (p >= threshold).astype(np.int64)
+    called = (p >= np.asarray(threshold, dtype=np.float64)).astype(np.int64)
     both_classes = 0 < int(y.sum()) < y.size
     return {
         AUC: float(roc_auc_score(y, p)) if both_classes else float("nan"),

@@ -8,8 +8,11 @@
                  (`dsan_core.groups.assign_groups`)
     splits       scan_id, patient_id (pseudonymous), ...
 
-A "model" in the evaluation tables is a branch name; its display name is in
-`MODEL_NAMES`.
+A "model" in the evaluation tables is a branch name (`MODEL_NAMES` for display):
+the paper's four, `att_ds_nested` (the DS ensemble with weights chosen on the other
+folds, val rows only), the untrained baselines (`BASELINES`, not in the paper) and
+`shipped` (the fold-averaged DS model `dsan predict` uses, test only; built by the
+evaluation, never stored as prediction rows).
 """
 
 from __future__ import annotations
@@ -18,12 +21,33 @@ import numpy as np
 import pandas as pd
 
 from dsan_core.branches import ATT_DS, ATT_SS, ATT_US, MODELS, RN34_US
+from dsan_core.branches import MODEL_NAMES as _PAPER_NAMES
 from dsan_core.errors import InputError
 from dsan_core.groups import ANALYSIS_BINS, ENSEMBLE_BANDS, LABEL_COVID, LABELS
 
 BRANCH_RN34_US, BRANCH_ATT_US, BRANCH_ATT_SS, BRANCH_ATT_DS = RN34_US, ATT_US, ATT_SS, ATT_DS
 #: In the order of the paper's tables.
 BRANCHES: tuple[str, str, str, str] = MODELS
+#: The DS ensemble scored nested: fold k's weights searched on the other folds.
+BRANCH_ATT_DS_NESTED = "att_ds_nested"
+#: The fold-averaged DS model (each branch's mean over the fold models, then DS).
+SHIPPED = "shipped"
+BASELINE_INTENSITY = "base_intensity"
+BASELINE_RATIO = "base_ratio"
+BASELINE_HAND = "base_hand"
+#: Untrained baselines (not in the paper), logistic regressions with the pipeline's folds.
+BASELINES: tuple[str, str, str] = (BASELINE_INTENSITY, BASELINE_RATIO, BASELINE_HAND)
+#: Every model of the evaluation, in the order of its tables.
+EVALUATED: tuple[str, ...] = (*MODELS, BRANCH_ATT_DS_NESTED, SHIPPED, *BASELINES)
+MODEL_NAMES: dict[str, str] = {
+    **_PAPER_NAMES,
+    ATT_DS: "Attention RN34 + DS (all-TV weights)",
+    BRANCH_ATT_DS_NESTED: "Attention RN34 + DS (nested weights)",
+    SHIPPED: "Shipped: DS of fold-averaged branches",
+    BASELINE_INTENSITY: "Baseline: mean lung intensity",
+    BASELINE_RATIO: "Baseline: infection ratio",
+    BASELINE_HAND: "Baseline: hand features",
+}
 
 SET_VAL = "val"
 SET_TEST = "test"
@@ -42,9 +66,10 @@ def require_columns(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> N
 
 
 def ordered_models(branches: pd.Series | list[str]) -> list[str]:
-    """The distinct branch names, the paper's four first (in its order), others sorted."""
+    """The distinct branch names in `EVALUATED`'s order (the paper's four first), others
+    sorted after them."""
     present = {str(b) for b in branches}
-    return [b for b in BRANCHES if b in present] + sorted(present - set(BRANCHES))
+    return [b for b in EVALUATED if b in present] + sorted(present - set(EVALUATED))
 
 
 def check_predictions(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """The evaluation report: Markdown and one self-contained HTML page, as strings.
 
-Order: Table II and Table III beside the paper's numbers; then provenance (data,
-models, config and code versions); then the ensemble search, statistics, calibration,
-attention faithfulness and the figures. Pure: tables, figure PNG bytes and a
+Order: "How to read this" (`report_guide`: in-sample against nested, baselines, sample
+sizes, threshold, tests, seed, from the tables); Table II and Table III beside the
+paper's numbers; then provenance (data, models, config and code versions); then the
+ensemble search (in-sample and nested), thresholds, statistics, calibration, attention
+faithfulness and the figures. Pure: tables, figure PNG bytes and a
 provenance record in, text out. The HTML inlines its figures as base64 PNG and its
 style sheet, so it references nothing outside itself; the Markdown links each figure
 as `<figure_dir>/<name>.png`, where the caller writes the same bytes.
@@ -21,8 +23,10 @@ import pandas as pd
 
 from dsan_core.errors import InputError
 from dsan_core.evaluation.paper import PAPER
+from dsan_core.evaluation.report_guide import how_to_read
 from dsan_core.evaluation.report_tables import (
     DisplayTable,
+    averaged_table,
     delong_table,
     ece_table,
     faithfulness_display,
@@ -33,11 +37,12 @@ from dsan_core.evaluation.report_tables import (
     t_test_table,
     table_ii,
     table_iii,
+    threshold_display,
 )
 from dsan_core.evaluation.tables import BINS, SET_TV
 
 if TYPE_CHECKING:  # dsan_core.ensemble imports this package
-    from dsan_core.ensemble import EnsembleSearch
+    from dsan_core.ensemble import EnsembleSearch, NestedFold
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -78,6 +83,12 @@ class ReportInputs:
     ensemble: EnsembleSearch | None = None
     figures: Sequence[ReportFigure] = field(default_factory=tuple)
     title: str = "dsan evaluation report"
+    #: The `thresholds` table (`dsan_core.evaluation.thresholds`).
+    thresholds: pd.DataFrame | None = None
+    #: The ensemble's nested per-fold weights (`dsan_core.ensemble.nested_ensemble`).
+    nested: Sequence[NestedFold] = field(default_factory=tuple)
+    #: What `dsan predict` calls COVID (evaluation.threshold), said beside the rule.
+    predict_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,34 +126,53 @@ def _provenance(p: ReportProvenance) -> _Section:
     ])
 
 
-def _ensemble(search: EnsembleSearch) -> _Section:
-    w = search.weights
-    return _Section("Dual-sampling ensemble weights", tables=[DisplayTable(
-        f"Weight search on the TV out-of-fold predictions ({search.n_scans} scans), "
-        f"objective {search.objective}",
-        ["Point", "w_extreme", "w_middle", search.objective],
-        [["chosen", number(w.w_extreme, 2), number(w.w_middle, 2), number(search.value, 4)],
-         ["paper", number(PAPER.ensemble_weights[0], 2), number(PAPER.ensemble_weights[1], 2),
-          number(search.paper_value, 4)]])])
+def _ensemble(search: EnsembleSearch | None, nested: Sequence[NestedFold]) -> _Section:
+    tables = []
+    if search is not None:
+        w = search.weights
+        tables.append(DisplayTable(
+            f"Weight search on all TV out-of-fold predictions ({search.n_scans} scans), "
+            f"objective {search.objective}: the shipped model's weights",
+            ["Point", "w_extreme", "w_middle", f"{search.objective} (in-sample)"],
+            [["chosen", number(w.w_extreme, 2), number(w.w_middle, 2), number(search.value, 4)],
+             ["paper", number(PAPER.ensemble_weights[0], 2),
+              number(PAPER.ensemble_weights[1], 2), number(search.paper_value, 4)]],
+            "In-sample: the objective is measured on the predictions the weights were "
+            "chosen on."))
+    if nested:
+        tables.append(DisplayTable(
+            "Nested weights: fold k's searched on the other folds only",
+            ["Fold", "w_extreme", "w_middle", "objective on the other folds",
+             "searched on scans", "scored scans"],
+            [[str(f.fold), number(f.weights.w_extreme, 2), number(f.weights.w_middle, 2),
+              number(f.value, 4), str(f.n_searched), str(f.n_scored)] for f in nested],
+            "The union of the scored folds is the nested DS row of Table II."))
+    return _Section("Dual-sampling ensemble weights", tables=tables)
 
 
 def _sections(inputs: ReportInputs) -> list[_Section]:
     _check_figures(inputs.figures)
     m, c = inputs.metrics, inputs.comparisons
     sections = [
+        _Section("How to read this", paragraphs=how_to_read(
+            m, c, inputs.thresholds, inputs.nested, inputs.faithfulness,
+            inputs.predict_threshold)),
         _Section("Results beside the paper", paragraphs=[
             "Ours beside the paper's published numbers (real data; a synthetic cohort is "
             "not expected to reach them). TV: the validation folds' out-of-fold "
             "predictions pooled. Test: each fold's model scored on the whole test set, "
-            "mean ± sample std (ddof = 1) over the fold models."],
-                 tables=[table_ii(m), table_iii(m, "test"), table_iii(m, SET_TV)]),
+            "mean ± sample std (ddof = 1) over the fold models; the shipped model once."],
+                 tables=[table_ii(m, inputs.thresholds), table_iii(m, "test"),
+                         table_iii(m, SET_TV)]),
         _provenance(inputs.provenance),
     ]
-    if inputs.ensemble is not None:
-        sections.append(_ensemble(inputs.ensemble))
+    if inputs.ensemble is not None or inputs.nested:
+        sections.append(_ensemble(inputs.ensemble, inputs.nested))
+    if inputs.thresholds is not None:
+        sections.append(_Section("Thresholds", tables=[threshold_display(inputs.thresholds)]))
     sections.append(_Section("Statistics", tables=[
-        interval_table(m), t_test_table(c), delong_table(c), t_test_table(c, BINS),
-        delong_table(c, BINS), metrics_appendix(m)]))
+        averaged_table(m), delong_table(c), interval_table(m), t_test_table(c),
+        t_test_table(c, BINS), delong_table(c, BINS), metrics_appendix(m)]))
     calibration = [ece_table(m)]
     if inputs.reliability is not None:
         calibration.append(reliability_display(inputs.reliability))
@@ -205,6 +235,13 @@ def _html_table(table: DisplayTable) -> str:
     return out
 
 
+def _html_text(text: str) -> str:
+    """A paragraph's Markdown emphasis (**bold**) and `code` as HTML, the rest escaped."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
 def _html_figure(figure: ReportFigure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
     caption = html.escape(figure.caption)
@@ -217,7 +254,7 @@ def render_html(inputs: ReportInputs) -> str:
     parts = [f"<h1>{html.escape(inputs.title)}</h1>"]
     for section in _sections(inputs):
         parts.append(f"<h2>{html.escape(section.heading)}</h2>")
-        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        parts += [f"<p>{_html_text(p)}</p>" for p in section.paragraphs]
         parts += [_html_table(t) for t in section.tables]
         parts += [_html_figure(f) for f in section.figures]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

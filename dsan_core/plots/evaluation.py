@@ -18,10 +18,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from dsan_core.branches import MODEL_NAMES
 from dsan_core.ensemble import PAPER_WEIGHTS, EnsembleSearch
 from dsan_core.errors import InputError
 from dsan_core.evaluation.predictions import (
+    BASELINES,
+    MODEL_NAMES,
     SET_TEST,
     SET_VAL,
     labelled_predictions,
@@ -29,7 +30,8 @@ from dsan_core.evaluation.predictions import (
 )
 from dsan_core.groups import ANALYSIS_BINS, LABEL_COVID
 
-_COLOURS = ("tab:gray", "tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple")
+_COLOURS = ("tab:gray", "tab:blue", "tab:orange", "tab:red", "tab:pink", "tab:green",
+            "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -53,6 +55,7 @@ def _roc_panel(axes: Axes, rows: pd.DataFrame, models: list[str], title: str,
                     axes.plot(fpr, tpr, color=colour, linewidth=0.6, alpha=0.35)
         fpr, tpr, _ = roc_curve(y, p)
         axes.plot(fpr, tpr, color=colour, linewidth=1.5,
+                  linestyle="--" if model in BASELINES else "-",
                   label=f"{MODEL_NAMES.get(model, model)} ({roc_auc_score(y, p):.3f})")
     axes.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=0.8)
     axes.set_xlim(0, 1)

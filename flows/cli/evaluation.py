@@ -52,7 +52,7 @@ def report(
     (Markdown and self-contained HTML)."""
     from dsan_core.evaluation.report_tables import table_ii, text_lines
     from storage.layout import DataLayout
-    from storage.tables import read_table
+    from storage.tables import read_table, table_exists
 
     layout = DataLayout(resolve_data_root(data_root))
     html, markdown = (layout.report("evaluation", name) for name in ("report.html",
@@ -62,6 +62,8 @@ def report(
     if open_:
         console.print(str(html), markup=False, highlight=False, soft_wrap=True)
         return
-    for line in text_lines(table_ii(read_table(layout, "metrics"))):
+    thresholds = (read_table(layout, "thresholds") if table_exists(layout, "thresholds")
+                  else None)
+    for line in text_lines(table_ii(read_table(layout, "metrics"), thresholds)):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {markdown}\nhtml:   {html}", markup=False, highlight=False)

@@ -13,7 +13,9 @@ from dsan_core.ensemble import (
     EnsembleWeights,
     apply_ensemble,
     choose_grid_point,
+    nested_ensemble,
     search_ensemble_weights,
+    shipped_predictions,
     weight_grid,
 )
 from dsan_core.errors import InputError
@@ -213,3 +215,80 @@ def test_search_step_must_divide_one() -> None:
     with pytest.raises(ValidationError, match="divides 1"):
         EnsembleConfig(search_step=0.03)
     assert weight_grid(0.05).size == 21
+
+
+def _three_folds() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OPTIMUM's 8 scans in folds 0 and 1 (alternating), and 6 more in fold 2."""
+    extra = [("f1", "COVID", EXTREME, 0.7, 0.2), ("f2", "CAP", EXTREME, 0.3, 0.6),
+             ("f3", "COVID", MIDDLE, 0.4, 0.9), ("f4", "CAP", MIDDLE, 0.5, 0.1),
+             ("f5", "COVID", 0.05, 0.8, 0.7), ("f6", "CAP", 0.05, 0.2, 0.3)]
+    predictions, groups = _tables([*OPTIMUM, *extra])
+    in_fold_2 = predictions["scan_id"].str.startswith("f")
+    predictions.loc[in_fold_2, "fold"] = 2
+    return predictions, groups
+
+
+def test_nested_weights_of_a_fold_are_the_search_on_the_other_folds() -> None:
+    predictions, groups = _three_folds()
+    config = EnsembleConfig(search_step=0.05)
+    nested = nested_ensemble(predictions, groups, config)
+    assert [f.fold for f in nested.folds] == [0, 1, 2]
+    for fold in nested.folds:
+        other = search_ensemble_weights(predictions[predictions["fold"] != fold.fold],
+                                        groups, config)
+        assert fold.weights == other.weights and fold.value == other.value
+        assert fold.n_searched == other.n_scans
+    rows = nested.predictions
+    assert set(rows["branch"]) == {"att_ds_nested"} and set(rows["set"]) == {"val"}
+    assert sorted(rows["scan_id"]) == sorted(groups["scan_id"])  # each scan once
+    # Fold 2's rows are fold 2's att_us / att_ss combined with fold 2's own weights.
+    fold_2 = predictions[predictions["fold"] == 2]
+    expected = apply_ensemble(fold_2, groups, nested.folds[2].weights)
+    got = rows[rows["fold"] == 2].sort_values("scan_id", ignore_index=True)
+    np.testing.assert_allclose(got["probability"],
+                               expected.sort_values("scan_id")["probability"])
+
+
+@pytest.mark.parametrize("held_out", [0, 1, 2])
+def test_adversarial_rows_in_the_held_out_fold_leave_its_weights_unchanged(
+        held_out: int) -> None:
+    predictions, groups = _three_folds()
+    config = EnsembleConfig(search_step=0.05)
+    clean = nested_ensemble(predictions, groups, config)
+    # Reverse the held-out fold's ranking in both branches: a search that saw these rows
+    # would move towards weights that favour them.
+    dirty = predictions.copy()
+    scored = dirty["fold"] == held_out
+    dirty.loc[scored, "probability"] = 1.0 - dirty.loc[scored, "probability"]
+    attacked = nested_ensemble(dirty, groups, config)
+    assert attacked.folds[held_out].weights == clean.folds[held_out].weights
+    assert attacked.folds[held_out].value == clean.folds[held_out].value
+    # The in-sample search does move: the attack is not a no-op.
+    assert (search_ensemble_weights(dirty, groups, config).value
+            != search_ensemble_weights(predictions, groups, config).value)
+
+
+def test_nested_needs_two_folds() -> None:
+    predictions, groups = _tables(OPTIMUM)
+    with pytest.raises(InputError, match="at least 2 validation folds"):
+        nested_ensemble(predictions.assign(fold=0), groups, EnsembleConfig())
+
+
+def test_shipped_model_equals_the_mean_of_the_per_fold_ds_test_predictions() -> None:
+    _, groups = _tables([("a", "COVID", EXTREME, 0, 0), ("b", "CAP", MIDDLE, 0, 0)])
+    test = pd.DataFrame([
+        (scan, fold, branch, "test", p, f"{branch}{fold}")
+        for scan, values in (("a", (0.6, 0.2, 1.0, 0.0, 0.7, 0.4)),
+                             ("b", (0.3, 0.9, 0.1, 0.5, 0.2, 0.2)))
+        for fold in range(3)
+        for branch, p in (("att_us", values[2 * fold]), ("att_ss", values[2 * fold + 1]))
+    ], columns=["scan_id", "fold", "branch", "set", "probability", "model_key"])
+    weights = EnsembleWeights(w_extreme=0.25, w_middle=0.9)
+    shipped = shipped_predictions(test, groups, weights).set_index("scan_id")
+    per_fold = apply_ensemble(test, groups, weights).groupby("scan_id")["probability"].mean()
+    np.testing.assert_allclose(shipped.loc[per_fold.index, "probability"], per_fold,
+                               rtol=0, atol=1e-12)
+    # By hand for scan a (extreme band): P_US = (0.6 + 1.0 + 0.7) / 3, P_SS = 0.2.
+    assert shipped.loc["a", "probability"] == pytest.approx(
+        0.25 * (2.3 / 3) + 0.75 * 0.2)
+    assert list(shipped["n_models"]) == [3, 3]

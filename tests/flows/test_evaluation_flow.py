@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from dsan_core.branches import MODELS
@@ -16,7 +17,7 @@ from dsan_core.dicom import pseudonymise, resolve_pseudonym_key
 from dsan_core.synthetic import plan_cohort
 from flows.cli import app
 from storage.layout import DataLayout
-from storage.tables import read_table
+from storage.tables import read_table, read_table_file
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -24,16 +25,35 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 def test_the_report_has_every_table_and_figure(pipeline_root: Path) -> None:
     layout = DataLayout(pipeline_root)
     predictions = read_table(layout, "predictions")
-    assert set(predictions["branch"]) == set(MODELS)
+    assert set(predictions["branch"]) == {*MODELS, "att_ds_nested"}
+    nested = predictions[predictions["branch"] == "att_ds_nested"]
+    assert set(nested["set"]) == {"val"}
+    assert len(nested) == (predictions["branch"].eq("att_ds") & predictions["set"].eq("val")).sum()
+    baselines = read_table_file(layout.prediction_part("baselines"), "predictions")
+    assert set(baselines["branch"]) == {"base_intensity", "base_ratio", "base_hand"}
     metrics = read_table(layout, "metrics")
-    assert set(metrics["model"]) == set(MODELS) and set(metrics["set"]) == {"tv", "test"}
-    assert {"paired_t", "delong"} <= set(read_table(layout, "comparisons")["test"])
-    assert len(read_table(layout, "reliability")) and len(read_table(layout, "faithfulness"))
+    assert set(metrics["model"]) == {*MODELS, "att_ds_nested", "shipped", "base_intensity",
+                                     "base_ratio", "base_hand"}
+    assert set(metrics["set"]) == {"tv", "test"}
+    assert (metrics["n_patients"] > 0).all()
+    comparisons = read_table(layout, "comparisons")
+    assert {"paired_t", "delong"} <= set(comparisons["test"])
+    assert comparisons["p_holm"].notna().any()
+    thresholds = read_table(layout, "thresholds")
+    assert set(thresholds["model"]) >= {*MODELS, "base_hand"}
+    assert len(read_table(layout, "reliability"))
+    faithfulness = read_table(layout, "faithfulness")
+    chance = faithfulness["chance"].dropna()  # NaN where a scan's lesion vanished at this size
+    assert len(chance) and chance.between(0, 1).all()
+    assert faithfulness["deletion_drop"].notna().any()
     html = layout.report("evaluation", "report.html").read_text()
     markdown = layout.report("evaluation", "report.md").read_text()
-    for title in ("Table II", "Table III", "Provenance", "Dual-sampling ensemble weights",
-                  "Statistics", "Calibration", "Attention faithfulness"):
+    for title in ("How to read this", "Table II", "Table III", "Provenance",
+                  "Dual-sampling ensemble weights", "Nested weights", "Thresholds",
+                  "Statistics", "Fold-averaged models", "Calibration", "Attention faithfulness",
+                  "not in the paper", "in-sample"):
         assert title in html and title in markdown, title
+    assert markdown.index("How to read this") < markdown.index("Table II")
     for figure in ("roc", "reliability", "attention", "ensemble"):
         assert (layout.report("evaluation", f"figures/{figure}.png")).stat().st_size > 0
         assert f"figures/{figure}.png" in markdown
@@ -41,6 +61,31 @@ def test_the_report_has_every_table_and_figure(pipeline_root: Path) -> None:
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)  # self-contained
     weights = json.loads(layout.report("ensemble", "weights.json").read_text())
     assert 0 <= weights["w_extreme"] <= 1 and weights["searched"]
+    assert sorted(f["fold"] for f in weights["nested"]) == sorted(set(nested["fold"]))
+
+
+def test_the_shipped_row_is_the_fold_mean_of_the_ds_test_predictions(
+        pipeline_root: Path) -> None:
+    layout = DataLayout(pipeline_root)
+    predictions = read_table(layout, "predictions")
+    labels = read_table(layout, "groups").set_index("scan_id")["label"]
+    ds = predictions[(predictions["branch"] == "att_ds") & (predictions["set"] == "test")]
+    mean = ds.groupby("scan_id")["probability"].mean()
+    metrics = read_table(layout, "metrics")
+    row = metrics[(metrics["model"] == "shipped") & (metrics["bin"] == "all")
+                  & (metrics["metric"] == "auc")].iloc[0]
+    expected = roc_auc_score((labels.loc[mean.index] == "COVID").to_numpy(), mean.to_numpy())
+    assert row["value"] == pytest.approx(expected)
+    assert row["n_covid"] + row["n_cap"] == len(mean)
+
+
+def test_dsan_report_prints_table_ii_with_the_nested_and_baseline_rows(
+        pipeline_root: Path) -> None:
+    result = CliRunner().invoke(app, ["report", "--data-root", str(pipeline_root)])
+    assert result.exit_code == 0, result.output
+    assert "Attention RN34 + DS (nested weights)" in result.output
+    assert "Baseline: hand features (not in the paper)" in result.output
+    assert "Shipped: DS of fold-averaged branches" in result.output
 
 
 def test_predict_gives_a_map_on_the_ct_grid_and_the_evaluations_probability(

@@ -12,7 +12,13 @@ from matplotlib.figure import Figure
 
 from dsan_core.branches import MODEL_NAMES
 from dsan_core.config import EnsembleConfig, EvaluationConfig
-from dsan_core.ensemble import EnsembleSearch, search_ensemble_weights
+from dsan_core.ensemble import (
+    EnsembleSearch,
+    NestedEnsemble,
+    nested_ensemble,
+    search_ensemble_weights,
+    shipped_predictions,
+)
 from dsan_core.errors import InputError
 from dsan_core.evaluation.comparisons import comparisons_table
 from dsan_core.evaluation.faithfulness import faithfulness_table
@@ -24,7 +30,9 @@ from dsan_core.evaluation.report import (
     render_html,
     render_markdown,
 )
+from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
+from dsan_core.evaluation.thresholds import threshold_table
 from tests.dsan_core.evaluation import cohort
 
 
@@ -37,30 +45,40 @@ def _png(colour: str) -> bytes:
     return buffer.getvalue()
 
 
-def _with_ss_and_ds() -> tuple[pd.DataFrame, EnsembleSearch]:
+def _with_ss_ds_and_baselines() -> tuple[pd.DataFrame, EnsembleSearch, NestedEnsemble]:
     predictions = cohort.predictions()
     us = predictions.loc[predictions["branch"] == "att_us"]
     ss = us.assign(branch="att_ss", probability=us["probability"] ** 2,
                    model_key=us["model_key"].str.replace("att_us", "att_ss"))
+    rn = predictions.loc[predictions["branch"] == "rn34_us"]
+    # A stand-in baseline (the prediction contract is all the report sees).
+    base = rn.assign(branch="base_intensity", probability=1.0 - rn["probability"] / 2,
+                     model_key="base_intensity")
     predictions = pd.concat([predictions, ss], ignore_index=True)
-    search = search_ensemble_weights(predictions, cohort.groups(),
-                                     EnsembleConfig(search_step=0.1))
-    return pd.concat([predictions, search.apply(predictions, cohort.groups())],
-                     ignore_index=True), search
+    config = EnsembleConfig(search_step=0.1)
+    search = search_ensemble_weights(predictions, cohort.groups(), config)
+    nested = nested_ensemble(predictions, cohort.groups(), config)
+    return pd.concat([predictions, search.apply(predictions, cohort.groups()),
+                      nested.predictions, base], ignore_index=True), search, nested
 
 
 @pytest.fixture(scope="module")
 def inputs() -> ReportInputs:
-    predictions, search = _with_ss_and_ds()
+    predictions, search, nested = _with_ss_ds_and_baselines()
     groups = cohort.groups()
-    metrics = metrics_table(predictions, groups, cohort.splits(),
-                            EvaluationConfig(bootstrap_samples=20))
+    config = EvaluationConfig(bootstrap_samples=20)
+    shipped = shipped_predictions(predictions, groups, search.weights)
+    thresholds = threshold_table(predictions, groups, config)
+    metrics = metrics_table(predictions, groups, cohort.splits(), config,
+                            thresholds=thresholds, shipped=shipped)
     scores = pd.DataFrame({"scan_id": ["x0", "x1"], "model": ["att_us", "rn34_us"],
                            "fold": [0, 0], "mass_inside": [0.8125, 0.3],
-                           "pointing_hit": [1.0, 0.0]})
+                           "pointing_hit": [1.0, 0.0], "chance": [0.25, 0.1],
+                           "lift": [3.25, 3.0], "deletion_drop": [0.2, 0.0],
+                           "random_drop": [0.05, 0.01]})
     return ReportInputs(
         metrics=metrics,
-        comparisons=comparisons_table(metrics, predictions, groups),
+        comparisons=comparisons_table(metrics, predictions, groups, shipped),
         provenance=ReportProvenance(
             profile="test", split_version="split-7f3a", scan_counts={"tv": 8, "test": 4},
             checkpoints={"att_us-f0": "sha256:aa11", "rn34_us-f1": "sha256:bb22"},
@@ -71,6 +89,9 @@ def inputs() -> ReportInputs:
         ensemble=search,
         figures=(ReportFigure("roc_curves", "ROC curves per fold", _png("red")),
                  ReportFigure("ensemble_surface", "Ensemble weight surface", _png("blue"))),
+        thresholds=thresholds,
+        nested=nested.folds,
+        predict_threshold=0.5,
     )
 
 
@@ -141,3 +162,51 @@ def test_optional_sections_can_be_left_out(inputs: ReportInputs) -> None:
     text = render_markdown(ReportInputs(inputs.metrics, inputs.comparisons, inputs.provenance))
     assert "Table II" in text and "Attention faithfulness" not in text
     assert "Dual-sampling ensemble weights" not in text
+
+
+@pytest.mark.parametrize("render", [render_html, render_markdown])
+def test_how_to_read_this_comes_first_and_is_built_from_the_tables(
+        inputs: ReportInputs, render: Callable[[ReportInputs], str]) -> None:
+    text = render(inputs)
+    assert text.index("How to read this") < text.index("Table II")
+    metrics = inputs.metrics
+    tv = metrics[(metrics["set"] == "tv") & (metrics["bin"] == "all")
+                 & (metrics["metric"] == "auc")].set_index("model")["value"]
+    shipped = metrics[(metrics["model"] == "shipped") & (metrics["bin"] == "all")
+                      & (metrics["metric"] == "auc")].iloc[0]
+    for needle in ("in-sample", "nested", f"TV AUC {tv['att_ds']:.3f}",
+                   f"TV AUC {tv['att_ds_nested']:.3f}", "not in the paper",
+                   f"test AUC {shipped['value']:.3f}", "8 scans of 6 patients (4 COVID, 4 CAP)",
+                   "4 scans of 3 patients (2 COVID, 2 CAP)", "Youden", "Holm",
+                   "not independent", "one seed", "benchmarks/README.md",
+                   "chance level", "lift 3.25"):
+        assert needle in text, needle
+    weights = [f.weights.w_extreme for f in inputs.nested]
+    assert f"w_extreme {min(weights):.2f}-{max(weights):.2f}" in text
+
+
+def test_table_ii_has_the_nested_shipped_and_baseline_rows_with_n_and_threshold(
+        inputs: ReportInputs) -> None:
+    table = table_ii(inputs.metrics, inputs.thresholds)
+    rows = {row[0]: row for row in table.rows}
+    assert list(rows) == ["RN34 + US", "Attention RN34 + US", "Attention RN34 + SS",
+                          "Attention RN34 + DS (all-TV weights)",
+                          "Attention RN34 + DS (nested weights)",
+                          "Shipped: DS of fold-averaged branches",
+                          "Baseline: mean lung intensity (not in the paper)"]
+    header = list(table.header)
+    ds = rows["Attention RN34 + DS (all-TV weights)"]
+    assert ds[header.index("TV AUC")].endswith(" in-sample")
+    assert rows["Shipped: DS of fold-averaged branches"][header.index("TV AUC")] == "n/a"
+    assert "±" not in rows["Shipped: DS of fold-averaged branches"][header.index("Test AUC")]
+    base = rows["Baseline: mean lung intensity (not in the paper)"]
+    assert base[2] == "-"  # no paper number beside a baseline
+    assert base[header.index("TV n")] == "8 (4/4), 6 pt"
+    assert base[header.index("Test n")] == "4 (2/2), 3 pt"
+    assert ds[header.index("Threshold")] != "n/a"
+    assert any("nested" in line for line in text_lines(table))
+
+
+def test_stars_follow_the_holm_adjusted_p(inputs: ReportInputs) -> None:
+    text = render_markdown(inputs)
+    assert "p (Holm)" in text and "not independent" in text

@@ -11,7 +11,10 @@ from dsan_core.config import EvaluationConfig
 from dsan_core.errors import InputError
 from dsan_core.evaluation.comparisons import (
     COMPARISON_COLUMNS,
+    comparisons_table,
     delong_tests,
+    holm_adjust,
+    paired_t_test,
     paired_t_tests,
 )
 from dsan_core.evaluation.delong import delong_test
@@ -20,7 +23,8 @@ from dsan_core.evaluation.predictions import labelled_predictions
 from dsan_core.evaluation.tables import METRICS_COLUMNS, metrics_table, reliability_tables
 from tests.dsan_core.evaluation import cohort
 
-NO_BOOTSTRAP = EvaluationConfig(bootstrap_samples=0)
+# The paper's fixed 0.5, so hand-computed thresholded metrics stay simple.
+NO_BOOTSTRAP = EvaluationConfig(bootstrap_samples=0, threshold_rule="fixed")
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +47,11 @@ def test_columns_and_conventions(table: pd.DataFrame) -> None:
     assert str(table["fold"].dtype) == "Int64"
     shape = table.groupby(["set", "aggregate"])["fold"].agg(lambda f: sorted(
         "NA" if pd.isna(x) else int(x) for x in f.unique()))
-    assert shape.to_dict() == {("test", "fold"): [0, 1], ("test", "mean"): ["NA"],
-                               ("test", "std"): ["NA"], ("tv", "pooled"): ["NA"]}
-    # 2 models x 4 bins x 6 metrics x (1 pooled + 2 folds + mean + std)
-    assert len(table) == 2 * 4 * len(METRICS) * 5
+    assert shape.to_dict() == {("test", "averaged"): ["NA"], ("test", "fold"): [0, 1],
+                               ("test", "mean"): ["NA"], ("test", "std"): ["NA"],
+                               ("tv", "pooled"): ["NA"]}
+    # 2 models x 4 bins x 6 metrics x (1 pooled + 2 folds + mean + std + averaged)
+    assert len(table) == 2 * 4 * len(METRICS) * 6
 
 
 @pytest.mark.parametrize("model", ["rn34_us", "att_us"])
@@ -57,7 +62,7 @@ def test_tv_pooled_equals_the_metrics_of_all_out_of_fold_predictions(
     for metric, value in expected.items():
         row = _row(table, model=model, set="tv", bin="all", metric=metric)
         assert row["value"] == pytest.approx(value)
-        assert (row["n_covid"], row["n_cap"]) == (4, 4)
+        assert (row["n_covid"], row["n_cap"], row["n_patients"]) == (4, 4, 6)
 
 
 @pytest.mark.parametrize("model", ["rn34_us", "att_us"])
@@ -74,6 +79,31 @@ def test_test_rows_per_fold_and_mean_std_with_ddof_1(table: pd.DataFrame, model:
         std = _row(table, model=model, set="test", aggregate="std", bin="all", metric=metric)
         assert mean["value"] == pytest.approx(np.mean(values))
         assert std["value"] == pytest.approx(np.std(values, ddof=1))
+
+
+@pytest.mark.parametrize("model", ["rn34_us", "att_us"])
+def test_the_fold_averaged_model_scores_the_mean_probability_once(
+        table: pd.DataFrame, model: str) -> None:
+    mean = np.mean([cohort.TEST_P[(model, 0)], cohort.TEST_P[(model, 1)]], axis=0)
+    expected = binary_metrics([1, 1, 0, 0], mean)
+    for metric, value in expected.items():
+        row = _row(table, model=model, set="test", aggregate="averaged", bin="all",
+                   metric=metric)
+        assert row["value"] == pytest.approx(value)
+        assert (row["n_covid"], row["n_cap"], row["n_patients"]) == (2, 2, 3)
+
+
+def test_the_shipped_model_is_its_own_row_from_the_shipped_predictions() -> None:
+    shipped = pd.DataFrame({"scan_id": ["x0", "x1", "x2", "x3"],
+                            "probability": [0.9, 0.4, 0.45, 0.1]})
+    table = metrics_table(cohort.predictions(), cohort.groups(), cohort.splits(),
+                          NO_BOOTSTRAP, shipped=shipped)
+    rows = table[table["model"] == "shipped"]
+    assert set(rows["set"]) == {"test"} and set(rows["aggregate"]) == {"averaged"}
+    expected = binary_metrics([1, 1, 0, 0], [0.9, 0.4, 0.45, 0.1])
+    for metric, value in expected.items():
+        row = _row(table, model="shipped", bin="all", metric=metric)
+        assert row["value"] == pytest.approx(value)
 
 
 def test_a_bin_with_one_class_has_nan_auc_not_a_crash(table: pd.DataFrame) -> None:
@@ -105,7 +135,7 @@ def test_paired_t_test_table_equals_scipy() -> None:
               "att_ss": [0.92, np.nan, 0.95]}
     rows = [{"model": m, "set": "test", "aggregate": "fold", "fold": f, "bin": "all",
              "metric": "auc", "value": v, "ci_low": np.nan, "ci_high": np.nan, "n_covid": 1,
-             "n_cap": 1} for m, vs in values.items() for f, v in enumerate(vs)]
+             "n_cap": 1, "n_patients": 1} for m, vs in values.items() for f, v in enumerate(vs)]
     result = paired_t_tests(pd.DataFrame(rows))
     assert tuple(result.columns) == COMPARISON_COLUMNS
     assert list(zip(result["model_a"], result["model_b"], strict=True)) == [
@@ -119,6 +149,42 @@ def test_paired_t_test_table_equals_scipy() -> None:
     assert set(result["test"]) == {"paired_t"} and result["fold"].isna().all()
 
 
+def test_equal_differences_in_every_fold_give_nan_not_infinity() -> None:
+    # Differences 0.1 in every fold (in float noise: 0.3 - 0.2 != 0.4 - 0.3 exactly).
+    a, b = np.array([0.3, 0.4, 0.5]), np.array([0.2, 0.3, 0.4])
+    statistic, p = paired_t_test(a, b)
+    assert math.isnan(statistic) and math.isnan(p)
+    assert np.std(a - b, ddof=1) > 0  # float noise, on which scipy's t is ~1e15
+    values = {"rn34_us": [0.5, 0.5, 0.5], "att_us": [0.5, 0.5, 0.5]}
+    rows = [{"model": m, "set": "test", "aggregate": "fold", "fold": f, "bin": "all",
+             "metric": "specificity", "value": v, "ci_low": np.nan, "ci_high": np.nan,
+             "n_covid": 1, "n_cap": 1, "n_patients": 1}
+            for m, vs in values.items() for f, v in enumerate(vs)]
+    result = paired_t_tests(pd.DataFrame(rows))
+    assert result["estimate"].iloc[0] == 0.0
+    assert result[["statistic", "p_value"]].isna().all().all()
+
+
+def test_holm_on_a_hand_computed_three_test_case() -> None:
+    # Sorted: 0.01 * 3 = 0.03; 0.03 * 2 = 0.06; 0.04 * 1 = 0.04 -> max(0.06, 0.04) = 0.06.
+    np.testing.assert_allclose(holm_adjust([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    # NaN is not a test: m = 2 here; and adjusted values are capped at 1.
+    np.testing.assert_allclose(holm_adjust([0.6, np.nan, 0.02]), [0.6, np.nan, 0.04])
+    np.testing.assert_allclose(holm_adjust([0.7, 0.8]), [1.0, 1.0])
+
+
+def test_comparisons_are_holm_adjusted_within_each_family(table: pd.DataFrame) -> None:
+    result = comparisons_table(table, cohort.predictions(), cohort.groups())
+    assert tuple(result.columns) == COMPARISON_COLUMNS
+    assert set(result["family"]) == {"paired_t:test:all", "paired_t:test:bins",
+                                     "delong:tv:all", "delong:tv:bins", "delong:test:all",
+                                     "delong:test:bins"}
+    for _, rows in result.groupby("family"):
+        np.testing.assert_allclose(rows["p_holm"], holm_adjust(rows["p_value"].to_numpy()))
+    defined = result.dropna(subset=["p_value"])
+    assert (defined["p_holm"] >= defined["p_value"]).all()
+
+
 def test_delong_rows_pair_the_same_scans() -> None:
     result = delong_tests(cohort.predictions(), cohort.groups())
     labelled = labelled_predictions(cohort.predictions(), cohort.groups())
@@ -128,10 +194,27 @@ def test_delong_rows_pair_the_same_scans() -> None:
     tv = result.loc[(result["set"] == "tv") & (result["bin"] == "all")].iloc[0]
     assert (tv["estimate"], tv["statistic"], tv["p_value"], tv["n"]) == pytest.approx(
         (expected.difference, expected.z, expected.p_value, 8))
-    per_fold = result.loc[(result["set"] == "test") & (result["bin"] == "all")]
-    assert list(per_fold["fold"]) == [0, 1] and list(per_fold["n"]) == [4, 4]
+    # Test: the fold-averaged models, one row per pair and bin.
+    averaged = result.loc[(result["set"] == "test") & (result["bin"] == "all")]
+    assert len(averaged) == 1 and averaged["fold"].isna().all() and averaged["n"].iloc[0] == 4
+    mean = {m: np.mean([cohort.TEST_P[(m, 0)], cohort.TEST_P[(m, 1)]], axis=0)
+            for m in ("rn34_us", "att_us")}
+    on_test = delong_test([1, 1, 0, 0], mean["rn34_us"], mean["att_us"])
+    assert averaged["estimate"].iloc[0] == pytest.approx(on_test.difference)
     one_class = result.loc[(result["set"] == "test") & (result["bin"] == ">0.030")]
     assert one_class["p_value"].isna().all()
+
+
+def test_the_in_sample_ds_is_not_tested_on_tv_and_baselines_not_against_each_other() -> None:
+    predictions = cohort.predictions()
+    val = predictions[(predictions["set"] == "val") & (predictions["branch"] == "att_us")]
+    extra = pd.concat([val.assign(branch=name, model_key=name) for name in
+                       ("att_ds", "base_intensity", "base_ratio")], ignore_index=True)
+    result = delong_tests(pd.concat([predictions, extra], ignore_index=True), cohort.groups())
+    pairs = set(zip(result["model_a"], result["model_b"], strict=True))
+    assert not any("att_ds" in pair for pair in pairs)
+    assert ("base_intensity", "base_ratio") not in pairs
+    assert ("att_us", "base_intensity") in pairs
 
 
 def test_reliability_tables_per_model_and_fold() -> None:
