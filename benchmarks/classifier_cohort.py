@@ -12,8 +12,8 @@ branch: train the five fold models, predict each fold's validation scans with it
 Prints one JSON line per (seed, branch): pooled out-of-fold AUC (what the demo's goal
 is measured on), the mean of the per-fold AUCs, the test AUC of the fold-averaged
 probability, best epochs and seconds; then the mean and spread over the seeds. First,
-a baseline with no training: the AUC of each scan's mean input intensity over the
-lung (the input's most obvious cue: lesions are brighter than lung). An
+the evaluation stage's untrained baselines with the same folds (mean lung intensity of
+the input, the infection ratio, hand features; `dsan_core.evaluation.baselines`). An
 "ds_equal" line averages att_us and att_ss with equal weights (the ensemble stage
 searches the weights; this is only its midpoint).
 
@@ -48,7 +48,9 @@ from dsan_core.classifier import (  # noqa: E402
     predict_probabilities,
     train_classifier,
 )
-from dsan_core.config import TrainConfig, load_profile  # noqa: E402
+from dsan_core.config import EvaluationConfig, TrainConfig, load_profile  # noqa: E402
+from dsan_core.evaluation.baselines import FeatureCase, compute_baselines  # noqa: E402
+from dsan_core.groups import LABEL_COVID  # noqa: E402
 from dsan_core.splits import fold_scans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,21 +75,28 @@ def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]
     return splits, cases
 
 
-def input_baseline(splits: pd.DataFrame, cases: dict[str, ClassifierCase]) -> dict[str, float]:
-    """AUC of one untrained number per scan, the mean of its network input over the
-    lung (windowed, lung-masked: brighter where there is more lesion), on the TV and
-    the test scans: what the input gives away with no learning at all."""
-    sets = splits.set_index("scan_id")["set"].astype(str)
-    out = {}
-    for name in ("tv", "test"):
-        chosen = [c for scan_id, c in cases.items() if sets.get(scan_id) == name]
-        means = []
-        for case in chosen:
-            image = np.asarray(case.image(), dtype=np.float32)
-            lung = image[image > 0]
-            means.append(float(lung.mean()) if lung.size else 0.0)
-        out[f"{name}_auc"] = round(_auc([c.label for c in chosen], means), 4)
-    return out
+def untrained_baselines(data_root: Path, splits: pd.DataFrame) -> list[dict[str, Any]]:
+    """The evaluation stage's untrained baselines (`dsan_core.evaluation.baselines`: mean
+    lung intensity, infection ratio, hand features; logistic regressions with the same
+    folds): pooled out-of-fold AUC on TV and the fold-averaged test AUC of each."""
+    tables = data_root / "tables"
+    groups = pd.read_parquet(tables / "groups.parquet")
+    inputs = pd.read_parquet(tables / "preprocessed.parquet")
+    cases = [FeatureCase(str(row.scan_id), partial(_open, data_root / row.input_path),
+                         partial(_open, data_root / row.lung_path))
+             for row in inputs.itertuples()]
+    bins = EvaluationConfig().baseline_histogram_bins
+    predictions = compute_baselines(cases, groups, splits, bins).predictions
+    labels = (groups.set_index("scan_id")["label"] == LABEL_COVID).astype(int)
+    lines = []
+    for name, rows in predictions.groupby("branch", sort=True):
+        val = rows[rows["set"] == "val"]
+        test = rows[rows["set"] == "test"].groupby("scan_id")["probability"].mean()
+        lines.append({"baseline": str(name), "untrained": True,
+                      "pooled_oof_auc": round(_auc(list(labels.loc[val["scan_id"]]),
+                                                   list(val["probability"])), 4),
+                      "test_auc": round(_auc(list(labels.loc[test.index]), list(test)), 4)})
+    return lines
 
 
 def _auc(labels: list[int], scores: list[float]) -> float:
@@ -175,8 +184,8 @@ def main() -> None:
 
     emit({"profile": args.profile.stem, "device": what, "torch": torch.__version__,
           "n_cases": len(cases), "fp32": args.fp32, "train": base.model_dump(mode="json")})
-    emit({"baseline": "mean lung intensity of the input, untrained",
-          **input_baseline(splits, cases)})
+    for line in untrained_baselines(args.data_root, splits):
+        emit(line)
     results: dict[str, list[float]] = {}
     for seed in args.seeds:
         update: dict[str, Any] = {"seed": seed}
