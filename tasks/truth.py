@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from storage.schemas import GROUND_TRUTH
+from storage.schemas import GROUND_TRUTH, MASK_REVIEWS
 from storage.tables import read_table, table_exists
 from tasks.contract import StageRun
 
@@ -20,7 +20,7 @@ INGESTED, REVIEWED = "ingested", "reviewed"
 def latest_reviews(run: StageRun) -> pd.DataFrame:
     """The latest `mask_reviews` row of every reviewed scan (empty when none)."""
     if not table_exists(run.layout, "mask_reviews"):
-        return pd.DataFrame(columns=["scan_id", *GROUND_TRUTH.names[1:]])
+        return pd.DataFrame(columns=MASK_REVIEWS.names)
     reviews = read_table(run.layout, "mask_reviews").sort_values("reviewed_at", kind="stable")
     return reviews.groupby("scan_id", sort=True).tail(1).reset_index(drop=True)
 

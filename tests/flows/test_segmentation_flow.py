@@ -103,7 +103,11 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     classical = test_config.segmentation.model_copy(update={"method": "classical"})
     result = segmentation_flow(classical, test_config.groups, test_config.runtime, root)
     assert result.masks.method_tag.startswith("classical__")
-    assert result.model is None
+    # The scans have ground truth, so a VB-Net is trained (for dsan masks export); the
+    # classical method's predictions keep the classical segmenter its classifier saw.
+    assert result.model is not None
+    card = result.evaluation.predict_segmenter
+    assert card["tag"] == result.masks.method_tag and not card["weaker"]
     assert read_table(layout, "infection")["infection_threshold"].isna().all()
 
     # External masks: the ground truth re-exported under scan ids, one with a wrong grid.
@@ -119,6 +123,10 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     imported = segmentation_flow(config, test_config.groups, test_config.runtime, root)
     assert imported.masks.failed == 0
     assert imported.evaluation.summary["external"].lung_dice == 1.0
+    # Studies without external masks are segmented by the VB-Net at predict time.
+    assert imported.evaluation.predict_segmenter["method"] == "vbnet"
+    assert imported.evaluation.predict_segmenter["weaker"]
+    assert set(imported.evaluation.summary) == {"classical", "external", "vbnet"}
 
     victim = external / f"{truth.iloc[0].scan_id}_lung.nii.gz"
     wrong = sitk.ReadImage(str(victim))[:, :, 1:]  # one slice short
