@@ -99,7 +99,8 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
 
 
 def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFrame,
-              config: SegmentationConfig, thresholds: list[float], standin: _StandIn | None,
+              config: SegmentationConfig, thresholds: list[float],
+              model: TrainSegOutcome | None, standin: _StandIn | None,
               logger: Any) -> Manifest:
     """Score every held-out scan; write `seg_eval`, the Markdown summary and the card of
     the segmenter `dsan predict` uses for studies without masks."""
@@ -125,7 +126,7 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     report = run.layout.report("segmentation", "evaluation.md")
     write_text(report, summary_markdown(summary, thresholds))
     card_path = run.layout.report("segmentation", PREDICT_SEGMENTER)
-    card = predict_segmenter_card(config, standin.model if standin else None, summary)
+    card = predict_segmenter_card(config, model, summary)
     write_json(card_path, card)
     return Manifest(EVAL_STAGE, key, {
         "seg_eval": artifact(run.layout, run.layout.table("seg_eval"), run.memo),
@@ -189,7 +190,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
             [*held["volume_hash"], *held["lung_hash"], *held["infection_hash"]]),
             "predictions": combine_hashes([*predicted["lung_hash"],
                                            *predicted["infection_hash"]])}
-        if model is not None:  # the predict-time segmenter's card names it
+        if model is not None and config.method != "classical":  # the card names it
             inputs["vbnet"] = model.model_version
         if standin_model is not None:
             inputs["vbnet_threshold"] = f"{_threshold(config, standin_model):.6g}"
@@ -201,7 +202,8 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                 standin = _StandIn(standin_model, load_vbnet(weights, config.vbnet,
                                                              torch.device(device)),
                                    _threshold(config, standin_model), torch.device(device))
-            return _evaluate(run, key, held, predicted, config, thresholds, standin, logger)
+            return _evaluate(run, key, held, predicted, config, thresholds, model, standin,
+                             logger)
 
         stage = cached_stage(run, stage=EVAL_STAGE, version=VERSION,
                              config_hash=config.classical.fingerprint() + config.method,

@@ -120,7 +120,8 @@ def test_export_correct_import_recomputes_only_the_corrected_scan(
     second = _segment(root, test_config)
     assert second.model is not None and not second.model.cache_hit
     assert second.masks.segmented == 3 and second.masks.failed == len(without) - 3
-    assert _states(root, test_config)["segment"] == "cached"  # status agrees with the run
+    states = _states(root, test_config)  # status agrees with the run
+    assert states["train-seg"] == "cached" and states["segment"] == "cached"
     infection = read_table(layout, "infection").set_index("scan_id")
 
     # A second correction of one scan: only that scan's masks and ratio change.

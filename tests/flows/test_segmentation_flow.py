@@ -52,6 +52,8 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config,  # type: ig
     assert "best_model" in state
     assert (layout.figure("segmentation", "infection_ratio_histogram.png")).stat().st_size > 0
     assert len(read_table(layout, "seg_eval")) >= 2
+    card = first.evaluation.predict_segmenter  # predict segments with the same VB-Net
+    assert card["tag"] == f"vbnet__{first.model.model_version}" and not card["weaker"]
     report = layout.report("segmentation", "evaluation.md").read_text()
     assert "VB-Net infection threshold (probability): 0.50." in report
     # Training shows its progress, one line per epoch.
