@@ -1,5 +1,6 @@
 """The segmentation flow: train the VB-Net when no model exists for the current
-config and data, segment every scan, then groups, figures and evaluation."""
+config and data (whatever the method, when there is ground truth to train on), segment
+every scan, then groups, figures and evaluation."""
 
 from __future__ import annotations
 
@@ -43,11 +44,21 @@ class SegmentationResult:
                                             self.groups.sampling_groups.items()),
             f"figures: {self.figures.overlays} overlays + ratio histogram",
         ]
+        if self.model is not None:
+            m = self.model
+            lines.append(f"VB-Net {m.model_version}: {m.n_train} train / {m.n_val} val scans, "
+                         f"best epoch {m.best_epoch}, "
+                         f"{'cached' if m.cache_hit else 'trained now'}")
         for method, s in self.evaluation.summary.items():
             lines.append(
                 f"held-out evaluation ({self.evaluation.scans} scans), {method}: median lung "
                 f"Dice {s.lung_dice:.4f}, infection Dice {s.infection_dice:.4f}, "
                 f"ratio error {100 * s.ratio_rel_error:.1f} %")
+        card = self.evaluation.predict_segmenter
+        if card:
+            lines.append(f"dsan predict segments studies without masks with {card['tag']}"
+                         + (" (weaker than the masks the classifier trains on)"
+                            if card.get("weaker") else ""))
         return lines
 
 
@@ -68,7 +79,7 @@ def pick_device(runtime: RuntimeConfig) -> str:
 
 @flow(name="train-segmenter", validate_parameters=False)
 def train_segmenter_flow(config: SegmentationConfig, runtime: RuntimeConfig, data_root: Path,
-                         run_id: str | None = None) -> TrainSegOutcome:
+                         run_id: str | None = None) -> TrainSegOutcome | None:
     return train_segmenter_task(data_root, config, pick_device(runtime), run_id)
 
 
@@ -76,11 +87,11 @@ def train_segmenter_flow(config: SegmentationConfig, runtime: RuntimeConfig, dat
 def segmentation_flow(config: SegmentationConfig, groups: GroupsConfig, runtime: RuntimeConfig,
                       data_root: Path, run_id: str | None = None) -> SegmentationResult:
     device = pick_device(runtime)
-    model = None
-    if config.method == "vbnet":
-        model = train_segmenter_task(data_root, config, device, run_id)
+    # Every method gets a VB-Net when there is ground truth to train it on: method vbnet
+    # segments with it, the others hand it to `dsan predict` and `dsan masks export`.
+    model = train_segmenter_task(data_root, config, device, run_id)
     masks = segment_scans_task(data_root, config, model, device, run_id)
     grouped = assign_groups_task(data_root, groups, run_id)
     figures = segmentation_figures_task(data_root, config, run_id)
-    evaluation = evaluate_segmentation_task(data_root, config, run_id)
+    evaluation = evaluate_segmentation_task(data_root, config, model, device, run_id)
     return SegmentationResult(device, model, masks, grouped, figures, evaluation)

@@ -47,3 +47,10 @@ class PredictRequest(_RedactedPaths):
     dicom_root: Path
     out: Path
     masks: Path | None = None
+
+
+class ReviewFolder(_RedactedPaths):
+    """A folder of masks for reviewers (`dsan masks export` writes it, `dsan masks import`
+    reads the corrections back); redacted like `ExportLocation` when serialised."""
+
+    folder: Path

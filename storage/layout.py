@@ -22,6 +22,11 @@
     <root>/lineage/<yyyy-mm-dd>/<hhmmssffffff>-<run>-<stage>-<nonce>.parquet
                                                       lineage rows (append-only parts)
     <root>/predict/                                   `dsan predict`'s maps and overlays
+    <root>/review/proposals/<tag>/<scan_id>_{lung,infection}.nii.gz
+                                                      masks proposed to reviewers
+    <root>/review/exports/<export_id>/                `dsan masks export`'s default folder
+    <root>/ground_truth/reviewed/<scan_id>/<review_id>_{lung,infection}.nii.gz
+                                                      reviewed masks (`dsan masks import`)
     <root>/prefect/                                   PREFECT_HOME: prefect.db of the embedded
                                                       API and of `dsan server` / `dsan ui`,
                                                       server.log
@@ -57,6 +62,18 @@ class DataLayout:
 
     def ground_truth_mask(self, scan_id: str, kind: str) -> Path:
         return self.root / "ground_truth" / f"{scan_id}_{kind}.nii.gz"
+
+    def reviewed_mask(self, scan_id: str, review_id: str, kind: str) -> Path:
+        """A reviewer's mask of one import (`mask_reviews`); every import keeps its own."""
+        return self.root / "ground_truth" / "reviewed" / scan_id / f"{review_id}_{kind}.nii.gz"
+
+    def proposal_mask(self, segmenter_tag: str, scan_id: str, kind: str) -> Path:
+        """A mask proposed to reviewers by the segmenter `segmenter_tag`."""
+        return self.root / "review" / "proposals" / segmenter_tag / f"{scan_id}_{kind}.nii.gz"
+
+    def review_export(self, export_id: str) -> Path:
+        """Where `dsan masks export` writes by default."""
+        return self.root / "review" / "exports" / export_id
 
     def mask(self, method_tag: str, scan_id: str, kind: str) -> Path:
         return self.root / "masks" / method_tag / f"{scan_id}_{kind}.nii.gz"

@@ -308,6 +308,13 @@ PREDICTIONS_NEW = pa.schema(
         ("p_att_us", pa.float64()),  # mean over the att_us fold models
         ("p_att_ss", pa.float64()),
         ("model_id", _str),  # the trained ensemble the prediction came from
+        # Where the lung and infection masks came from: vbnet__<version>,
+        # classical__<settings>, or masks (given with the request).
+        ("segmenter", _str),
+        # True when that segmenter is weaker than the masks the model was trained on
+        # (a VB-Net or the classical one standing in for ground truth): the infection
+        # ratio, and so the ensemble band, is less certain.
+        ("weaker_segmenter", pa.bool_()),
         ("attention_file", _str),  # relative to the output folder
         ("overlay_file", _str),
         ("predicted_at", pa.timestamp("us", tz="UTC")),
@@ -341,6 +348,43 @@ MODEL_DECISIONS = pa.schema(
         ("reason", _str),
         ("numbers", _str),  # JSON: metric -> champion, challenger, difference, CI, p
         ("n_scans", pa.int32()),
+    ]
+)
+
+MASK_PROPOSALS = pa.schema(
+    [
+        ("export_id", _str),  # one `dsan masks export`
+        ("scan_id", _str),
+        ("proposed_at", pa.timestamp("us", tz="UTC")),
+        ("strategy", _str),  # uncertainty | random (the one used)
+        ("rank", pa.int32()),  # 1 = review first
+        ("score", pa.float64()),  # mean predictive entropy in the lung (NaN: not scored)
+        ("segmenter", _str),  # vbnet__<version> | classical__<settings>
+        ("infection_ratio", pa.float64()),  # of the proposal
+        ("lung_path", _str),  # the proposal, kept in the data root
+        ("lung_hash", _str),
+        ("infection_path", _str),
+        ("infection_hash", _str),
+    ]
+)
+
+MASK_REVIEWS = pa.schema(
+    [
+        ("review_id", _str),  # one scan's import (a later one of the scan replaces it)
+        ("scan_id", _str),
+        ("reviewer", _str),
+        ("reviewed_at", pa.timestamp("us", tz="UTC")),
+        ("export_id", _str),  # the export whose proposal was corrected ("" when none)
+        ("source", _str),  # seg.nrrd | nifti: the file the correction came from
+        ("proposal_segmenter", _str),
+        # Proposal vs correction (NaN without a proposal).
+        ("lung_dice", pa.float64()),
+        ("infection_dice", pa.float64()),
+        ("voxels_changed", pa.int64()),
+        ("lung_path", _str),  # the reviewed masks: ground truth from now on
+        ("lung_hash", _str),
+        ("infection_path", _str),
+        ("infection_hash", _str),
     ]
 )
 
@@ -382,5 +426,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions_new": PREDICTIONS_NEW,
     "models": MODELS,
     "model_decisions": MODEL_DECISIONS,
+    "mask_proposals": MASK_PROPOSALS,
+    "mask_reviews": MASK_REVIEWS,
     "lineage": LINEAGE,
 }

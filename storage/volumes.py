@@ -10,7 +10,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from dsan_core.errors import MaskError
-from storage.atomic import atomic_path, write_text
+from dsan_core.grid import ScanGeometry
+from dsan_core.segmentation.slicer import read_seg_nrrd, seg_nrrd_bytes
+from storage.atomic import atomic_path, write_bytes, write_text
 
 
 def write_image(image: sitk.Image, destination: Path) -> None:
@@ -21,6 +23,18 @@ def write_image(image: sitk.Image, destination: Path) -> None:
 
 def read_image(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
+
+
+def write_segmentation(labels: np.ndarray, reference: sitk.Image, destination: Path) -> None:
+    """A 0/1/2 label map (z, y, x) on `reference`'s grid as a 3D Slicer segmentation
+    (`.seg.nrrd`, segments lung and infection), atomically."""
+    write_bytes(destination, seg_nrrd_bytes(labels, ScanGeometry.from_image(reference)))
+
+
+def read_segmentation(path: Path, *, scan_id: str) -> tuple[np.ndarray, ScanGeometry]:
+    """The 0/1/2 label map (z, y, x) and grid of a `.seg.nrrd` (see
+    `dsan_core.segmentation.slicer.read_seg_nrrd`)."""
+    return read_seg_nrrd(path.read_bytes(), scan_id=scan_id)
 
 
 def write_npy(destination: Path, array: np.ndarray) -> None:

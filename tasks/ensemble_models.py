@@ -5,6 +5,7 @@ segmenter, and the pre-processing and group settings it was trained with."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -21,6 +22,20 @@ from tasks.models import promoted_record
 
 
 @dataclass(frozen=True)
+class PredictSegmenter:
+    """What segments a study that comes without masks: a VB-Net (`network`) or the
+    classical segmenter (`network` None). `weaker`: it stands in for the imported masks
+    the classifier was trained on (segmentation methods ground_truth and external)."""
+
+    method: str  # vbnet | classical
+    tag: str  # vbnet__<version> | classical__<settings>
+    network: torch.nn.Module | None
+    infection_threshold: float
+    weaker: bool
+    held_out: dict[str, Any] | None  # its medians on the held-out scans, when measured
+
+
+@dataclass(frozen=True)
 class TrainedModels:
     ensemble: TrainedEnsemble
     model_id: str
@@ -30,6 +45,7 @@ class TrainedModels:
     vbnet: torch.nn.Module | None
     infection_threshold: float
     device: torch.device
+    segmenter: PredictSegmenter
 
 
 def load_trained_models(run: StageRun, threshold: float, device: str) -> TrainedModels:
@@ -50,13 +66,43 @@ def load_trained_models(run: StageRun, threshold: float, device: str) -> Trained
     vbnet = None
     if segmentation.method == "vbnet":
         version = record["segmenter"]["version"][0]
-        vbnet = load_vbnet(load_checkpoint(run.layout.checkpoint("vbnet", version, "best")),
-                           segmentation.vbnet, torch.device(device))
+        vbnet = _load_vbnet(run, version, segmentation, device)
     weights = EnsembleWeights(record["weights"]["w_extreme"], record["weights"]["w_middle"])
     ensemble = TrainedEnsemble(models[ATT_US], models[ATT_SS], weights, threshold,
                                train.mixed_precision)
+    infection_threshold = record["segmenter"]["infection_threshold"] or 0.5
     return TrainedModels(ensemble, record["model_id"], segmentation,
                          PreprocessConfig.model_validate(configs["preprocess"]),
                          GroupsConfig.model_validate(configs["groups"]), vbnet,
-                         record["segmenter"]["infection_threshold"] or 0.5,
-                         torch.device(device))
+                         infection_threshold, torch.device(device),
+                         _predict_segmenter(run, record, segmentation, vbnet,
+                                            infection_threshold, device))
+
+
+def _load_vbnet(run: StageRun, version: str, segmentation: SegmentationConfig,
+                device: str) -> torch.nn.Module:
+    path = run.layout.checkpoint("vbnet", version, "best")
+    if not path.exists():
+        raise StageError(f"the promoted model's VB-Net {version} is missing from this data "
+                         "root (models/vbnet__...): run dsan run again")
+    return load_vbnet(load_checkpoint(path), segmentation.vbnet, torch.device(device))
+
+
+def _predict_segmenter(run: StageRun, record: dict[str, Any], segmentation: SegmentationConfig,
+                       vbnet: torch.nn.Module | None, threshold: float,
+                       device: str) -> PredictSegmenter:
+    """The record's segmenter for studies without masks (records written before it was
+    recorded: the configured one, or the classical one for imported masks)."""
+    card = record["segmenter"].get("predict") or {}
+    held = card.get("held_out")
+    classical = f"classical__{segmentation.classical.fingerprint()}"
+    if segmentation.method == "vbnet":
+        tag = f"vbnet__{record['segmenter']['version'][0]}"
+        return PredictSegmenter("vbnet", tag, vbnet, threshold, False, held)
+    if segmentation.method == "classical":
+        return PredictSegmenter("classical", classical, None, 0.5, False, held)
+    if card.get("method") == "vbnet":
+        network = _load_vbnet(run, str(card["version"]), segmentation, device)
+        return PredictSegmenter("vbnet", str(card["tag"]), network,
+                                float(card.get("infection_threshold") or 0.5), True, held)
+    return PredictSegmenter("classical", classical, None, 0.5, True, held)

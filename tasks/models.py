@@ -35,6 +35,7 @@ from storage.lineage import code_version
 from storage.schemas import MODEL_DECISIONS, MODELS
 from storage.tables import read_table, table_exists, write_table
 from tasks.contract import StageRun, require_tables
+from tasks.segmentation_eval import PREDICT_SEGMENTER
 
 PROMOTED, CANDIDATE, REJECTED, RETIRED = "promoted", "candidate", "rejected", "retired"
 
@@ -61,12 +62,26 @@ def current_model_id(run: StageRun, fingerprints: dict[str, str]) -> str:
     runs = read_table(run.layout, "training_runs")
     weights = json.loads(run.layout.report("ensemble", "weights.json").read_text())
     infection = read_table(run.layout, "infection")
-    return hash_json({
+    payload = {
         "checkpoints": sorted(runs["checkpoint_hash"]),
         "weights": [weights["w_extreme"], weights["w_middle"]],
         "segmenter": sorted(set(infection["model_version"].astype(str))),
         "configs": {k: fingerprints.get(k, "") for k in ("preprocess", "groups", "train")},
-    })[:16]
+    }
+    card = predict_segmenter(run)
+    if card:  # a retrained predict-time VB-Net makes a new model (for the record)
+        payload["predict_segmenter"] = [card["tag"], card.get("infection_threshold")]
+    return hash_json(payload)[:16]
+
+
+def predict_segmenter(run: StageRun) -> dict[str, Any]:
+    """The card of the segmenter `dsan predict` uses for studies without masks, as the
+    segmentation evaluation wrote it ({} before it ran)."""
+    path = run.layout.report("segmentation", PREDICT_SEGMENTER)
+    if not path.exists():
+        return {}
+    card: dict[str, Any] = json.loads(path.read_text())
+    return card
 
 
 @task(name="register_model_task", cache_policy=NO_CACHE, persist_result=False)
@@ -147,7 +162,9 @@ def _record(run: StageRun, model_id: str, config: PipelineConfig,
         "weights": {"w_extreme": weights["w_extreme"], "w_middle": weights["w_middle"]},
         "segmenter": {"method": config.segmentation.method,
                       "version": sorted(set(infection["model_version"].astype(str))),
-                      "infection_threshold": _threshold(infection)},
+                      "infection_threshold": _threshold(infection),
+                      # For studies without masks (tasks.segmentation_eval's card).
+                      "predict": predict_segmenter(run) or None},
         "configs": {**{name: getattr(config, name).model_dump(mode="json")
                        for name in ("preprocess", "groups", "train", "ensemble")},
                     # Without the path of external masks: a record names no raw path.

@@ -2,8 +2,10 @@
 
 The same series choice, checks and pseudonyms as ingestion (a study that fails a check
 is refused with the reason); lung and infection masks from the data root's segmenter
-(the trained VB-Net, the classical one, or masks given with the request when the model
-was trained on imported masks); then `dsan_core.prediction.predict_study`. Per study
+(the trained VB-Net or the classical one; for a model trained on imported masks, the
+request's masks when given, else the VB-Net trained on the scans with ground truth, or
+the classical segmenter when there were none, marked weaker in the row); then
+`dsan_core.prediction.predict_study`. Per study
 under the output folder `<scan_id>/`: `ct.nii.gz`, `attention.nii.gz` (the map on the
 CT's grid: load both in 3D Slicer) and `overlay.png`; one row per study in the
 `predictions_new` table (the latest prediction of each scan).
@@ -35,7 +37,7 @@ from dsan_core.dicom import (
     pseudonymise,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import DsanError, MaskError
+from dsan_core.errors import DsanError, SchemaError
 from dsan_core.plots.prediction import attention_overlay_figure
 from dsan_core.prediction import StudyPrediction, predict_study
 from dsan_core.segmentation import segment_scan
@@ -60,11 +62,15 @@ class StudyResult:
     status: str  # predicted | refused
     reason: str
     prediction: StudyPrediction | None = None
+    segmenter: str = ""  # where the masks came from (vbnet__..., classical__..., masks)
+    weaker_segmenter: bool | None = None
 
     def record(self, model_id: str) -> dict[str, Any]:
         p = self.prediction
         return {"scan_id": self.scan_id, "study_id": self.study_id, "status": self.status,
                 "reason": self.reason, "model_id": model_id,
+                "segmenter": self.segmenter or None,
+                "weaker_segmenter": self.weaker_segmenter,
                 "probability": None if p is None else round(p.probability, 6),
                 "decision": None if p is None else p.decision,
                 "infection_ratio": None if p is None else round(p.infection_ratio, 6),
@@ -77,6 +83,7 @@ class StudyResult:
 class PredictOutcome:
     studies: tuple[StudyResult, ...]
     model_id: str
+    segmenter_note: str = ""  # the segmenter for studies without masks, in words
 
     def records(self) -> list[dict[str, Any]]:
         return [s.record(self.model_id) for s in self.studies]
@@ -88,10 +95,28 @@ class PredictOutcome:
                 lines.append(f"{s.scan_id or s.study_id}: refused ({s.reason})")
             else:
                 p = s.prediction
+                weaker = " (weaker segmenter)" if s.weaker_segmenter else ""
                 lines.append(f"{s.scan_id}: {p.decision} (P(COVID) {p.probability:.3f}; "
                              f"US {p.p_us:.3f}, SS {p.p_ss:.3f}; infection ratio "
-                             f"{p.infection_ratio:.4f}, band {p.band})")
-        return [*lines, f"model {self.model_id}"]
+                             f"{p.infection_ratio:.4f} by {s.segmenter}{weaker}, band {p.band})")
+        note = [self.segmenter_note] if self.segmenter_note else []
+        return [*lines, *note, f"model {self.model_id}"]
+
+
+def segmenter_note(models: TrainedModels) -> str:
+    """One line on the segmenter of studies without masks: which, and how good."""
+    seg = models.segmenter
+    held = seg.held_out
+    quality = (f"held-out lung Dice {held['lung_dice']:.3f}, infection Dice "
+               f"{held['infection_dice']:.3f}, ratio error {100 * held['ratio_rel_error']:.1f} %"
+               if held else "not measured on held-out scans")
+    if not seg.weaker:
+        return f"masks by {seg.tag}, the segmenter the model was trained with ({quality})"
+    what = ("the VB-Net trained on the scans with ground truth" if seg.method == "vbnet"
+            else "the classical segmenter (no VB-Net: no scan with ground truth to train one)")
+    return (f"studies without masks: segmented by {seg.tag}, {what} ({quality}); weaker "
+            f"than the {models.segmentation.method} masks the model was trained on, so their "
+            "infection ratio and band are less certain")
 
 
 @task(name="predict_task", cache_policy=NO_CACHE, persist_result=False)
@@ -111,7 +136,7 @@ def predict_task(request: PredictRequest, ingest: IngestConfig, threshold: float
             for study in plan.studies.itertuples(index=False):
                 results.append(_study(request, models, plan, study, key, torch.device(device)))
                 progress.advance()
-        outcome = PredictOutcome(tuple(results), models.model_id)
+        outcome = PredictOutcome(tuple(results), models.model_id, segmenter_note(models))
         _write_table(run, outcome)
     logger.info("predicted %d of %d studies", sum(r.prediction is not None for r in results),
                 len(results))
@@ -127,35 +152,36 @@ def _study(request: PredictRequest, models: TrainedModels, plan: Any, study: Any
     scan_id = pseudonymise("series", series_uid, key)
     try:
         image = decode_series(plan.slice_paths[series_uid], scan_id=scan_id).to_sitk()
-        lung, infection = _masks(request, models, image, series_uid, scan_id)
+        lung, infection, segmenter, weaker = _masks(request, models, image, series_uid,
+                                                    scan_id)
         prediction = predict_study(image, lung, infection, ensemble=models.ensemble,
                                    preprocess=models.preprocess, groups=models.groups,
                                    device=device, scan_id=scan_id)
     except DsanError as error:
         return StudyResult(scan_id, study_id, "refused", str(error))
     _write_study(request.out / scan_id, image, prediction, scan_id)
-    return StudyResult(scan_id, study_id, "predicted", "", prediction)
+    return StudyResult(scan_id, study_id, "predicted", "", prediction, segmenter, weaker)
 
 
 def _masks(request: PredictRequest, models: TrainedModels, image: sitk.Image, series_uid: str,
-           scan_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lung and infection masks by the data root's segmenter, or the request's masks."""
-    if models.segmentation.method in ("vbnet", "classical"):
-        result = segment_scan(image, models.segmentation, scan_id=scan_id, model=models.vbnet,
-                              infection_threshold=models.infection_threshold,
-                              device=models.device)
-        return result.lung, result.infection
-    files = {kind: (request.masks / f"{series_uid}_{kind}.nii.gz") if request.masks else None
-             for kind in ("lung", "infection")}
-    if any(path is None or not path.is_file() for path in files.values()):
-        raise MaskError(f"the model was trained on {models.segmentation.method} masks: give "
-                        "--masks with <SeriesInstanceUID>_{lung,infection}.nii.gz for this "
-                        "study, or train a VB-Net (segmentation.method vbnet)", scan=scan_id,
-                        reason="missing")
-    arrays = [sitk.GetArrayFromImage(conform_mask(read_image(path), image, scan_id=scan_id,
-                                                  kind=kind))
-              for kind, path in files.items() if path is not None]
-    return arrays[0], arrays[1] & arrays[0]
+           scan_id: str) -> tuple[np.ndarray, np.ndarray, str, bool]:
+    """Lung and infection masks, the segmenter's tag and whether it is weaker than what
+    the model was trained on: the request's masks for a model trained on imported masks
+    (methods ground_truth, external) when it has this study's; else the data root's
+    segmenter for studies without masks (`TrainedModels.segmenter`)."""
+    imported = models.segmentation.method in ("ground_truth", "external")
+    files = {kind: request.masks / f"{series_uid}_{kind}.nii.gz"
+             for kind in ("lung", "infection")} if request.masks else {}
+    if imported and files and all(path.is_file() for path in files.values()):
+        arrays = [sitk.GetArrayFromImage(conform_mask(read_image(path), image,
+                                                      scan_id=scan_id, kind=kind))
+                  for kind, path in files.items()]
+        return arrays[0], arrays[1] & arrays[0], "masks", False
+    seg = models.segmenter
+    config = models.segmentation.model_copy(update={"method": seg.method})
+    result = segment_scan(image, config, scan_id=scan_id, model=seg.network,
+                          infection_threshold=seg.infection_threshold, device=models.device)
+    return result.lung, result.infection, seg.tag, seg.weaker
 
 
 def _write_study(folder: Path, image: sitk.Image, prediction: StudyPrediction,
@@ -180,7 +206,11 @@ def _write_table(run: StageRun, outcome: PredictOutcome) -> None:
                           if record["status"] == "predicted" else None}
                          for record in outcome.records()], columns=PREDICTIONS_NEW.names)
     if table_exists(run.layout, "predictions_new"):
-        earlier = read_table(run.layout, "predictions_new")
+        try:
+            earlier = read_table(run.layout, "predictions_new")
+        except SchemaError:  # written before the segmenter columns: kept, without them
+            earlier = pd.read_parquet(run.layout.table("predictions_new")).reindex(
+                columns=PREDICTIONS_NEW.names)
         kept = earlier[~earlier["scan_id"].isin(set(rows["scan_id"]) - {""})]
         rows = pd.concat([kept, rows], ignore_index=True)
     write_table(run.layout, "predictions_new", rows)

@@ -41,6 +41,7 @@ from storage.tables import read_table, write_table
 from storage.volumes import external_mask_files, read_image, write_image
 from tasks.contract import MapItem, StageRun, cached_map, cached_stage
 from tasks.progress import StageProgress
+from tasks.truth import truth_masks
 
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
@@ -84,11 +85,11 @@ class SegmentOutcome:
 
 
 def ground_truth_cases(run: StageRun) -> pd.DataFrame:
-    """Scans with ground-truth masks: scan_id, patient_id, volume/lung/infection paths and
-    hashes."""
+    """Scans with ground-truth masks (ingested or reviewed, `tasks.truth`): scan_id,
+    patient_id, volume/lung/infection paths and hashes."""
     scans = read_table(run.layout, "scans")[["scan_id", "patient_id", "volume_path",
                                              "volume_hash"]]
-    truth = read_table(run.layout, "ground_truth")
+    truth = truth_masks(run).drop(columns="source")
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
 
@@ -118,13 +119,25 @@ class VBNetTrainingPlan:
     inputs: dict[str, str]
     version: str
 
+    @property
+    def trainable(self) -> bool:
+        """At least one scan to train on (else there is no VB-Net for these masks)."""
+        return any(self.partition[r.scan_id] == TRAIN for r in self.used)
+
+    def why_not(self) -> str:
+        return (f"{len(self.partition)} scan(s) with ground-truth masks, none in the VB-Net's "
+                "training partition")
+
 
 def vbnet_training_plan(run: StageRun, config: SegmentationConfig) -> VBNetTrainingPlan:
+    """What the VB-Net would train on now; StageError when method vbnet has too few scans
+    with ground truth (other methods only train it when the plan is `trainable`)."""
     cases = ground_truth_cases(run)
-    if len(cases) < 2:
+    if len(cases) < 2 and config.method == "vbnet":
         raise StageError(
             f"VB-Net training needs at least 2 scans with ground-truth masks, found "
-            f"{len(cases)}; ingest with --masks, or use segmentation.method classical/external"
+            f"{len(cases)}; ingest with --masks, review masks (dsan masks export / import), "
+            "or use segmentation.method classical/external"
         )
     partition = segmentation_partition(cases["scan_id"].tolist(), config, patients_of(cases))
     used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
@@ -135,13 +148,40 @@ def vbnet_training_plan(run: StageRun, config: SegmentationConfig) -> VBNetTrain
     return VBNetTrainingPlan(used, partition, inputs, version)
 
 
+def current_vbnet(run: StageRun, config: SegmentationConfig) -> TrainSegOutcome | None:
+    """The VB-Net trained on the data root's current ground truth with these settings,
+    when `train-seg` has trained it (verified like a cache hit); None otherwise."""
+    plan = vbnet_training_plan(run, config)
+    if not plan.trainable:
+        return None
+    key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.training_fingerprint(),
+                    plan.inputs)
+    stage = run.cache.lookup(TRAIN_STAGE, key)
+    return None if stage is None else _outcome(stage)
+
+
+def _outcome(stage: Manifest) -> TrainSegOutcome:
+    d = stage.data
+    return TrainSegOutcome(stage, d["model_version"], int(d["best_epoch"]),
+                           float(d["best_score"]), float(d["infection_threshold"]),
+                           int(d["n_train"]), int(d["n_val"]))
+
+
 @task(name="train_segmenter_task", cache_policy=NO_CACHE, persist_result=False)
 def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: str,
-                         run_id: str | None = None) -> TrainSegOutcome:
-    """Train the VB-Net on the train/val scans with ground truth; resumable after a kill."""
+                         run_id: str | None = None) -> TrainSegOutcome | None:
+    """Train the VB-Net on the train/val scans with ground truth; resumable after a kill.
+
+    With method vbnet it segments every scan; with the other methods it is the segmenter
+    `dsan predict` uses for studies without masks and `dsan masks export` proposes with,
+    trained whenever there is a scan with ground truth to train on (None otherwise)."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         plan = vbnet_training_plan(run, config)
+        if not plan.trainable and config.method != "vbnet":
+            logger.info("no VB-Net to train (%s): dsan predict segments studies without masks "
+                        "with the classical segmenter", plan.why_not())
+            return None
         used, partition, inputs = plan.used, plan.partition, plan.inputs
         config_hash = config.vbnet.training_fingerprint()
         version = plan.version
@@ -154,10 +194,7 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
         stage = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
                              config_hash=config_hash, inputs=inputs, compute=compute,
                              logger=logger)
-    d = stage.data
-    return TrainSegOutcome(stage, d["model_version"], int(d["best_epoch"]),
-                           float(d["best_score"]), float(d["infection_threshold"]),
-                           int(d["n_train"]), int(d["n_val"]))
+    return _outcome(stage)
 
 
 @task(name="segment_scans_task", cache_policy=NO_CACHE, persist_result=False)
@@ -268,8 +305,8 @@ def segment_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame
     """One item per scan (with its mask files for methods external and ground_truth), and
     why the scans without those masks cannot be segmented."""
     items, missing = [], []
-    truth = (read_table(run.layout, "ground_truth").set_index("scan_id")
-             if config.method == "ground_truth" else None)
+    truth = (truth_masks(run).set_index("scan_id") if config.method == "ground_truth"
+             else None)
     for scan in scans.itertuples(index=False):
         inputs = {"volume": scan.volume_hash, "segmenter": version}
         if threshold is not None:  # the VB-Net's
@@ -293,7 +330,8 @@ def _mask_sources(run: StageRun, config: SegmentationConfig, scan_id: str,
         return {}
     if scan_id not in truth.index:
         raise MaskError("no ground-truth masks (method ground_truth needs ingestion with "
-                        "--masks)", scan=scan_id, reason="missing")
+                        "--masks, or reviewed masks: dsan masks import)", scan=scan_id,
+                        reason="missing")
     row = truth.loc[scan_id]
     return {kind: run.layout.resolve(row[f"{kind}_path"]) for kind in ("lung", "infection")}
 

@@ -4,19 +4,21 @@ configured segmenter and the classical baseline side by side."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import SegmentationConfig
 from dsan_core.plots.segmentation import overlay_figure, ratio_histogram_figure
+from dsan_core.segmentation import load_vbnet, masks_at, volume_probs
 from dsan_core.segmentation.reporting import (
     MethodSummary,
     compare_with_truth,
@@ -24,21 +26,26 @@ from dsan_core.segmentation.reporting import (
     summarise,
     summary_markdown,
 )
-from storage.atomic import write_text
+from storage.atomic import write_json, write_text
+from storage.checkpoints import load_checkpoint
 from storage.hashing import combine_hashes
 from storage.schemas import SEG_EVAL
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import read_image, write_figure
 from tasks.contract import StageRun, cached_stage
-from tasks.segmentation import ground_truth_cases, patients_of
+from tasks.segmentation import TrainSegOutcome, ground_truth_cases, patients_of
 
 FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
 #: 2: the report names the VB-Net infection threshold. 3: medians kept in the manifest.
 #: 4: the hold-out is chosen per patient (a patient's repeat scans were on both sides).
 #: 5: every method is evaluated on the held-out patients (not all scans).
-VERSION = "5"
+#: 6: the predict-time VB-Net of methods ground_truth / external is evaluated too, and the
+#: predict-time segmenter's card is written.
+VERSION = "6"
+#: The card of the segmenter `dsan predict` uses for studies without masks.
+PREDICT_SEGMENTER = "predict_segmenter.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class SegEvalOutcome:
     stage: Manifest
     scans: int
     summary: dict[str, MethodSummary]  # by method
+    #: What `dsan predict` segments studies without masks with (`predict_segmenter_card`).
+    predict_segmenter: dict[str, Any] = field(default_factory=dict)
 
 
 def _arrays(run: StageRun, *paths: str) -> list[np.ndarray]:
@@ -90,16 +99,24 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
 
 
 def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFrame,
-              config: SegmentationConfig, thresholds: list[float], logger: Any) -> Manifest:
-    """Score every held-out scan; write `seg_eval` and the Markdown summary."""
+              config: SegmentationConfig, thresholds: list[float],
+              model: TrainSegOutcome | None, standin: _StandIn | None,
+              logger: Any) -> Manifest:
+    """Score every held-out scan; write `seg_eval`, the Markdown summary and the card of
+    the segmenter `dsan predict` uses for studies without masks."""
     rows = []
     for case in held.itertuples(index=False):
         image = read_image(run.layout.resolve(case.volume_path))
+        hu = sitk.GetArrayFromImage(image).astype(np.float32)
         truth = _arrays(run, case.lung_path, case.infection_path)
         masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
-        found, problem = compare_with_truth(
-            case.scan_id, sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing(),
-            (truth[0], truth[1]), {config.method: (masks[0], masks[1])}, config)
+        candidates = {config.method: (masks[0], masks[1])}
+        if standin is not None:  # the predict-time VB-Net, on the same held-out scans
+            probs = volume_probs(standin.network, hu, image.GetSpacing(), config.vbnet,
+                                 standin.device)
+            candidates["vbnet"] = masks_at(probs, standin.threshold)
+        found, problem = compare_with_truth(case.scan_id, hu, image.GetSpacing(),
+                                            (truth[0], truth[1]), candidates, config)
         rows += found
         if problem:
             logger.warning("classical baseline failed: %s", problem)
@@ -108,18 +125,60 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     summary = summarise(table)
     report = run.layout.report("segmentation", "evaluation.md")
     write_text(report, summary_markdown(summary, thresholds))
+    card_path = run.layout.report("segmentation", PREDICT_SEGMENTER)
+    card = predict_segmenter_card(config, model, summary)
+    write_json(card_path, card)
     return Manifest(EVAL_STAGE, key, {
         "seg_eval": artifact(run.layout, run.layout.table("seg_eval"), run.memo),
-        "report": artifact(run.layout, report, run.memo)}, {
+        "report": artifact(run.layout, report, run.memo),
+        "predict_segmenter": artifact(run.layout, card_path, run.memo)}, {
         "scans": int(table["scan_id"].nunique()),
-        "summary": {method: asdict(s) for method, s in summary.items()}})
+        "summary": {method: asdict(s) for method, s in summary.items()},
+        "predict_segmenter": card})
+
+
+@dataclass(frozen=True)
+class _StandIn:
+    """The VB-Net that stands in for imported masks at predict time, loaded."""
+
+    model: TrainSegOutcome
+    network: torch.nn.Module
+    threshold: float
+    device: torch.device
+
+
+def predict_segmenter_card(config: SegmentationConfig, model: TrainSegOutcome | None,
+                           summary: dict[str, MethodSummary]) -> dict[str, Any]:
+    """What `dsan predict` segments a study without masks with, and how good it was on
+    the held-out scans: the configured segmenter for methods vbnet and classical; for
+    methods ground_truth and external (masks made elsewhere) the VB-Net trained on the
+    scans with ground truth, else the classical segmenter, marked `weaker`."""
+    if model is not None and config.method != "classical":
+        method, version = "vbnet", model.model_version
+        threshold: float | None = (model.infection_threshold
+                                   if config.vbnet.infection_threshold == "calibrate"
+                                   else float(config.vbnet.infection_threshold))
+    else:
+        method, version, threshold = "classical", config.classical.fingerprint(), None
+    held = summary.get(method)
+    return {"method": method, "version": version, "tag": f"{method}__{version}",
+            "infection_threshold": threshold,
+            "weaker": config.method in ("ground_truth", "external"),
+            "trained_on": None if model is None or method != "vbnet" else {
+                "train": model.n_train, "val": model.n_val},
+            "held_out": None if held is None else asdict(held)}
 
 
 @task(name="evaluate_segmentation_task", cache_policy=NO_CACHE, persist_result=False)
 def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
+                               model: TrainSegOutcome | None = None, device: str = "cpu",
                                run_id: str | None = None) -> SegEvalOutcome:
-    """Per-scan Dice and ratio error of the configured method and the classical baseline."""
+    """Per-scan Dice and ratio error of the configured method, the classical baseline and
+    (methods ground_truth, external) the VB-Net `model` that stands in for their masks at
+    predict time."""
     logger = get_run_logger()
+    standin_model = (model if model is not None and config.method in ("ground_truth",
+                                                                      "external") else None)
     with StageRun.open(data_root, run_id) as run:
         cases = ground_truth_cases(run).set_index("scan_id", drop=False)
         infection = read_table(run.layout, "infection").set_index("scan_id")
@@ -131,9 +190,20 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
             [*held["volume_hash"], *held["lung_hash"], *held["infection_hash"]]),
             "predictions": combine_hashes([*predicted["lung_hash"],
                                            *predicted["infection_hash"]])}
+        if model is not None and config.method != "classical":  # the card names it
+            inputs["vbnet"] = model.model_version
+        if standin_model is not None:
+            inputs["vbnet_threshold"] = f"{_threshold(config, standin_model):.6g}"
 
         def compute(key: str) -> Manifest:
-            return _evaluate(run, key, held, predicted, config, thresholds, logger)
+            standin = None
+            if standin_model is not None:
+                weights = load_checkpoint(standin_model.stage.output_path(run.layout, "model"))
+                standin = _StandIn(standin_model, load_vbnet(weights, config.vbnet,
+                                                             torch.device(device)),
+                                   _threshold(config, standin_model), torch.device(device))
+            return _evaluate(run, key, held, predicted, config, thresholds, model, standin,
+                             logger)
 
         stage = cached_stage(run, stage=EVAL_STAGE, version=VERSION,
                              config_hash=config.classical.fingerprint() + config.method,
@@ -141,4 +211,12 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
         create_markdown_artifact(markdown=stage.output_path(run.layout, "report").read_text(),
                                  key="segmentation-evaluation")
     summary = {method: MethodSummary(**values) for method, values in stage.data["summary"].items()}
-    return SegEvalOutcome(stage, int(stage.data["scans"]), summary)
+    return SegEvalOutcome(stage, int(stage.data["scans"]), summary,
+                          dict(stage.data.get("predict_segmenter") or {}))
+
+
+def _threshold(config: SegmentationConfig, model: TrainSegOutcome) -> float:
+    # The calibrated threshold is in the manifest: the same as infection_threshold_of.
+    if config.vbnet.infection_threshold == "calibrate":
+        return model.infection_threshold
+    return float(config.vbnet.infection_threshold)

@@ -150,9 +150,10 @@ def _key_env() -> str | None:
 
 
 def _train_seg(run: StageRun, config: PipelineConfig) -> tuple[str, str]:
-    if config.segmentation.method != "vbnet":
-        return CACHED, f"not used (segmentation method {config.segmentation.method})"
+    # As train_segmenter_task decides: every method trains when there is a scan to train on.
     plan = segmentation_task.vbnet_training_plan(run, config.segmentation)
+    if not plan.trainable and config.segmentation.method != "vbnet":
+        return CACHED, f"not used ({plan.why_not()})"
     return _stage(run, segmentation_task.TRAIN_STAGE, segmentation_task.TRAIN_VERSION,
                   config.segmentation.vbnet.training_fingerprint(), plan.inputs)
 

@@ -8,8 +8,9 @@ import importlib
 from flows.cli.app import app
 
 #: Command modules under flows/cli/, in the order of the pipeline.
-COMMAND_GROUPS = ("pipeline", "models", "predict", "ingest", "segmentation", "splits", "preprocess",
-                  "training", "evaluation", "status", "lineage", "orchestration", "data")
+COMMAND_GROUPS = ("pipeline", "models", "predict", "review", "ingest", "segmentation", "splits",
+                  "preprocess", "training", "evaluation", "status", "lineage", "orchestration",
+                  "data")
 for _group in COMMAND_GROUPS:
     importlib.import_module(f"flows.cli.{_group}")
 

@@ -27,7 +27,9 @@ def predict(
         "--out", help="where maps and overlays go (default <data root>/predict)")] = None,
     masks: Annotated[Path | None, typer.Option(
         "--masks", help="masks made elsewhere, <SeriesInstanceUID>_{lung,infection}.nii.gz "
-                        "(when the model was trained on imported masks)")] = None,
+                        "(used when the model was trained on imported masks; studies without "
+                        "them are segmented by the data root's VB-Net, or the classical "
+                        "segmenter)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON line per study")] = False,
     profile: ProfileOpt = "demo",
     data_root: DataRootOpt = None,

@@ -14,6 +14,10 @@ def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> No
 
     result = run_flow(train_segmenter_flow, config.segmentation, config.runtime, root,
                       name=run_name("train-seg", config.profile))
+    if result is None:
+        console.print("no VB-Net: no scan with ground-truth masks to train on (ingest with "
+                      "--masks, or review masks: dsan masks export / import)", markup=False)
+        return
     console.print(f"VB-Net {result.model_version}: best epoch {result.best_epoch} "
                   f"(score {result.best_score:.4f}), {result.n_train} train / "
                   f"{result.n_val} val scans, cache hit: {result.cache_hit}", markup=False)

@@ -44,7 +44,9 @@ def test_refresh_until_and_early_cut_off(pipeline_copy: Path, cohort: Path,
     # --until: nothing after the named stage runs.
     early = pipeline_flow(_export(cohort), test_config, root, until="split")
     assert early.preprocess is None and early.training is None
-    assert set(_hits(root, early.run_id)) == {"ingest", "segment", "groups", "segment-figures",
-                                              "segment-eval", "split", "audit-splits"}
+    # train-seg: the predict-time VB-Net, trained for method ground_truth too.
+    assert set(_hits(root, early.run_id)) == {"ingest", "train-seg", "segment", "groups",
+                                              "segment-figures", "segment-eval", "split",
+                                              "audit-splits"}
     with pytest.raises(StageError, match="expected stages among"):
         pipeline_flow(_export(cohort), test_config, root, refresh=("nonsense",))

@@ -52,6 +52,8 @@ def test_train_segment_group_rerun(ingested_copy: Path, test_config,  # type: ig
     assert "best_model" in state
     assert (layout.figure("segmentation", "infection_ratio_histogram.png")).stat().st_size > 0
     assert len(read_table(layout, "seg_eval")) >= 2
+    card = first.evaluation.predict_segmenter  # predict segments with the same VB-Net
+    assert card["tag"] == f"vbnet__{first.model.model_version}" and not card["weaker"]
     report = layout.report("segmentation", "evaluation.md").read_text()
     assert "VB-Net infection threshold (probability): 0.50." in report
     # Training shows its progress, one line per epoch.
@@ -103,7 +105,11 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     classical = test_config.segmentation.model_copy(update={"method": "classical"})
     result = segmentation_flow(classical, test_config.groups, test_config.runtime, root)
     assert result.masks.method_tag.startswith("classical__")
-    assert result.model is None
+    # The scans have ground truth, so a VB-Net is trained (for dsan masks export); the
+    # classical method's predictions keep the classical segmenter its classifier saw.
+    assert result.model is not None
+    card = result.evaluation.predict_segmenter
+    assert card["tag"] == result.masks.method_tag and not card["weaker"]
     assert read_table(layout, "infection")["infection_threshold"].isna().all()
 
     # External masks: the ground truth re-exported under scan ids, one with a wrong grid.
@@ -119,6 +125,10 @@ def test_classical_and_external_methods(ingested_copy: Path, test_config,  # typ
     imported = segmentation_flow(config, test_config.groups, test_config.runtime, root)
     assert imported.masks.failed == 0
     assert imported.evaluation.summary["external"].lung_dice == 1.0
+    # Studies without external masks are segmented by the VB-Net at predict time.
+    assert imported.evaluation.predict_segmenter["method"] == "vbnet"
+    assert imported.evaluation.predict_segmenter["weaker"]
+    assert set(imported.evaluation.summary) == {"classical", "external", "vbnet"}
 
     victim = external / f"{truth.iloc[0].scan_id}_lung.nii.gz"
     wrong = sitk.ReadImage(str(victim))[:, :, 1:]  # one slice short
