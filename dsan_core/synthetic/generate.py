@@ -17,10 +17,12 @@ the same bytes (files from an earlier, different config are not deleted).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -204,6 +206,23 @@ class _Tally:
             counts[key] = counts.get(key, 0) + 1
 
 
+@dataclass(frozen=True)
+class _StudyOutcome:
+    """What the cohort's tables need of one written study (small: crosses processes)."""
+
+    written: WrittenStudy
+    infection_ratio: float
+    lung_voxels: int
+    infection_voxels: int
+
+
+def _write_one(config: SynthConfig, out_dir: Path, folder: Path, study: StudyPlan,
+               plan_patient: PatientPlan, site: SiteProfile) -> _StudyOutcome:
+    written, phantom = _write_study(config, out_dir, folder, study, plan_patient, site)
+    return _StudyOutcome(written, phantom.infection_ratio, phantom.lung_voxels,
+                         phantom.infection_voxels)
+
+
 def _write_study(config: SynthConfig, out_dir: Path, folder: Path, study: StudyPlan,
                  plan_patient: PatientPlan, site: SiteProfile
                  ) -> tuple[WrittenStudy, PhantomPlan]:
@@ -234,8 +253,13 @@ def generate_cohort(
     out_dir: Path,
     *,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> CohortSummary:
-    """Write the synthetic export, masks, labels.csv and ground_truth.csv under `out_dir`."""
+    """Write the synthetic export, masks, labels.csv and ground_truth.csv under `out_dir`.
+
+    `workers` > 1 renders the studies in that many processes; every study is seeded on
+    its own and written to its own folder, so the files are the same bytes either way.
+    """
     plan = plan_cohort(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = 0
@@ -246,44 +270,61 @@ def generate_cohort(
     non_ct: StudyPlan | None = None
     dicom_patients: set[int] = set()
 
-    for done, study in enumerate(plan.studies, start=1):
-        patient = plan.patient(study.patient_number)
-        site = plan.site(study.site)
-        folder = out_dir / "dicom" / f"P{study.patient_number:04d}" / f"S{study.study_number:04d}"
-        if study.has_label:
-            label_rows.append((patient.patient_id, study.study_instance_uid, study.diagnosis,
-                               study.site, study.study_date.isoformat()))
-        if study.role == "label_without_dicom":
-            broken.append(BrokenInput(study.role, study.study_instance_uid, None))
-        elif study.role == "non_ct_series":
-            non_ct = study
-            image = np.zeros((64, 96), dtype=np.uint8)
-            image[8:56:8, 8:88] = 200  # text-like lines of a report screenshot
-            path = write_secondary_capture(folder / "SE0001", patient, study, site, 1, image)
-            files += 1
-            broken.append(BrokenInput(study.role, study.study_instance_uid,
-                                      str(path.parent.relative_to(out_dir))))
-        else:
-            written, phantom = _write_study(config, out_dir, folder, study, patient, site)
-            files += written.files
-            if written.broken is not None:
+    def folder_of(study: StudyPlan) -> Path:
+        return out_dir / "dicom" / f"P{study.patient_number:04d}" / f"S{study.study_number:04d}"
+
+    rendered = [s for s in plan.studies if s.role not in ("label_without_dicom", "non_ct_series")]
+    jobs = [(config, out_dir, folder_of(s), s, plan.patient(s.patient_number), plan.site(s.site))
+            for s in rendered]
+    stack = contextlib.ExitStack()
+    outcomes: Iterator[_StudyOutcome]
+    if workers > 1 and len(jobs) > 1:
+        pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+        # In plan order, as the serial loop: the tables below do not depend on workers.
+        outcomes = iter(pool.map(_write_one, *zip(*jobs, strict=True)))
+    else:
+        outcomes = (_write_one(*job) for job in jobs)
+
+    with stack:  # the pool, if any, ends with the loop (or its error)
+        for done, study in enumerate(plan.studies, start=1):
+            patient = plan.patient(study.patient_number)
+            site = plan.site(study.site)
+            folder = folder_of(study)
+            if study.has_label:
+                label_rows.append((patient.patient_id, study.study_instance_uid, study.diagnosis,
+                                   study.site, study.study_date.isoformat()))
+            if study.role == "label_without_dicom":
+                broken.append(BrokenInput(study.role, study.study_instance_uid, None))
+            elif study.role == "non_ct_series":
+                non_ct = study
+                image = np.zeros((64, 96), dtype=np.uint8)
+                image[8:56:8, 8:88] = 200  # text-like lines of a report screenshot
+                path = write_secondary_capture(folder / "SE0001", patient, study, site, 1, image)
+                files += 1
                 broken.append(BrokenInput(study.role, study.study_instance_uid,
-                                          str(written.broken.relative_to(out_dir))))
+                                          str(path.parent.relative_to(out_dir))))
             else:
-                ratio = phantom.infection_ratio
-                voxel_ml = written.mask_geometry.voxel_ml
-                truth_rows.append((written.thin_series_uid, _fmt(ratio),
-                                   _fmt(phantom.lung_voxels * voxel_ml),
-                                   _fmt(phantom.infection_voxels * voxel_ml), ratio_bin(ratio)))
-                if study.role == "dicom_without_label":
+                outcome = next(outcomes)
+                written = outcome.written
+                files += written.files
+                if written.broken is not None:
                     broken.append(BrokenInput(study.role, study.study_instance_uid,
-                                              str(folder.relative_to(out_dir))))
-                if study.role == "cohort":
-                    tally.add(study, ratio)
-        if study.has_dicom:
-            dicom_patients.add(study.patient_number)
-        if progress is not None:
-            progress(done, len(plan.studies))
+                                              str(written.broken.relative_to(out_dir))))
+                else:
+                    ratio = outcome.infection_ratio
+                    voxel_ml = written.mask_geometry.voxel_ml
+                    truth_rows.append((written.thin_series_uid, _fmt(ratio),
+                                       _fmt(outcome.lung_voxels * voxel_ml),
+                                       _fmt(outcome.infection_voxels * voxel_ml), ratio_bin(ratio)))
+                    if study.role == "dicom_without_label":
+                        broken.append(BrokenInput(study.role, study.study_instance_uid,
+                                                  str(folder.relative_to(out_dir))))
+                    if study.role == "cohort":
+                        tally.add(study, ratio)
+            if study.has_dicom:
+                dicom_patients.add(study.patient_number)
+            if progress is not None:
+                progress(done, len(plan.studies))
 
     if config.include_broken:
         junk = _junk_files(out_dir, non_ct)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,9 @@ def synth(
     patients: Annotated[int | None, typer.Option(
         "--patients", min=2, help="labelled patients instead of the profile's (e.g. a few "
                                   "paper-sized studies for a benchmark)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="processes rendering studies (default: one per CPU core); "
+                                 "the files are the same bytes")] = None,
 ) -> None:
     """Generate the seeded synthetic chest-CT cohort (a stand-in hospital export)."""
     from rich.progress import Progress
@@ -32,7 +36,8 @@ def synth(
         def report(done: int, total: int) -> None:
             progress.update(bar, completed=done, total=total)
 
-        summary = call(generate_cohort, config.synth, out, progress=report)
+        summary = call(generate_cohort, config.synth, out, progress=report,
+                       workers=workers or os.cpu_count() or 1)
     console.print(summary.as_text())
     console.print(f"cohort written under {out}")
 
