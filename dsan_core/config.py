@@ -249,6 +249,13 @@ class PreprocessConfig(_Section):
     #: factor <= 1 that makes the resampled volume fit target_shape.
     scale: float | Literal["fit"] = 0.5
     target_shape: tuple[int, int, int] = (138, 256, 256)
+    #: What the final grid frames. "scan": the whole CT, centred (the paper). "lung": the
+    #: lung mask's bounding box plus `lung_margin_mm` on every side, centred, and "fit"
+    #: fits that box instead of the scan: the same voxels then spend none of the input on
+    #: the body and air around the lungs (the network input is lung-masked anyway), so a
+    #: small input sees the lesions finer. Not in the paper.
+    crop: Literal["scan", "lung"] = "scan"
+    lung_margin_mm: float = Field(default=8.0, ge=0.0)
     window_width: float = 1500.0
     window_level: float = -600.0
     antialias: bool = True
@@ -302,6 +309,10 @@ class TrainConfig(_Section):
     #: Mirror each training scan left-right with probability 1/2 (with its infection
     #: mask). Not in the paper; it halves the over-fitting of a small cohort.
     augment: bool = False
+    #: With `augment`, also shift each training scan's lung voxels by one offset drawn
+    #: uniformly from +-intensity_jitter (window units: 0.02 is 30 HU), so that a site's
+    #: calibration offset is not a cue. Not in the paper.
+    intensity_jitter: float = Field(default=0.0, ge=0.0, le=0.5)
     #: After training, shift and scale each model's logit so that 0 lies midway between
     #: the mean logits of its COVID and CAP training scans and 1 unit is their standard
     #: deviation (`dsan_core.classifier.training.calibrate_logits`): the fold models of a

@@ -174,6 +174,8 @@ def train_step(
     infection = batch["infection"].to(device, non_blocking=True) != 0 if attention else None
     if config.augment:
         x, infection = mirror_left_right(x, infection)
+        if config.intensity_jitter > 0:
+            x = shift_lung_intensity(x, config.intensity_jitter)
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device, config.mixed_precision):
         out = model(x)
@@ -200,6 +202,15 @@ def mirror_left_right(x: torch.Tensor, infection: torch.Tensor | None
         infection = infection.clone()
         infection[index] = infection[index].flip(-1)
     return x, infection
+
+
+def shift_lung_intensity(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each scan of a (B, 1, z, y, x) batch with its lung voxels (those above 0: the input
+    is lung-masked) shifted by one offset from U(-amount, amount), clipped to [0, 1], the
+    outside left at 0. Drawn from torch's global generator, reseeded every epoch."""
+    offsets = (torch.rand(x.shape[0]) * 2.0 - 1.0) * amount
+    shifted = (x + offsets.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)).clamp(0.0, 1.0)
+    return torch.where(x > 0, shifted, x)
 
 
 def _train_epoch(

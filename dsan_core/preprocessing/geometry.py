@@ -109,13 +109,36 @@ def compute_scale_factor(size: Int3, spacing: Vec3, config: PreprocessConfig) ->
     """The one scale factor for all axes: `config.scale`, or for "fit" the largest
     factor <= 1 that makes the resampled volume fit `config.target_shape` (z, y, x).
 
-    `size` and `spacing` are those of the original CT, (x, y, z).
+    `size` and `spacing` are those of the original CT, (x, y, z), or of the region the
+    final grid frames.
     """
     if config.scale != "fit":
         return float(config.scale)
     n1 = resampled_size(size, spacing, config.spacing_mm)
     target = tuple(reversed(config.target_shape))
     return min(1.0, min(t / n for t, n in zip(target, n1, strict=True)))
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box of the original grid, voxel indices [low, high) per axis (x, y, z)."""
+
+    low: Int3
+    high: Int3
+
+
+def lung_region(lung: np.ndarray, spacing: Sequence[float], margin_mm: float) -> Region | None:
+    """The bounding box of the lung mask's voxels ((z, y, x) array), grown by `margin_mm`
+    on every side and kept inside the grid; None for an empty mask."""
+    occupied = [np.flatnonzero(np.asarray(lung).any(axis=tuple(b for b in range(3) if b != a)))
+                for a in (2, 1, 0)]
+    if any(o.size == 0 for o in occupied):
+        return None
+    n = (lung.shape[2], lung.shape[1], lung.shape[0])
+    grow = [int(np.ceil(margin_mm / s)) for s in spacing]
+    return Region(_int3(max(int(o[0]) - g, 0) for o, g in zip(occupied, grow, strict=True)),
+                  _int3(min(int(o[-1]) + 1 + g, m)
+                        for o, g, m in zip(occupied, grow, n, strict=True)))
 
 
 def _centred_origin(centre: np.ndarray, direction: np.ndarray, spacing: Vec3,
@@ -125,20 +148,34 @@ def _centred_origin(centre: np.ndarray, direction: np.ndarray, spacing: Vec3,
 
 
 def final_grid(size: Sequence[int], spacing: Sequence[float], origin: Sequence[float],
-               direction: Sequence[float], config: PreprocessConfig) -> GridGeometry:
-    """The geometry of every grid of the chain for a CT of this geometry (x, y, z)."""
+               direction: Sequence[float], config: PreprocessConfig,
+               region: Region | None = None) -> GridGeometry:
+    """The geometry of every grid of the chain for a CT of this geometry (x, y, z).
+
+    With a `region` (config.crop "lung"), the final grid is centred on the region instead
+    of the scan (to the nearest voxel of the scaled grid) and "fit" fits the region.
+    """
     size3, s0, o0 = _int3(size), _vec3(spacing), _vec3(origin)
     d0 = _direction(direction)
     matrix = np.asarray(d0, dtype=np.float64).reshape(3, 3)
-    factor = compute_scale_factor(size3, s0, config)
+    framed = size3 if region is None else _int3(
+        h - lo for lo, h in zip(region.low, region.high, strict=True))
+    factor = compute_scale_factor(framed, s0, config)
     s1 = _vec3(config.spacing_mm)
     n1 = resampled_size(size3, s0, s1)
     s2 = _vec3(s / factor for s in s1)
     n2 = _int3(max(1, round(n * factor)) for n in n1)
     target = _int3(reversed(config.target_shape))
-    offset = _int3((n - t) // 2 for n, t in zip(n2, target, strict=True))
     centre = np.asarray(o0) + matrix @ (np.asarray(s0) * (np.asarray(size3) - 1.0) / 2.0)
     o2 = _centred_origin(centre, matrix, s2, n2)
+    if region is None:
+        offset = _int3((n - t) // 2 for n, t in zip(n2, target, strict=True))
+    else:
+        # The region's centre, in scaled-grid index, at the final grid's centre.
+        middle = (np.asarray(region.low) + np.asarray(region.high) - 1.0) / 2.0
+        at = matrix.T @ (np.asarray(o0) + matrix @ (np.asarray(s0) * middle) - o2)
+        offset = _int3(round(c / s - (t - 1) / 2.0)
+                       for c, s, t in zip(at, s2, target, strict=True))
     o_final = o2 + matrix @ (np.asarray(s2) * np.asarray(offset, dtype=np.float64))
     return GridGeometry(
         original_size=size3, original_spacing=s0, original_origin=o0,

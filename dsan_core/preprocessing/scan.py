@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from dsan_core.config import PreprocessConfig
 from dsan_core.errors import InputError, MaskError
 from dsan_core.grid import ScanGeometry, check_same_grid
-from dsan_core.preprocessing.geometry import GridGeometry, final_grid
+from dsan_core.preprocessing.geometry import GridGeometry, final_grid, lung_region
 from dsan_core.preprocessing.intensity import AIR_HU, mask_outside_lung_, window_normalise_
 from dsan_core.preprocessing.resample import resample_image, resample_mask
 
@@ -88,7 +88,9 @@ def preprocess_arrays(hu_array: np.ndarray, lung_array: np.ndarray, infection_ar
     if np.issubdtype(hu_array.dtype, np.floating) and not np.isfinite(hu_array).all():
         raise InputError("expected finite HU values, found NaN or inf", scan=scan_id)
     size = (int(hu_array.shape[2]), int(hu_array.shape[1]), int(hu_array.shape[0]))
-    geometry = final_grid(size, tuple(spacing), tuple(origin), tuple(direction), config)
+    region = (lung_region(lung_array, tuple(spacing), config.lung_margin_mm)
+              if config.crop == "lung" else None)
+    geometry = final_grid(size, tuple(spacing), tuple(origin), tuple(direction), config, region)
     image = resample_image(hu_array, geometry, pad=AIR_HU, antialias=config.antialias)
     lung_final = (resample_mask(lung_array, geometry) != 0).astype(np.uint8)
     infection_final = (resample_mask(infection_array, geometry) != 0).astype(np.uint8)

@@ -338,6 +338,22 @@ def test_mirroring_flips_whole_scans_with_their_masks() -> None:
         assert torch.equal(flipped_mask[i], (want > 5))
 
 
+def test_intensity_jitter_shifts_each_scans_lung_only() -> None:
+    from dsan_core.classifier.training import shift_lung_intensity
+
+    x = torch.zeros(3, 1, 2, 2, 2)
+    x[:, :, 0] = 0.5  # lung: the first slice
+    x[2, :, 0, 0, 0] = 0.99
+    torch.manual_seed(4)
+    expected = (torch.rand(3) * 2 - 1) * 0.1
+    torch.manual_seed(4)
+    out = shift_lung_intensity(x, 0.1)
+    assert torch.equal(out[:, :, 1], x[:, :, 1])  # outside the lung stays 0
+    for i in range(2):
+        assert torch.allclose(out[i, :, 0], torch.full((1, 2, 2), 0.5 + float(expected[i])))
+    assert float(out[2, 0, 0, 0, 0]) == pytest.approx(min(0.99 + float(expected[2]), 1.0))
+
+
 def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> None:
     from dsan_core.classifier.checkpoints import build_classifier
     from dsan_core.classifier.data import make_loader
@@ -362,8 +378,9 @@ def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> Non
 @pytest.mark.parametrize("options", [
     {"precise_batch_norm": True},
     {"augment": True},
+    {"augment": True, "intensity_jitter": 0.05},
     {"calibrate_logits": True},
-], ids=["precise_batch_norm", "mirror", "calibrate_logits"])
+], ids=["precise_batch_norm", "mirror", "jitter", "calibrate_logits"])
 def test_training_options_keep_resume_identical(cases: Any, options: dict[str, Any]) -> None:
     train, val = cases
     config = CONFIG.model_copy(update=options)

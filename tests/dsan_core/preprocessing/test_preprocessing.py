@@ -249,3 +249,35 @@ def test_non_finite_ct_is_rejected() -> None:
     with pytest.raises(InputError, match="s-007"):
         preprocess_arrays(bad, lung, infection, SPACING, (0.0, 0.0, 0.0), IDENTITY, CONFIG,
                           scan_id="s-007")
+
+
+@pytest.mark.parametrize("direction", [IDENTITY, FLIPPED])
+def test_lung_crop_frames_the_lungs_and_fits_them(direction: tuple[float, ...]) -> None:
+    """A lung off the scan's centre: crop "lung" centres its box on the final grid and fits
+    the box (+ margin), not the scan; the mapping back to the CT still lands the masks."""
+    hu, lung, infection = _phantom()
+    # Move the lung (and its ball) 8 voxels right and 6 up, inside the body.
+    lung, infection = (np.roll(np.roll(a, 8, axis=2), -6, axis=1) for a in (lung, infection))
+    config = PreprocessConfig(target_shape=(12, 24, 24), dtype="float32", scale="fit",
+                              crop="lung", lung_margin_mm=2.0)
+    scan = config.model_copy(update={"crop": "scan"})
+    cropped = preprocess_arrays(hu, lung, infection, SPACING, (0.0, 0.0, 0.0), direction,
+                                config, scan_id="s-lung")
+    whole = preprocess_arrays(hu, lung, infection, SPACING, (0.0, 0.0, 0.0), direction,
+                              scan, scan_id="s-lung")
+    # Finer than fitting the whole scan, and the lung fills more of the grid.
+    assert cropped.geometry.scale_factor > whole.geometry.scale_factor
+    assert cropped.lung.mean() > 1.5 * whole.lung.mean()
+    # The lung's box is centred (within a voxel) and nothing of it is cut off.
+    inside = np.argwhere(cropped.lung)
+    middle = (inside.min(axis=0) + inside.max(axis=0)) / 2.0
+    assert np.all(np.abs(middle - (np.array(cropped.lung.shape) - 1) / 2.0) <= 1.0)
+    assert inside.min(axis=0).min() > 0
+    assert np.all(inside.max(axis=0) < np.array(cropped.lung.shape) - 1)
+    back = map_to_original(cropped.infection, cropped.geometry, interpolation="nearest")
+    overlap = (back & infection).sum() / infection.sum()
+    assert overlap > 0.8
+    # An empty lung mask falls back to the whole scan.
+    empty = preprocess_arrays(hu, np.zeros_like(lung), infection, SPACING, (0.0, 0.0, 0.0),
+                              direction, config, scan_id="s-empty")
+    assert empty.geometry == whole.geometry
