@@ -4,10 +4,12 @@ concurrency limit; then the training tables."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.exceptions import MissingContextError
 from prefect.futures import PrefectFuture, as_completed
 
 from dsan_core.branches import TRAINED
@@ -56,12 +58,41 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
     return devices, concurrency
 
 
-def set_concurrency_limit(tag: str, limit: int) -> None:
-    """Create or update the tag's concurrency limit on the Prefect API in use."""
-    from prefect.client.orchestration import get_client
+def set_concurrency_limit(tag: str, limit: int, *, reclaim: bool | None = None) -> int:
+    """Create or update the tag's concurrency limit on the Prefect API in use; returns
+    how many held slots were reclaimed.
 
+    A run killed while a training held a slot leaves the slot counted. A Prefect server
+    frees it when the slot's lease expires (its repossessor service), but the embedded
+    API of `dsan run` stops with its process, so the lease is never revoked and the next
+    run would wait forever. There the database is the data root's own and the data root
+    has one writer (we hold its lock), so every held slot is a leftover: with `reclaim`
+    (default: when no PREFECT_API_URL is set) they are set free.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.settings import get_current_settings
+
+    if reclaim is None:
+        reclaim = get_current_settings().api.url is None
+    name = f"tag:{tag}"
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+        client.upsert_global_concurrency_limit_by_name(name, limit)
+        if not reclaim:
+            return 0
+        held = int(client.read_global_concurrency_limit_by_name(name).active_slots)
+        if held:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(active_slots=0))
+            _warn(f"{held} training slot(s) of tag {tag!r} were held by a killed run; freed")
+    return held
+
+
+def _warn(message: str) -> None:
+    try:
+        get_run_logger().warning(message)
+    except MissingContextError:  # called outside a flow: the plain logger
+        logging.getLogger("dsan").warning(message)
 
 
 @flow(name="training", validate_parameters=False)

@@ -72,3 +72,22 @@ def test_training_writes_three_tables_and_reruns_from_cache(ingested_copy: Path,
                         branches=("att_ss",))
     assert [(b.fold, b.branch, b.trained) for b in one.branches] == [(1, "att_ss", True)]
     assert one.tables.models == 1 and len(one.tables.missing) == n_folds * 3 - 1
+
+
+def test_slots_left_by_a_killed_run_are_reclaimed_on_the_embedded_api() -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.training import set_concurrency_limit
+
+    tag = "gpu-reclaim-test"
+    assert set_concurrency_limit(tag, 1) == 0
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots(names=[f"tag:{tag}"], slots=1, mode="concurrency")
+        held = client.read_global_concurrency_limit_by_name(f"tag:{tag}").active_slots
+    assert held == 1
+    # A shared server (PREFECT_API_URL set, as under the test harness) keeps the slot: its
+    # lease may belong to another data root's run.
+    assert set_concurrency_limit(tag, 1) == 0
+    assert set_concurrency_limit(tag, 1, reclaim=True) == 1
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(f"tag:{tag}").active_slots == 0
