@@ -68,6 +68,8 @@ def load_trained_models(run: StageRun, threshold: float, device: str) -> Trained
         version = record["segmenter"]["version"][0]
         vbnet = _load_vbnet(run, version, segmentation, device)
     weights = EnsembleWeights(record["weights"]["w_extreme"], record["weights"]["w_middle"])
+    # The threshold the evaluation chose (records from before it: the configured one).
+    threshold = float(record.get("decision", {}).get("threshold", threshold))
     ensemble = TrainedEnsemble(models[ATT_US], models[ATT_SS], weights, threshold,
                                train.mixed_precision)
     infection_threshold = record["segmenter"]["infection_threshold"] or 0.5

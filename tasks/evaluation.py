@@ -152,8 +152,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         outputs[f"figure:{figure.name}"] = artifact(
             layout, layout.figure(REPORT, f"{figure.name}.png"), run.memo)
     report = ReportInputs(metrics, comparisons, source, reliability, faithfulness, search,
-                          figures, thresholds=thresholds, nested=nested_folds(run),
-                          predict_threshold=config.threshold)
+                          figures, thresholds=thresholds, nested=nested_folds(run))
     for name, text in (("report", render_markdown(report)), ("html", render_html(report))):
         path = layout.report(REPORT, "report.md" if name == "report" else "report.html")
         write_text(path, text)

@@ -176,12 +176,28 @@ def _record(run: StageRun, model_id: str, config: PipelineConfig,
                    "volume_hash": str(scans.loc[s, "volume_hash"])}
                   for s, st, f in zip(splits["scan_id"], splits["set"], splits["fold"],
                                       strict=True)],
+        "decision": _decision_threshold(run, config),
         "test_predictions": {str(s): float(p) for s, p in test_p.items()},
         "test_auc": _test_auc(run, test_p),
         "code_version": code_version(),
         "pipeline_run": run_id,
         "flow_run_id": _flow_run_id(),
     }
+
+
+def _decision_threshold(run: StageRun, config: PipelineConfig) -> dict[str, Any]:
+    """The P(COVID) at which `dsan predict` calls COVID: the one the evaluation chose for
+    the DS ensemble on all of TV (its `thresholds` row with fold null), so that predict
+    decides as the report's test rows were scored; the configured threshold before an
+    evaluation wrote one."""
+    if table_exists(run.layout, "thresholds"):
+        rows = read_table(run.layout, "thresholds")
+        chosen = rows[(rows["model"] == ATT_DS) & rows["fold"].isna()]
+        if len(chosen):
+            row = chosen.iloc[0]
+            return {"threshold": float(row["threshold"]), "rule": str(row["rule"]),
+                    "n_scans": int(row["n_scans"])}
+    return {"threshold": config.evaluation.threshold, "rule": "fixed", "n_scans": 0}
 
 
 def _threshold(infection: pd.DataFrame) -> float | None:

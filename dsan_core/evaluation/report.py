@@ -87,8 +87,6 @@ class ReportInputs:
     thresholds: pd.DataFrame | None = None
     #: The ensemble's nested per-fold weights (`dsan_core.ensemble.nested_ensemble`).
     nested: Sequence[NestedFold] = field(default_factory=tuple)
-    #: What `dsan predict` calls COVID (evaluation.threshold), said beside the rule.
-    predict_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,8 +153,7 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
     m, c = inputs.metrics, inputs.comparisons
     sections = [
         _Section("How to read this", paragraphs=how_to_read(
-            m, c, inputs.thresholds, inputs.nested, inputs.faithfulness,
-            inputs.predict_threshold)),
+            m, c, inputs.thresholds, inputs.nested, inputs.faithfulness)),
         _Section("Results beside the paper", paragraphs=[
             "Ours beside the paper's published numbers (real data; a synthetic cohort is "
             "not expected to reach them). TV: the validation folds' out-of-fold "

@@ -37,9 +37,15 @@ def test_predict_without_masks_on_a_ground_truth_data_root(
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert records and all(r["status"] == "predicted" for r in records), records
+    # Predict decides at the DS threshold the evaluation chose on all of TV.
+    thresholds = read_table(DataLayout(pipeline_copy), "thresholds")
+    chosen = thresholds[(thresholds["model"] == "att_ds") & thresholds["fold"].isna()]
+    assert record["decision"]["threshold"] == pytest.approx(float(chosen["threshold"].iloc[0]))
     for r in records:
         assert 0.0 <= r["probability"] <= 1.0
         assert r["segmenter"] == card["tag"] and r["weaker_segmenter"] is True
+        cut = record["decision"]["threshold"]
+        assert r["decision"] == ("COVID" if r["probability"] >= cut else "CAP")
     table = read_table(DataLayout(pipeline_copy), "predictions_new")
     assert set(table["segmenter"]) == {card["tag"]} and table["weaker_segmenter"].all()
 

@@ -91,7 +91,6 @@ def inputs() -> ReportInputs:
                  ReportFigure("ensemble_surface", "Ensemble weight surface", _png("blue"))),
         thresholds=thresholds,
         nested=nested.folds,
-        predict_threshold=0.5,
     )
 
 
