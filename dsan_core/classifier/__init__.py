@@ -5,8 +5,9 @@ strategies", "Training").
 Conventions everywhere: volumes (z, y, x), images float in [0, 1] (lung-masked),
 masks uint8 0/1; network tensors (batch, channels, z, y, x); label 1 COVID, 0 CAP.
 Modules: `network` (DSANet), `attention` (T(A), L_ex), `gradcam`, `samplers` (US,
-SS), `data` (lazy cases, Dataset, DataLoader), `training` (the loop), `checkpoints`,
-`inference` (probabilities, maps), `faithfulness` (map metrics).
+SS), `data` (lazy cases, Dataset, DataLoader), `augment`, `training` (loss, step, a
+branch's epochs in `dsan_core.training_loop`), `calibration` (precise BN, logits),
+`checkpoints`, `inference` (probabilities, maps), `faithfulness` (map metrics).
 """
 
 from __future__ import annotations

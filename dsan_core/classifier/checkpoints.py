@@ -1,6 +1,7 @@
 """Classifier checkpoints: plain dicts that `torch.load(weights_only=True)` reads back.
 
-A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch:
+A checkpoint (format `CHECKPOINT_FORMAT`) is written at the end of every epoch by the
+shared loop (`dsan_core.training_loop`), with the classifier's own keys:
 
     format              "dsan-classifier-checkpoint-v1"
     branch, fold        "att_us" | "att_ss" | "rn34_us"; the fold label (str) or None
@@ -31,6 +32,7 @@ import torch
 from dsan_core.classifier.network import UNCALIBRATED, DSANet
 from dsan_core.config import TrainConfig
 from dsan_core.errors import ModelError
+from dsan_core.training_loop import check_format as check_checkpoint_format
 
 CHECKPOINT_FORMAT = "dsan-classifier-checkpoint-v1"
 #: Config fields that fix the network's shape (the rest only change its training).
@@ -44,29 +46,9 @@ def build_classifier(config: TrainConfig) -> DSANet:
                   feature_stride=config.feature_stride)
 
 
-def cpu_copy(value: Any) -> Any:
-    """A detached CPU copy of nested dicts / lists / tuples of tensors (others as is)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(cpu_copy(item) for item in value)
-    return value
-
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights and buffers as CPU tensors in the default (contiguous) layout."""
-    return {
-        key: value.detach().to("cpu").contiguous().clone()
-        for key, value in model.state_dict().items()
-    }
-
-
 def check_format(checkpoint: dict[str, Any]) -> None:
-    found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
-    if found != CHECKPOINT_FORMAT:
-        raise ModelError(f"expected a {CHECKPOINT_FORMAT} checkpoint, found {found!r}")
+    """`checkpoint` is a classifier checkpoint (`CHECKPOINT_FORMAT`)."""
+    check_checkpoint_format(checkpoint, CHECKPOINT_FORMAT)
 
 
 def check_architecture(checkpoint: dict[str, Any], config: TrainConfig) -> None:

@@ -19,10 +19,11 @@ three branches are comparable) of an inner validation split of the training pati
 after every epoch, the best AUC kept, ties broken by the lower loss, then by the
 earlier epoch, a NaN AUC ranking below every number; with "last", the last epoch.
 
-Reproducibility: the network is initialised from (seed, "init"); the sampler draws
-epoch e's order from (seed, e) and torch is re-seeded from (seed, e) at the start of
-every epoch, so a run resumed from an end-of-epoch checkpoint equals an uninterrupted
-one (bit-identical on CPU; CUDA kernels may add non-determinism).
+Reproducibility: the shared epoch loop (`dsan_core.training_loop`) seeds the network's
+initialisation from the seed and re-seeds torch from (seed, e) at the start of every
+epoch e, and the sampler draws epoch e's order from (seed, e), so a run resumed from an
+end-of-epoch checkpoint equals an uninterrupted one (bit-identical on CPU; CUDA kernels
+may add non-determinism).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,20 +43,11 @@ from torch.utils.data import DataLoader
 
 from dsan_core.branches import ATT_SS, RN34_US, TRAINED
 from dsan_core.classifier.attention import attention_loss, soft_attention
-from dsan_core.classifier.checkpoints import (
-    CHECKPOINT_FORMAT,
-    build_classifier,
-    check_format,
-    cpu_copy,
-    model_state,
-)
+from dsan_core.classifier.augment import mirror_left_right, shift_lung_intensity
+from dsan_core.classifier.calibration import calibrate_logits, recalibrate_batch_norm
+from dsan_core.classifier.checkpoints import CHECKPOINT_FORMAT, build_classifier, check_format
 from dsan_core.classifier.data import ClassifierCase, check_cases, make_loader
-from dsan_core.classifier.inference import (
-    autocast_for,
-    logits_from_loader,
-    predict_logits,
-    to_network_input,
-)
+from dsan_core.classifier.inference import autocast_for, logits_from_loader, to_network_input
 from dsan_core.classifier.network import DSANet, DSANetOutput
 from dsan_core.classifier.samplers import SizeBalancedSampler, UniformSampler
 from dsan_core.classifier.selection import (
@@ -67,10 +59,9 @@ from dsan_core.classifier.selection import (
 from dsan_core.config import TrainConfig
 from dsan_core.errors import InputError, ModelError
 from dsan_core.groups import SAMPLING_GROUPS
+from dsan_core.training_loop import model_state, run_epochs, seed_initialisation
 
 BRANCHES: tuple[str, str, str] = TRAINED
-#: Tags that keep the seed streams of initialisation and epochs apart.
-_INIT_STREAM, _EPOCH_STREAM = 0x1A17, 0xE90C
 
 
 @dataclass(frozen=True)
@@ -129,11 +120,6 @@ def branch_seed(base_seed: int, fold: int | str, branch: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _derived_seed(seed: int, stream: int, epoch: int = 0) -> int:
-    state = np.random.SeedSequence([int(seed), stream, int(epoch)]).generate_state(2)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
 def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
     """The learning rate of 0-based `epoch` (torch's StepLR, as a function)."""
     return config.learning_rate * config.lr_gamma ** (epoch // config.lr_step_epochs)
@@ -187,32 +173,6 @@ def train_step(
     return torch.stack([loss, loss_c, loss_ex]).detach()
 
 
-def mirror_left_right(x: torch.Tensor, infection: torch.Tensor | None
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each scan of a (B, 1, z, y, x) batch mirrored along x (left-right) with
-    probability 1/2, its infection mask with it. Drawn from torch's global generator,
-    which the loop reseeds every epoch, so a resumed run draws the same flips."""
-    flip = torch.rand(x.shape[0]) < 0.5
-    if not bool(flip.any()):
-        return x, infection
-    index = flip.nonzero().flatten().to(x.device)
-    x = x.clone()
-    x[index] = x[index].flip(-1)
-    if infection is not None:
-        infection = infection.clone()
-        infection[index] = infection[index].flip(-1)
-    return x, infection
-
-
-def shift_lung_intensity(x: torch.Tensor, amount: float) -> torch.Tensor:
-    """Each scan of a (B, 1, z, y, x) batch with its lung voxels (those above 0: the input
-    is lung-masked) shifted by one offset from U(-amount, amount), clipped to [0, 1], the
-    outside left at 0. Drawn from torch's global generator, reseeded every epoch."""
-    offsets = (torch.rand(x.shape[0]) * 2.0 - 1.0) * amount
-    shifted = (x + offsets.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)).clamp(0.0, 1.0)
-    return torch.where(x > 0, shifted, x)
-
-
 def _train_epoch(
     model: DSANet, optimizer: torch.optim.Optimizer, loader: DataLoader[dict[str, Any]],
     config: TrainConfig, *, attention: bool, device: torch.device,
@@ -229,33 +189,6 @@ def _train_epoch(
         n_seen += n
     loss, loss_c, loss_ex = (sums / max(n_seen, 1)).tolist()
     return loss, loss_c, loss_ex
-
-
-def recalibrate_batch_norm(model: DSANet, loader: DataLoader[dict[str, Any]], *,
-                           device: torch.device, mixed_precision: bool,
-                           channels_last: bool = False) -> None:
-    """Replace BatchNorm's running statistics by the training set's, computed with the
-    epoch's final weights ("precise BN", Wu & Johnson 2021).
-
-    With a few scans per batch the running averages follow noisy batch statistics of
-    weights that kept changing, so eval-mode outputs drift far from training-mode ones
-    (validation losses jumping 10x between epochs on the demo). One forward pass over
-    the training scans, in train mode and without gradients, averages every batch's
-    statistics with equal weight (momentum None).
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad(), autocast_for(device, mixed_precision):
-        for batch in loader:
-            model(to_network_input(batch["image"], device, channels_last=channels_last))
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
 
 
 def _make_sampler(
@@ -276,38 +209,6 @@ def _make_sampler(
         raise ModelError(f"cannot train branch {branch}: {error}") from None
     return balanced, {"kind": "size_balanced", "weights": dict(balanced.weights),
                       "group_counts": counts, "num_samples": len(balanced)}
-
-
-def calibrate_logits(model: DSANet, cases: Sequence[ClassifierCase], config: TrainConfig, *,
-                     device: torch.device) -> tuple[float, float]:
-    """Set `model`'s logit calibration from its own training scans; returns (shift, scale).
-
-    Fold models trained on a few dozen scans each end at different offsets and scales
-    (a scan without infection may score -0.7 in one fold and +0.2 in the next), so
-    their out-of-fold predictions, pooled, rank worse than each fold's alone, and an
-    average over fold models is dominated by the widest. Calibration maps each
-    model's logits to a common frame using its training scans only (never validation
-    or test labels): 0 is the midpoint between the mean logits of its COVID and CAP
-    training scans (the mean of all when one class is missing), and 1 unit is the
-    standard deviation of its training logits (1 when they are all equal). AUC within
-    one model does not change.
-    """
-    model.logit_shift.fill_(0.0)
-    model.logit_scale.fill_(1.0)
-    logits = predict_logits(model, cases, device=device, batch_size=config.val_batch_size,
-                            num_workers=config.num_workers,
-                            mixed_precision=config.mixed_precision,
-                            channels_last=config.channels_last_3d)
-    labels = np.array([case.label for case in cases])
-    if np.unique(labels).size == 2:
-        shift = float((logits[labels == 1].mean() + logits[labels == 0].mean()) / 2)
-    else:
-        shift = float(logits.mean())
-    spread = float(logits.std())
-    scale = spread if spread > 1e-6 else 1.0
-    model.logit_shift.fill_(shift)
-    model.logit_scale.fill_(scale)
-    return float(model.logit_shift), float(model.logit_scale)
 
 
 def _resume_identity(config: TrainConfig) -> str:
@@ -331,9 +232,84 @@ def _check_resume(resume: dict[str, Any], branch: str, seed: int, config: TrainC
             shown = f"{len(value)} scans" if isinstance(value, list) else value
             raise ModelError(f"cannot resume: the checkpoint's {key} does not match this run "
                              f"(expected {shown})")
-    if int(resume["epoch"]) > config.epochs:
-        raise ModelError(f"cannot resume: the checkpoint has {resume['epoch']} epochs, more "
-                         f"than the {config.epochs} configured")
+
+
+class _BranchEpochs:
+    """One branch's epochs for `run_epochs`: batches from its sampler, its loss, precise
+    BN, and the epoch's scores on the inner validation split."""
+
+    def __init__(self, model: DSANet, optimizer: torch.optim.Optimizer,
+                 train: Sequence[ClassifierCase], split: SelectionSplit, config: TrainConfig,
+                 sampler: UniformSampler | SizeBalancedSampler, sampler_info: dict[str, Any],
+                 *, branch: str, seed: int, device: torch.device,
+                 fold: int | str | None) -> None:
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.sampler, self.branch, self.fold, self.device = sampler, branch, fold, device
+        self.attention = uses_attention(branch)
+        workers = config.num_workers
+        self.loader = make_loader(split.fit, batch_size=config.batch_size, sampler=sampler,
+                                  with_infection=self.attention, num_workers=workers,
+                                  device=device)
+        self.select_loader = None
+        if split.select:
+            self.select_loader = make_loader(split.select, batch_size=config.val_batch_size,
+                                             sampler=None, with_infection=False,
+                                             num_workers=workers, device=device)
+        # The fitted scans once each, in order, for BatchNorm's statistics.
+        self.stats_loader = make_loader(split.fit, batch_size=config.batch_size, sampler=None,
+                                        with_infection=False, num_workers=workers,
+                                        device=device)
+        self.select_labels = np.array([case.label for case in split.select], dtype=np.float64)
+        self.fixed_fields = {
+            "branch": branch, "fold": None if fold is None else str(fold), "seed": seed,
+            "config": config.model_dump(mode="json"),
+            "training_fingerprint": config.training_fingerprint(), "sampler": sampler_info,
+            "train_scan_ids": [c.scan_id for c in train],
+            "fit_scan_ids": [c.scan_id for c in split.fit],
+            "select_scan_ids": [c.scan_id for c in split.select],
+        }
+
+    def train_epoch(self, epoch: int, lr: float, rng: np.random.Generator
+                    ) -> ClassifierEpochReport:
+        started = time.perf_counter()
+        config, device = self.config, self.device
+        self.sampler.set_epoch(epoch)  # the sampler draws from (seed, epoch) itself
+        loss, loss_c, loss_ex = _train_epoch(self.model, self.optimizer, self.loader, config,
+                                             attention=self.attention, device=device)
+        # Precise BN changes only eval-mode outputs (training normalises by batch), so
+        # without an inner split it is needed after the last epoch alone.
+        if config.precise_batch_norm and (self.select_loader is not None
+                                          or epoch == config.epochs - 1):
+            recalibrate_batch_norm(self.model, self.stats_loader, device=device,
+                                   mixed_precision=config.mixed_precision,
+                                   channels_last=config.channels_last_3d)
+        if not math.isfinite(loss):
+            raise ModelError(f"fold {self.fold}: branch {self.branch} diverged: training loss "
+                             f"{loss} in epoch {epoch + 1}")
+        logits = np.zeros(0)
+        if self.select_loader is not None:
+            logits = logits_from_loader(self.model, self.select_loader, device=device,
+                                        mixed_precision=config.mixed_precision,
+                                        channels_last=config.channels_last_3d)
+        select_auc, select_loss = selection_scores(logits, self.select_labels)
+        return ClassifierEpochReport(epoch + 1, lr, loss, loss_c, loss_ex, select_auc,
+                                     select_loss, time.perf_counter() - started, 0, math.nan,
+                                     False)
+
+    def rank(self, report: ClassifierEpochReport) -> tuple[float, ...] | None:
+        # Without an inner split ("last") every newer epoch is kept.
+        if self.select_loader is None:
+            return None
+        return selection_key(report.select_auc, report.select_loss)
+
+    def mark_best(self, report: ClassifierEpochReport, best: ClassifierEpochReport,
+                  is_best: bool) -> ClassifierEpochReport:
+        return replace(report, best_epoch=best.epoch, best_select_auc=best.select_auc,
+                       is_best=is_best)
+
+    def checkpoint_fields(self, best: ClassifierEpochReport) -> dict[str, Any]:
+        return {**self.fixed_fields, "best_select_auc": best.select_auc,
+                "best_select_loss": best.select_loss}
 
 
 def train_classifier(
@@ -358,7 +334,6 @@ def train_classifier(
     """
     _check_branch(branch)
     device = torch.device(device)
-    attention = uses_attention(branch)
     if not train:
         raise ModelError(f"fold {fold}: branch {branch} needs at least one training scan, "
                          "found none")
@@ -369,103 +344,33 @@ def train_classifier(
         raise ModelError(f"fold {fold}: branch {branch}: {error}") from None
     sampler, sampler_info = _make_sampler(split.fit, branch, seed, config, fold)
 
-    torch.manual_seed(_derived_seed(seed, _INIT_STREAM))
+    seed_initialisation(seed)
     model = build_classifier(config).to(device)
     if config.channels_last_3d:
         model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
                                  betas=(config.adam_beta1, 0.999),
                                  weight_decay=config.weight_decay)
-    start_epoch, best_epoch = 0, 0
-    best_auc, best_loss = math.nan, math.nan
-    best_state = model_state(model)
-    history: list[ClassifierEpochReport] = []
     if resume is not None:
         _check_resume(resume, branch, seed, config, split)
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        start_epoch, best_epoch = int(resume["epoch"]), int(resume["best_epoch"])
-        best_auc = float(resume["best_select_auc"])
-        best_loss = float(resume["best_select_loss"])
-        best_state = resume["best_model"]
-        history = [ClassifierEpochReport(**item) for item in resume["history"]]
-        log(f"fold {fold} {branch}: resuming after epoch {start_epoch}")
+        log(f"fold {fold} {branch}: resuming after epoch {resume['epoch']}")
+    plan = _BranchEpochs(model, optimizer, train, split, config, sampler, sampler_info,
+                         branch=branch, seed=seed, device=device, fold=fold)
 
-    loader = make_loader(split.fit, batch_size=config.batch_size, sampler=sampler,
-                         with_infection=attention, num_workers=config.num_workers,
-                         device=device)
-    select_loader = None
-    if split.select:
-        select_loader = make_loader(split.select, batch_size=config.val_batch_size,
-                                    sampler=None, with_infection=False,
-                                    num_workers=config.num_workers, device=device)
-    # The fitted scans once each, in order, for BatchNorm's statistics.
-    stats_loader = make_loader(split.fit, batch_size=config.batch_size, sampler=None,
-                               with_infection=False, num_workers=config.num_workers,
-                               device=device)
-    select_labels = np.array([case.label for case in split.select], dtype=np.float64)
-    checkpoint: dict[str, Any] = dict(resume) if resume is not None else {}
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(_derived_seed(seed, _EPOCH_STREAM, epoch))
-        lr = epoch_learning_rate(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, loss_c, loss_ex = _train_epoch(model, optimizer, loader, config,
-                                             attention=attention, device=device)
-        # Precise BN changes only eval-mode outputs (training normalises by batch), so
-        # without an inner split it is needed after the last epoch alone.
-        if config.precise_batch_norm and (select_loader is not None
-                                          or epoch == config.epochs - 1):
-            recalibrate_batch_norm(model, stats_loader, device=device,
-                                   mixed_precision=config.mixed_precision,
-                                   channels_last=config.channels_last_3d)
-        if not math.isfinite(loss):
-            raise ModelError(f"fold {fold}: branch {branch} diverged: training loss {loss} "
-                             f"in epoch {epoch + 1}")
-        logits = np.zeros(0)
-        if select_loader is not None:
-            logits = logits_from_loader(model, select_loader, device=device,
-                                        mixed_precision=config.mixed_precision,
-                                        channels_last=config.channels_last_3d)
-        select_auc, select_loss = selection_scores(logits, select_labels)
-        is_best = (best_epoch == 0 or select_loader is None
-                   or selection_key(select_auc, select_loss)
-                   > selection_key(best_auc, best_loss))
-        if is_best:
-            best_epoch, best_auc, best_loss = epoch + 1, select_auc, select_loss
-            best_state = model_state(model)
-        report = ClassifierEpochReport(epoch + 1, lr, loss, loss_c, loss_ex, select_auc,
-                                       select_loss, time.perf_counter() - started, best_epoch,
-                                       best_auc, is_best)
-        history.append(report)
-        inner = (f" inner auc {select_auc:.4f} loss {select_loss:.4f} (best epoch "
-                 f"{best_epoch})" if select_loader is not None else "")
-        log(f"fold {fold} {branch} epoch {epoch + 1}/{config.epochs}: loss {loss:.4f} "
-            f"(bce {loss_c:.4f}, attention {loss_ex:.4f}){inner}")
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "branch": branch,
-            "fold": None if fold is None else str(fold),
-            "seed": seed,
-            "epoch": epoch + 1,
-            "model": model_state(model),
-            "optimizer": cpu_copy(optimizer.state_dict()),
-            "best_epoch": best_epoch,
-            "best_select_auc": best_auc,
-            "best_select_loss": best_loss,
-            "best_model": best_state,
-            "history": [asdict(item) for item in history],
-            "config": config.model_dump(mode="json"),
-            "training_fingerprint": config.training_fingerprint(),
-            "sampler": sampler_info,
-            "train_scan_ids": [c.scan_id for c in train],
-            "fit_scan_ids": [c.scan_id for c in split.fit],
-            "select_scan_ids": [c.scan_id for c in split.select],
-        }
+    def end_of_epoch(checkpoint: dict[str, Any], report: ClassifierEpochReport) -> None:
+        inner = (f" inner auc {report.select_auc:.4f} loss {report.select_loss:.4f} (best "
+                 f"epoch {report.best_epoch})" if split.select else "")
+        log(f"fold {fold} {branch} epoch {report.epoch}/{config.epochs}: loss "
+            f"{report.loss:.4f} (bce {report.loss_c:.4f}, attention {report.loss_ex:.4f})"
+            f"{inner}")
         on_epoch_end(checkpoint, report)
-    model.load_state_dict(best_state)
+
+    done = run_epochs(plan, model, optimizer, seed=seed, epochs=config.epochs,
+                      learning_rate=lambda epoch: epoch_learning_rate(config, epoch),
+                      checkpoint_format=CHECKPOINT_FORMAT, report_type=ClassifierEpochReport,
+                      resume=resume, on_epoch_end=end_of_epoch)
+    model.load_state_dict(done.best_state)
+    checkpoint = done.checkpoint
     if config.calibrate_logits:
         shift, scale = calibrate_logits(model, train, config, device=device)
         checkpoint = {**checkpoint, "best_model": model_state(model),
@@ -473,6 +378,7 @@ def train_classifier(
         log(f"fold {fold} {branch}: logits calibrated on the training scans (shift "
             f"{shift:.4f}, scale {scale:.4f})")
     model.eval()
-    return ClassifierTrainResult(model, branch, best_epoch, best_auc, best_loss, history,
-                                 checkpoint, dict(sampler_info["weights"]), len(split.fit),
+    return ClassifierTrainResult(model, branch, done.best_epoch, done.best.select_auc,
+                                 done.best.select_loss, done.history, checkpoint,
+                                 dict(sampler_info["weights"]), len(split.fit),
                                  len(split.select))

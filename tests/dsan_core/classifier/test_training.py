@@ -323,7 +323,7 @@ def test_cuda_bf16_training_step_and_checkpoint_round_trip(cases: Any) -> None:
 
 
 def test_mirroring_flips_whole_scans_with_their_masks() -> None:
-    from dsan_core.classifier.training import mirror_left_right
+    from dsan_core.classifier.augment import mirror_left_right
 
     x = torch.arange(2 * 1 * 2 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 2, 3)
     mask = x > 5
@@ -339,7 +339,7 @@ def test_mirroring_flips_whole_scans_with_their_masks() -> None:
 
 
 def test_intensity_jitter_shifts_each_scans_lung_only() -> None:
-    from dsan_core.classifier.training import shift_lung_intensity
+    from dsan_core.classifier.augment import shift_lung_intensity
 
     x = torch.zeros(3, 1, 2, 2, 2)
     x[:, :, 0] = 0.5  # lung: the first slice
@@ -355,9 +355,9 @@ def test_intensity_jitter_shifts_each_scans_lung_only() -> None:
 
 
 def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> None:
+    from dsan_core.classifier.calibration import recalibrate_batch_norm
     from dsan_core.classifier.checkpoints import build_classifier
     from dsan_core.classifier.data import make_loader
-    from dsan_core.classifier.training import recalibrate_batch_norm
 
     train, _ = cases
     torch.manual_seed(0)
