@@ -145,6 +145,8 @@ class VBNetConfig(_Section):
     epochs: int = Field(default=40, ge=1)
     steps_per_epoch: int = Field(default=50, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
+    #: Adam's L2 penalty (coupled, as in torch.optim.Adam).
+    weight_decay: float = Field(default=1e-5, ge=0)
     #: Fraction of patches centred on an infection voxel (class-aware sampling).
     infection_patch_fraction: float = Field(default=0.5, ge=0, le=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -160,6 +162,11 @@ class VBNetConfig(_Section):
     infection_threshold: float | Literal["calibrate"] = 0.5
     mixed_precision: bool = True
     seed: int = 7
+    #: Prepared (resampled) scans kept in memory during training, least recently used
+    #: dropped beyond it. Runtime only.
+    cache_capacity: int = Field(default=256, ge=1)
+
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("cache_capacity",)
 
     @field_validator("infection_threshold")
     @classmethod
@@ -169,8 +176,11 @@ class VBNetConfig(_Section):
         return value
 
     def training_fingerprint(self) -> str:
-        """Fingerprint of the fields that change a trained model (not inference-only ones)."""
-        return self.model_copy(update={"infection_threshold": "calibrate"}).fingerprint()
+        """Fingerprint of the fields that change a trained model (not inference-only or
+        runtime-only ones)."""
+        untrained = {name: type(self).model_fields[name].default for name in self.RUNTIME_FIELDS}
+        return self.model_copy(update={**untrained, "infection_threshold": "calibrate"}
+                               ).fingerprint()
 
 
 class ClassicalSegConfig(_Section):

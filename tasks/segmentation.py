@@ -49,7 +49,8 @@ STAGE = "segment"
 #: Bump when a trained model would differ for the same data and config.
 #: 2: validation calibrates an infection threshold (kept in the checkpoint) and scores
 #: epochs with the probability rules of `masks_from_probs` instead of an argmax.
-TRAIN_VERSION = "2"
+#: 3: seeded by the shared epoch loop's rule (`dsan_core.training_loop`).
+TRAIN_VERSION = "3"
 #: Bump when masks would differ for the same model. 2: lung holes filled in 3-D.
 #: 3: lung = background probability < 0.5, infection = probability > threshold.
 VERSION = "3"

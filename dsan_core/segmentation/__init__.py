@@ -26,17 +26,14 @@ from dsan_core.segmentation.inference import (
 )
 from dsan_core.segmentation.methods import SegmentedScan, segment_scan, segmenter_tag, spacing_of
 from dsan_core.segmentation.metrics import dice, evaluate_segmentation
+from dsan_core.segmentation.patches import PreparedCase, SegCase, SegVolume, prepare_case
 from dsan_core.segmentation.ratio import RatioResult, infection_ratio
 from dsan_core.segmentation.training import (
     EpochReport,
-    PreparedCase,
-    SegCase,
-    SegVolume,
     TrainResult,
     best_weights,
     infection_threshold_of,
     load_vbnet,
-    prepare_case,
     train_vbnet,
 )
 from dsan_core.segmentation.vbnet import BottleneckBlock, VBNet, build_vbnet

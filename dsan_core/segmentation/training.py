@@ -1,7 +1,7 @@
-"""VB-Net training: lazy cases, class-aware patch sampling, Dice + CE loss, the loop.
+"""VB-Net training: Dice + CE loss on patches (`patches`), sliding-window validation,
+and the VB-Net's part of the shared epoch loop (`dsan_core.training_loop`).
 
-Arrays are (z, y, x); spacings (x, y, z) mm; images HU before `prepare_case`.
-Labels are 0 background, 1 lung, 2 infection (infection is always lung too).
+Arrays are (z, y, x); labels 0 background, 1 lung, 2 infection.
 
 Epochs are scored at the majority rule (infection probability > 0.5). Validation
 also records the threshold from `THRESHOLD_GRID` that maximises mean infection Dice
@@ -12,18 +12,18 @@ inference setting only: changing it never retrains). Measured on the demo cohort
 faint lesion borders, and hurts a well-trained one, since a handful of validation
 scans pick a noisy threshold.
 
-Reproducibility: the patch sampler and torch are re-seeded from (config.seed, epoch)
-at the start of every epoch, so a run resumed from an end-of-epoch checkpoint draws
-the same patches as an uninterrupted one (bit-identical on CPU).
+Reproducibility: the shared loop seeds the initial weights from `config.seed`, and torch
+and the epoch's patch generator from (config.seed, epoch) at the start of every epoch,
+so a run resumed from an end-of-epoch checkpoint draws the same patches as an
+uninterrupted one (bit-identical on CPU).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,48 +31,18 @@ import torch
 import torch.nn.functional as F
 
 from dsan_core.config import VBNetConfig
-from dsan_core.errors import InputError, ModelError
-from dsan_core.segmentation.inference import (
-    masks_from_probs,
-    network_shape,
-    pad_to,
-    prepare_image,
-    resize_nearest,
-    sliding_window_probs,
-)
+from dsan_core.errors import ModelError
+from dsan_core.segmentation.inference import masks_from_probs, sliding_window_probs
 from dsan_core.segmentation.metrics import dice
+from dsan_core.segmentation.patches import CaseCache, SegCase, sample_batch
 from dsan_core.segmentation.vbnet import VBNet, build_vbnet
+from dsan_core.training_loop import check_format, run_epochs, seed_initialisation
 
 CHECKPOINT_FORMAT = "dsan-vbnet-checkpoint-v1"
+#: Without validation cases: the plain majority rule.
+DEFAULT_THRESHOLD = 0.5
 #: Infection probability thresholds tried by calibration.
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.1 + 0.05 * i, 2) for i in range(13))
-
-
-@dataclass(frozen=True)
-class SegVolume:
-    """One labelled scan: hu float32, lung and infection uint8, all (z, y, x); spacing (x, y, z)."""
-
-    hu: np.ndarray
-    lung: np.ndarray
-    infection: np.ndarray
-    spacing: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class SegCase:
-    """A scan by pseudonymous id; `load` reads it only when needed (paper-size volumes)."""
-
-    case_id: str
-    load: Callable[[], SegVolume]
-
-
-@dataclass(frozen=True)
-class PreparedCase:
-    """A case on the network grid: image float32 in [0, 1], labels uint8 0/1/2, (z, y, x)."""
-
-    case_id: str
-    image: np.ndarray
-    labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -108,60 +78,6 @@ class TrainResult:
     infection_threshold: float
 
 
-def prepare_case(volume: SegVolume, config: VBNetConfig, *, case_id: str = "") -> PreparedCase:
-    """Resample a labelled scan to `config.spacing_mm` (image linear, labels nearest)."""
-    shapes = {volume.hu.shape, volume.lung.shape, volume.infection.shape}
-    if len(shapes) != 1 or volume.hu.ndim != 3:
-        raise InputError(
-            f"expected hu, lung and infection of one 3-D shape, found {sorted(shapes)}",
-            scan=case_id or None,
-        )
-    lung = volume.lung.astype(bool) | volume.infection.astype(bool)
-    labels = lung.astype(np.uint8) + (volume.infection.astype(bool) & lung).astype(np.uint8)
-    shape = network_shape(volume.hu.shape, volume.spacing, config.spacing_mm)
-    image = prepare_image(volume.hu, volume.spacing, config)
-    return PreparedCase(case_id, image, resize_nearest(labels, shape))
-
-
-# --- patch sampling -------------------------------------------------------------------
-
-
-def sample_patch(
-    case: PreparedCase,
-    patch: Sequence[int],
-    infection_fraction: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, labels) patch of size `patch`, zero-padded when the case is smaller.
-
-    With probability `infection_fraction` the patch is centred on a random infection
-    voxel (a lung voxel when there is none); otherwise on a random lung voxel or a
-    uniformly random position, half and half.
-    """
-    image = pad_to(case.image, patch)
-    labels = pad_to(case.labels, patch)
-    draw = rng.random()
-    candidates: np.ndarray | None = None
-    if draw < infection_fraction:
-        candidates = np.flatnonzero(labels == 2)
-        if candidates.size == 0:
-            candidates = np.flatnonzero(labels >= 1)
-    elif draw < infection_fraction + (1 - infection_fraction) / 2:
-        candidates = np.flatnonzero(labels >= 1)
-    centre: tuple[int, ...]
-    if candidates is not None and candidates.size:
-        flat = int(candidates[rng.integers(candidates.size)])
-        centre = tuple(int(c) for c in np.unravel_index(flat, labels.shape))
-    else:
-        centre = tuple(int(rng.integers(n)) for n in labels.shape)
-    starts = [
-        int(min(max(c - p // 2, 0), n - p))
-        for c, p, n in zip(centre, patch, labels.shape, strict=True)
-    ]
-    window = tuple(slice(s, s + p) for s, p in zip(starts, patch, strict=True))
-    return image[window], labels[window]
-
-
 # --- loss -------------------------------------------------------------------------------
 
 
@@ -186,7 +102,7 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return ce + torch.stack(dice_losses).sum()
 
 
-# --- training loop ----------------------------------------------------------------------
+# --- training and validation --------------------------------------------------------
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -200,25 +116,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     scaler.step(optimizer)
     scaler.update()
     return loss
-
-
-class _CaseCache:
-    """Prepared cases by index, least recently used evicted beyond `capacity`."""
-
-    def __init__(self, cases: Sequence[SegCase], config: VBNetConfig, capacity: int) -> None:
-        self.cases, self.config, self.capacity = cases, config, capacity
-        self._items: OrderedDict[int, PreparedCase] = OrderedDict()
-
-    def get(self, index: int) -> PreparedCase:
-        if index in self._items:
-            self._items.move_to_end(index)
-            return self._items[index]
-        case = self.cases[index]
-        prepared = prepare_case(case.load(), self.config, case_id=case.case_id)
-        self._items[index] = prepared
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-        return prepared
 
 
 def _epoch_lr(config: VBNetConfig, epoch: int) -> float:
@@ -242,7 +139,7 @@ def _dice_per_threshold(probs: torch.Tensor, lung: torch.Tensor, truth: torch.Te
 
 
 def _validate(
-    model: VBNet, cache: _CaseCache, n_cases: int, config: VBNetConfig, device: torch.device
+    model: VBNet, cache: CaseCache, n_cases: int, config: VBNetConfig, device: torch.device
 ) -> tuple[float, float, float, float]:
     """Mean lung Dice, mean infection Dice at 0.5, the calibrated threshold and its Dice."""
     lung_scores, inf_scores = [], []
@@ -259,15 +156,52 @@ def _validate(
     return float(np.mean(lung_scores)), majority, THRESHOLD_GRID[best], float(per_threshold[best])
 
 
-def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
-    states = {"torch_cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return states
+class _VBNetEpochs:
+    """The VB-Net's epochs for `run_epochs`: random patches, Dice + CE, sliding-window
+    validation scored at the majority rule."""
 
+    def __init__(self, model: VBNet, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, train: Sequence[SegCase],
+                 val: Sequence[SegCase], config: VBNetConfig, device: torch.device) -> None:
+        self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self.config, self.device = config, device
+        self.use_amp = scaler.is_enabled()
+        self.train_cache = CaseCache(train, config, config.cache_capacity)
+        self.val_cache = CaseCache(val, config, config.cache_capacity)
 
-def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    def train_epoch(self, epoch: int, lr: float, rng: np.random.Generator) -> EpochReport:
+        started = time.perf_counter()
+        self.model.train()
+        losses = []
+        for _ in range(self.config.steps_per_epoch):
+            images, labels = sample_batch(self.train_cache, self.config, rng)
+            loss = train_step(self.model, self.optimizer, self.scaler,
+                              torch.from_numpy(images).to(self.device),
+                              torch.from_numpy(labels).to(self.device), use_amp=self.use_amp)
+            losses.append(float(loss.detach()))
+        train_loss = float(np.mean(losses))
+        threshold, inf_cal = DEFAULT_THRESHOLD, math.nan
+        if self.val_cache.cases:
+            lung_d, inf_d, threshold, inf_cal = _validate(
+                self.model, self.val_cache, len(self.val_cache.cases), self.config, self.device)
+            score = (lung_d + inf_d) / 2
+        else:
+            lung_d = inf_d = math.nan
+            score = -train_loss
+        return EpochReport(epoch + 1, lr, train_loss, lung_d, inf_d, score, 0, math.nan, False,
+                           time.perf_counter() - started, infection_threshold=threshold,
+                           val_infection_dice_calibrated=inf_cal)
+
+    def rank(self, report: EpochReport) -> tuple[float, ...]:
+        return (report.score if math.isfinite(report.score) else -math.inf,)
+
+    def mark_best(self, report: EpochReport, best: EpochReport, is_best: bool) -> EpochReport:
+        return replace(report, best_epoch=best.epoch, best_score=best.score, is_best=is_best)
+
+    def checkpoint_fields(self, best: EpochReport) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict() if self.use_amp else {},
+                "best_score": best.score, "best_infection_threshold": best.infection_threshold,
+                "config": self.config.model_dump(mode="json")}
 
 
 def train_vbnet(
@@ -279,106 +213,46 @@ def train_vbnet(
     resume: dict[str, Any] | None,
     on_epoch_end: Callable[[dict[str, Any], EpochReport], None],
     log: Callable[[str], None] = print,
-    cache_capacity: int = 256,
-    weight_decay: float = 1e-5,
 ) -> TrainResult:
     """Train a VB-Net on patches; validate with sliding windows after every epoch.
 
     The epoch score is the mean of validation lung and infection Dice (minus the
     training loss when `val` is empty); the best-scoring epoch's weights are kept.
     `on_epoch_end(checkpoint, report)` gets a dict of tensors, numbers, strings,
-    lists and dicts only (loadable with torch.load(weights_only=True)); passing it
-    back as `resume` continues after that epoch.
+    lists and dicts only (loadable with torch.load(weights_only=True); the keys in
+    `dsan_core.training_loop`, plus scaler, best_score, best_infection_threshold and
+    config); passing it back as `resume` continues after that epoch.
     """
     if not train:
         raise ModelError("VB-Net training needs at least one training case, found none")
-    torch.manual_seed(config.seed)
+    seed_initialisation(config.seed)
     model = build_vbnet(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                                 weight_decay=weight_decay)
+                                 weight_decay=config.weight_decay)
     use_amp = device.type == "cuda" and config.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_epoch, best_score = 0, 0, -math.inf
-    default_threshold = 0.5  # without validation cases: the plain majority rule
-    best_threshold = default_threshold
-    best_state = _clone_state(model)
-    history: list[EpochReport] = []
     if resume is not None:
-        if resume.get("format") != CHECKPOINT_FORMAT:
-            raise ModelError(f"expected a {CHECKPOINT_FORMAT} checkpoint, found "
-                             f"{resume.get('format')!r}")
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        check_format(resume, CHECKPOINT_FORMAT)
         if use_amp and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
-        start_epoch = int(resume["epoch"])
-        best_epoch, best_score = int(resume["best_epoch"]), float(resume["best_score"])
-        best_state = resume["best_model"]
-        best_threshold = float(resume.get("best_infection_threshold", default_threshold))
-        history = [EpochReport(**item) for item in resume["history"]]
-        log(f"resuming VB-Net training after epoch {start_epoch}")
+        log(f"resuming VB-Net training after epoch {resume['epoch']}")
 
-    train_cache = _CaseCache(train, config, cache_capacity)
-    val_cache = _CaseCache(val, config, cache_capacity)
-    checkpoint: dict[str, Any] = dict(resume) if resume is not None else {}
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        lr = _epoch_lr(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        losses = []
-        for _ in range(config.steps_per_epoch):
-            pairs = [
-                sample_patch(train_cache.get(int(rng.integers(len(train)))), config.patch_size,
-                             config.infection_patch_fraction, rng)
-                for _ in range(config.batch_size)
-            ]
-            images = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None]).to(device)
-            labels = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
-            loss = train_step(model, optimizer, scaler, images, labels, use_amp=use_amp)
-            losses.append(float(loss.detach()))
-        train_loss = float(np.mean(losses))
-        threshold, inf_cal = default_threshold, float("nan")
-        if val:
-            lung_d, inf_d, threshold, inf_cal = _validate(model, val_cache, len(val), config,
-                                                          device)
-            score = (lung_d + inf_d) / 2
-        else:
-            lung_d = inf_d = float("nan")
-            score = -train_loss
-        is_best = score > best_score
-        if is_best:
-            best_epoch, best_score, best_state = epoch + 1, score, _clone_state(model)
-            best_threshold = threshold
-        report = EpochReport(epoch + 1, lr, train_loss, lung_d, inf_d, score, best_epoch,
-                             best_score, is_best, time.perf_counter() - started,
-                             infection_threshold=threshold,
-                             val_infection_dice_calibrated=inf_cal)
-        history.append(report)
-        log(f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.4f} val lung dice {lung_d:.4f} "
-            f"infection dice {inf_d:.4f} ({inf_cal:.4f} at calibrated threshold {threshold:.2f}) "
-            f"(best epoch {best_epoch})")
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch + 1,
-            "model": _clone_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "best_epoch": best_epoch,
-            "best_score": best_score,
-            "best_model": best_state,
-            "best_infection_threshold": best_threshold,
-            "history": [asdict(item) for item in history],
-            "rng": _rng_states(device),
-            "config": config.model_dump(mode="json"),
-        }
+    def end_of_epoch(checkpoint: dict[str, Any], report: EpochReport) -> None:
+        log(f"epoch {report.epoch}/{config.epochs} loss {report.train_loss:.4f} val lung dice "
+            f"{report.val_lung_dice:.4f} infection dice {report.val_infection_dice:.4f} "
+            f"({report.val_infection_dice_calibrated:.4f} at calibrated threshold "
+            f"{report.infection_threshold:.2f}) (best epoch {report.best_epoch})")
         on_epoch_end(checkpoint, report)
-    model.load_state_dict(best_state)
+
+    plan = _VBNetEpochs(model, optimizer, scaler, train, val, config, device)
+    done = run_epochs(plan, model, optimizer, seed=config.seed, epochs=config.epochs,
+                      learning_rate=lambda epoch: _epoch_lr(config, epoch),
+                      checkpoint_format=CHECKPOINT_FORMAT, report_type=EpochReport,
+                      resume=resume, on_epoch_end=end_of_epoch)
+    model.load_state_dict(done.best_state)
     model.eval()
-    return TrainResult(model, best_epoch, best_score, history, checkpoint, best_threshold)
+    return TrainResult(model, done.best_epoch, done.best.score, done.history, done.checkpoint,
+                       done.best.infection_threshold)
 
 
 def best_weights(result: TrainResult) -> dict[str, Any]:
