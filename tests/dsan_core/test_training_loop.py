@@ -47,7 +47,7 @@ class ToyPlan:
         loss = torch.nn.functional.mse_loss(self.model(x), y)
         loss.backward()
         self.optimizer.step()
-        score = self.scores[epoch] if self.scores is not None else -float(loss)
+        score = self.scores[epoch] if self.scores is not None else -float(loss.detach())
         return ToyReport(epoch + 1, lr, float(loss.detach()), score, torch_draw, numpy_draw)
 
     def rank(self, report: ToyReport) -> tuple[float, ...] | None:
