@@ -321,7 +321,7 @@ def _serve(schedule: Any, base: dict[str, str], drop: dict[str, str | None],
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import EntrypointType
 
-    from deployments.entrypoints import pipeline_deployment, retrain_deployment
+    from flows.entrypoints import pipeline_deployment, retrain_deployment
 
     # Module-path entrypoints: the runs import the installed dsan, wherever this started.
     module = EntrypointType.MODULE_PATH
