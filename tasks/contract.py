@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dsan_core.errors import DsanError, StageError
+from dsan_core.errors import DsanError, ItemFailed, StageError
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
@@ -169,12 +169,6 @@ class MapResult:
     errors: dict[str, DsanError] = field(default_factory=dict)  # item name -> the error
     computed: int = 0
     cached: int = 0
-
-
-class ItemFailed(RuntimeError):
-    """An item of a stage raised something other than a `DsanError`: a bug, not bad input.
-    The stage fails (after the other items are stored) naming the items; each traceback
-    is logged."""
 
 
 def cached_map(

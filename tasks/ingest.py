@@ -38,7 +38,7 @@ from dsan_core.dicom import (
     require_scans,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import InputError
+from dsan_core.errors import InputError, ItemFailed
 from dsan_core.segmentation.external import conform_mask
 from storage.hashing import combine_hashes, sha256_bytes, stat_key
 from storage.inputs import ExportLocation
@@ -48,7 +48,6 @@ from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, write_image
 from tasks.contract import (
     DaskAddress,
-    ItemFailed,
     MapItem,
     MapResult,
     StageInputs,

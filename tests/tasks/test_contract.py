@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dsan_core.errors import InputError
+from dsan_core.errors import InputError, ItemFailed
 from storage.atomic import write_text
 from storage.stage_cache import Manifest, artifact
-from tasks.contract import ItemFailed, MapItem, StageItems, StageRun, cached_map
+from tasks.contract import MapItem, StageItems, StageRun, cached_map
 
 N_ITEMS = 6
 
