@@ -40,8 +40,9 @@ from scipy.stats import rankdata
 
 from dsan_core.config import EnsembleConfig
 from dsan_core.errors import InputError
-from dsan_core.evaluation.paper import PAPER
-from dsan_core.evaluation.predictions import (
+from dsan_core.groups import BAND_EXTREME, LABEL_COVID
+from dsan_core.paper import PAPER
+from dsan_core.prediction_table import (
     BRANCH_ATT_DS,
     BRANCH_ATT_DS_NESTED,
     BRANCH_ATT_SS,
@@ -53,7 +54,6 @@ from dsan_core.evaluation.predictions import (
     check_predictions,
     require_columns,
 )
-from dsan_core.groups import BAND_EXTREME, LABEL_COVID
 
 PAPER_WEIGHTS: tuple[float, float] = PAPER.ensemble_weights
 NEUTRAL_WEIGHTS: tuple[float, float] = (0.5, 0.5)

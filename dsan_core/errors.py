@@ -11,10 +11,17 @@
     ├── ModelError               a model cannot be trained, loaded or applied (no training
     │                            cases, an empty sampling group, a foreign checkpoint)
     ├── StorageError             a table or artifact is missing or fails validation
-    │   └── SchemaError          a Parquet table's schema is not the expected one
-    └── StageError               a stage cannot run (missing upstream output, etc.);
-                                 raised by the pipeline layer (tasks/, flows/), never by
-                                 dsan_core
+    │   ├── SchemaError          a Parquet table's schema is not the expected one
+    │   └── LockedError          another process is working on the data root (storage/)
+    ├── StageError               a stage cannot run (missing upstream output, etc.);
+    │                            raised by the pipeline layer (tasks/, flows/), never by
+    │                            dsan_core
+    └── ServerError              a Prefect server cannot be started or does not answer
+                                 (`dsan server`, `dsan ui`, `dsan serve`)
+
+    ItemFailed (a RuntimeError, not a DsanError: a bug, not bad input)
+                                 an item of a stage raised something other than a
+                                 DsanError; raised by `tasks.contract.cached_map`
 
 Messages say what was expected, what was found and which scan - never a patient
 name, a patient id or a raw file path.
@@ -83,5 +90,19 @@ class SchemaError(StorageError):
     """A Parquet table does not have the expected schema."""
 
 
+class LockedError(StorageError):
+    """Another process is working on the data root."""
+
+
 class StageError(DsanError):
     """A pipeline stage cannot run."""
+
+
+class ServerError(DsanError):
+    """A Prefect server cannot be started or does not answer."""
+
+
+class ItemFailed(RuntimeError):
+    """An item of a stage raised something other than a `DsanError`: a bug, not bad input.
+    The stage fails (after the other items are stored) naming the items; each traceback
+    is logged."""

@@ -9,17 +9,19 @@ from prefect import flow
 from dsan_core.config import EnsembleConfig, EvaluationConfig, RuntimeConfig, TrainConfig
 from flows.segmentation import pick_device
 from tasks.baselines import baselines_task
+from tasks.ensemble import STAGE as ENSEMBLE
 from tasks.ensemble import EnsembleOutcome, ensemble_task
+from tasks.evaluation import STAGE as EVALUATE
 from tasks.evaluation import EvaluationOutcome, evaluate_task
 
 
-@flow(name="ensemble", validate_parameters=False)
+@flow(name=ENSEMBLE, validate_parameters=False)
 def ensemble_flow(config: EnsembleConfig, data_root: Path,
                   run_id: str | None = None) -> EnsembleOutcome:
     return ensemble_task(data_root, config, run_id)
 
 
-@flow(name="evaluation", validate_parameters=False)
+@flow(name=EVALUATE, validate_parameters=False)
 def evaluation_flow(config: EvaluationConfig, train: TrainConfig, runtime: RuntimeConfig,
                     data_root: Path, fingerprints: dict[str, str], profile: str,
                     run_id: str | None = None) -> EvaluationOutcome:

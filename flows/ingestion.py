@@ -10,10 +10,10 @@ from dsan_core.config import IngestConfig, RuntimeConfig
 from flows.runtime import dask_scheduler
 from storage.inputs import ExportLocation
 from storage.layout import DataLayout
-from tasks.ingest import IngestOutcome, ingest_dicom_task
+from tasks.ingest import STAGE, IngestOutcome, ingest_dicom_task
 
 
-@flow(name="ingestion", validate_parameters=False)
+@flow(name=STAGE, validate_parameters=False)
 def ingestion_flow(
     export: ExportLocation,
     config: IngestConfig,

@@ -8,17 +8,6 @@ from typing import Any
 
 from prefect import flow
 
-import tasks.baselines as baselines_task
-import tasks.ensemble as ensemble_task
-import tasks.evaluation as evaluation_task
-import tasks.groups as groups_task
-import tasks.ingest as ingest_task
-import tasks.preprocess as preprocess_task
-import tasks.segmentation as segmentation_task
-import tasks.segmentation_eval as segmentation_eval
-import tasks.splits as splits_task
-import tasks.training as training_task
-import tasks.training_tables as training_tables
 from dsan_core.config import PipelineConfig
 from dsan_core.errors import StageError
 from flows.evaluation import ensemble_flow, evaluation_flow
@@ -39,20 +28,17 @@ from tasks.ingest import IngestOutcome
 from tasks.models import ModelOutcome, register_model_task
 from tasks.preprocess import PreprocessOutcome
 from tasks.splits import AuditOutcome, SplitOutcome
-
-#: The pipeline's stages in order (what --refresh and --until name), with the internal
-#: stage names (cache and lineage) each covers.
-STAGES: dict[str, tuple[str, ...]] = {
-    "ingest": (ingest_task.STAGE, ingest_task.SERIES_STAGE, ingest_task.GROUND_TRUTH_STAGE),
-    "train-seg": (segmentation_task.TRAIN_STAGE,),
-    "segment": (segmentation_task.SCAN_STAGE, segmentation_task.STAGE, groups_task.STAGE,
-                segmentation_eval.FIGURES_STAGE, segmentation_eval.EVAL_STAGE),
-    "split": (splits_task.STAGE, splits_task.AUDIT_STAGE),
-    "preprocess": (preprocess_task.SCAN_STAGE, preprocess_task.STAGE),
-    "train": (training_task.TRAIN_STAGE, training_task.PREDICT_STAGE, training_tables.STAGE),
-    "ensemble": (ensemble_task.STAGE,),
-    "evaluate": (baselines_task.STAGE, evaluation_task.STAGE),
-}
+from tasks.stages import (
+    ENSEMBLE,
+    EVALUATE,
+    INGEST,
+    PREPROCESS,
+    SEGMENT,
+    SPLIT,
+    STAGES,
+    TRAIN,
+    TRAIN_SEG,
+)
 
 
 @dataclass(frozen=True)
@@ -71,11 +57,11 @@ class PipelineResult:
     model: ModelOutcome | None = None
 
     def summary(self) -> list[str]:
-        sections = [("ingest", self.ingest.summary.lines())]
-        for name, outcome in (("segment", self.segmentation), ("split", self.splits),
-                              ("split", self.audit), ("preprocess", self.preprocess),
-                              ("train", self.training), ("ensemble", self.ensemble),
-                              ("evaluate", self.evaluation), ("model", self.model)):
+        sections = [(INGEST, self.ingest.summary.lines())]
+        for name, outcome in ((SEGMENT, self.segmentation), (SPLIT, self.splits),
+                              (SPLIT, self.audit), (PREPROCESS, self.preprocess),
+                              (TRAIN, self.training), (ENSEMBLE, self.ensemble),
+                              (EVALUATE, self.evaluation), ("model", self.model)):
             if outcome is not None:
                 sections.append((name, outcome.summary()))
         return [f"[{name}] {line}" for name, lines in sections for line in lines]
@@ -124,29 +110,29 @@ def _pipeline(export: ExportLocation, config: PipelineConfig, data_root: Path, r
         return flow_fn.with_options(flow_run_name=run_name(stage, config.profile))
 
     def done(stage: str) -> bool:  # the run stops after `until`
-        order = [s for s in STAGES if s != "train-seg"]
-        last = "segment" if until == "train-seg" else until
+        order = [s for s in STAGES if s != TRAIN_SEG]
+        last = SEGMENT if until == TRAIN_SEG else until
         return last is not None and order.index(stage) > order.index(last)
 
-    steps: dict[str, Any] = {"ingest": named(ingestion_flow, "ingest")(
+    steps: dict[str, Any] = {"ingest": named(ingestion_flow, INGEST)(
         export, config.ingest, config.runtime, data_root, run_id, accumulate)}
-    if not done("segment"):
-        steps["segmentation"] = named(segmentation_flow, "segment")(
+    if not done(SEGMENT):
+        steps["segmentation"] = named(segmentation_flow, SEGMENT)(
             config.segmentation, config.groups, config.runtime, data_root, run_id)
-    if not done("split"):
-        steps["splits"] = named(split_flow, "split")(config.split, data_root, run_id=run_id)
+    if not done(SPLIT):
+        steps["splits"] = named(split_flow, SPLIT)(config.split, data_root, run_id=run_id)
         steps["audit"] = named(audit_splits_flow, "audit-splits")(config.split, data_root,
                                                                   run_id=run_id)
-    if not done("preprocess"):
-        steps["preprocess"] = named(preprocess_flow, "preprocess")(
+    if not done(PREPROCESS):
+        steps["preprocess"] = named(preprocess_flow, PREPROCESS)(
             config.preprocess, config.runtime, data_root, run_id=run_id)
-    if not done("train"):
-        steps["training"] = named(training_flow, "train")(
+    if not done(TRAIN):
+        steps["training"] = named(training_flow, TRAIN)(
             config.train, config.split, config.runtime, data_root, run_id=run_id)
-    if not done("ensemble"):
-        steps["ensemble"] = named(ensemble_flow, "ensemble")(config.ensemble, data_root, run_id)
-    if not done("evaluate"):
-        steps["evaluation"] = named(evaluation_flow, "evaluate")(
+    if not done(ENSEMBLE):
+        steps["ensemble"] = named(ensemble_flow, ENSEMBLE)(config.ensemble, data_root, run_id)
+    if not done(EVALUATE):
+        steps["evaluation"] = named(evaluation_flow, EVALUATE)(
             config.evaluation, config.train, config.runtime, data_root, config.fingerprints(),
             config.profile, run_id)
         steps["model"] = register_model_task(data_root, config, run_id)

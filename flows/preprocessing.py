@@ -9,10 +9,10 @@ from prefect import flow
 from dsan_core.config import PreprocessConfig, RuntimeConfig
 from flows.runtime import dask_scheduler
 from storage.layout import DataLayout
-from tasks.preprocess import PreprocessOutcome, preprocess_task
+from tasks.preprocess import STAGE, PreprocessOutcome, preprocess_task
 
 
-@flow(name="preprocessing", validate_parameters=False)
+@flow(name=STAGE, validate_parameters=False)
 def preprocess_flow(
     config: PreprocessConfig,
     runtime: RuntimeConfig,

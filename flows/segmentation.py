@@ -13,6 +13,8 @@ from dsan_core.config import GroupsConfig, RuntimeConfig, SegmentationConfig
 from dsan_core.errors import StageError
 from tasks.groups import GroupsOutcome, assign_groups_task
 from tasks.segmentation import (
+    STAGE,
+    TRAIN_STAGE,
     SegmentOutcome,
     TrainSegOutcome,
     segment_scans_task,
@@ -77,13 +79,13 @@ def pick_device(runtime: RuntimeConfig) -> str:
     return runtime.device
 
 
-@flow(name="train-segmenter", validate_parameters=False)
+@flow(name=TRAIN_STAGE, validate_parameters=False)
 def train_segmenter_flow(config: SegmentationConfig, runtime: RuntimeConfig, data_root: Path,
                          run_id: str | None = None) -> TrainSegOutcome | None:
     return train_segmenter_task(data_root, config, pick_device(runtime), run_id)
 
 
-@flow(name="segmentation", validate_parameters=False)
+@flow(name=STAGE, validate_parameters=False)
 def segmentation_flow(config: SegmentationConfig, groups: GroupsConfig, runtime: RuntimeConfig,
                       data_root: Path, run_id: str | None = None) -> SegmentationResult:
     device = pick_device(runtime)

@@ -7,16 +7,23 @@ from pathlib import Path
 from prefect import flow
 
 from dsan_core.config import SplitConfig
-from tasks.splits import AuditOutcome, SplitOutcome, audit_splits_task, split_task
+from tasks.splits import (
+    AUDIT_STAGE,
+    STAGE,
+    AuditOutcome,
+    SplitOutcome,
+    audit_splits_task,
+    split_task,
+)
 
 
-@flow(name="split", validate_parameters=False)
+@flow(name=STAGE, validate_parameters=False)
 def split_flow(config: SplitConfig, data_root: Path, *, reshuffle: bool = False,
                run_id: str | None = None) -> SplitOutcome:
     return split_task(config, data_root, reshuffle, run_id)
 
 
-@flow(name="audit-splits", validate_parameters=False)
+@flow(name=AUDIT_STAGE, validate_parameters=False)
 def audit_splits_flow(config: SplitConfig, data_root: Path, *, against: str | None = None,
                       run_id: str | None = None) -> AuditOutcome:
     """Returns has_leakage instead of raising, so the reports are always written."""

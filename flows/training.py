@@ -23,7 +23,7 @@ from tasks.training import (
     find_trained_task,
     train_branch_task,
 )
-from tasks.training_tables import TrainingOutcome, training_tables_task
+from tasks.training_tables import STAGE, TrainingOutcome, training_tables_task
 
 #: Prefect tag of the training tasks; its concurrency limit caps how many run at once.
 GPU_TAG = "gpu"
@@ -95,7 +95,7 @@ def _warn(message: str) -> None:
         logging.getLogger("dsan").warning(message)
 
 
-@flow(name="training", validate_parameters=False)
+@flow(name=STAGE, validate_parameters=False)
 def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfig,
                   data_root: Path, *, folds: tuple[int, ...] | None = None,
                   branches: tuple[str, ...] | None = None,

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -45,16 +44,6 @@ def hash_json(payload: Any) -> str:
 def combine_hashes(hashes: Iterable[str]) -> str:
     """One hash for an unordered collection of content hashes."""
     return sha256_bytes("\n".join(sorted(hashes)).encode())
-
-
-def hash_frames(frames: Mapping[str, pd.DataFrame]) -> str:
-    """One hash of named DataFrames' values (as text), independent of the mapping's order."""
-    digest = hashlib.sha256()
-    for name in sorted(frames):
-        digest.update(name.encode())
-        digest.update(pd.util.hash_pandas_object(frames[name].astype(str), index=False)
-                      .to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def stat_key(path: Path) -> str:

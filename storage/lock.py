@@ -21,13 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from dsan_core.errors import StorageError
+from dsan_core.errors import LockedError
 from storage.layout import DataLayout
-
-
-class LockedError(StorageError):
-    """Another process is working on the data root."""
-
 
 _held: dict[Path, tuple[IO[str], int]] = {}
 _guard = threading.Lock()

@@ -24,7 +24,7 @@ from dsan_core.groups import LABEL_COVID
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table, write_table_file
 from storage.volumes import open_npy
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "baselines"
 VERSION = "1"
@@ -47,16 +47,20 @@ def baselines_task(data_root: Path, config: EvaluationConfig,
     """Image features of every pre-processed scan and the baselines' predictions."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        require_tables(run.layout, *INPUT_TABLES)
-        inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
 
         def compute(key: str) -> Manifest:
             return _baselines(run, key, config)
 
-        stage = cached_stage(run, stage=STAGE, version=VERSION,
-                             config_hash=config.baselines_fingerprint(), inputs=inputs,
-                             compute=compute, logger=logger)
+        stage = cached_stage(run, baselines_inputs(run, config), compute=compute,
+                             logger=logger)
     return BaselinesOutcome(stage, {str(k): float(v) for k, v in stage.data["oof_auc"].items()})
+
+
+def baselines_inputs(run: StageRun, config: EvaluationConfig) -> StageInputs:
+    """The baselines' key: the pre-processed, groups and splits tables and the config."""
+    require_tables(run.layout, *INPUT_TABLES)
+    return StageInputs(STAGE, VERSION, config.baselines_fingerprint(), {
+        name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES})
 
 
 def _baselines(run: StageRun, key: str, config: EvaluationConfig) -> Manifest:

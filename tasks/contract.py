@@ -1,11 +1,15 @@
 """The stage contract, as the task layer applies it (see ARCHITECTURE.md).
 
 `StageRun` bundles the data root's layout, the file-hash memo, the stage cache
-and the run id; `cached_stage` looks a key up, verifies the outputs, computes
-on a miss, stores the manifest and appends the lineage row either way;
-`cached_map` does the same per item of a stage with many independent items (a
-series, a scan, a fold x branch), computing the misses locally or on Dask and
-storing each item's manifest the moment it completes, so a killed run resumes.
+and the run id. `StageInputs` is what a stage's cache key is made of, `StageItems`
+the same per item; each stage computes them in ONE function of its task module,
+which both its task and `dsan status` (`tasks.status`) call, so the key a run uses
+and the key status checks cannot drift apart. `cached_stage` looks a key up,
+verifies the outputs, computes on a miss, stores the manifest and appends the
+lineage row either way; `cached_map` does the same per item of a stage with many
+independent items (a series, a scan, a fold x branch), computing the misses locally
+or on Dask and storing each item's manifest the moment it completes, so a killed run
+resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dsan_core.errors import DsanError, StageError
+from dsan_core.errors import DsanError, ItemFailed, StageError
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
@@ -65,6 +69,50 @@ class StageRun:
         self.close()
 
 
+@dataclass(frozen=True)
+class StageInputs:
+    """What one stage's cache key is made of (the stage contract, step 1): the stage's
+    name, its code version, its config fingerprint and its inputs' content hashes."""
+
+    stage: str
+    version: str
+    config_hash: str
+    inputs: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.stage, self.version, self.config_hash, self.inputs)
+
+
+@dataclass(frozen=True)
+class MapItem:
+    """One item of a per-item stage. `name` (a pseudonymous id, unique in the stage)
+    names it in messages; `inputs` (content hashes) make its cache key; `args` are
+    what `compute` receives: paths and small values, picklable for Dask."""
+
+    name: str
+    inputs: Mapping[str, str]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageItems:
+    """The items of a per-item stage and what their keys share: each item's key is a
+    `StageInputs` key over the item's own inputs."""
+
+    stage: str
+    version: str
+    config_hash: str
+    items: Sequence[MapItem]
+
+    def of(self, item: MapItem) -> StageInputs:
+        return StageInputs(self.stage, self.version, self.config_hash, item.inputs)
+
+    def keys(self) -> dict[str, str]:
+        """Item name -> the item's cache key."""
+        return {item.name: self.of(item).key for item in self.items}
+
+
 def require_tables(layout: DataLayout, *names: str) -> None:
     """Raise StageError naming the first of the tables `names` that is not written yet."""
     for name in names:
@@ -74,11 +122,8 @@ def require_tables(layout: DataLayout, *names: str) -> None:
 
 def cached_stage(
     run: StageRun,
+    spec: StageInputs,
     *,
-    stage: str,
-    version: str,
-    config_hash: str,
-    inputs: Mapping[str, str],
     compute: Callable[[str], Manifest],
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     record: bool = True,
@@ -88,7 +133,8 @@ def cached_stage(
     `compute(key)` must write its outputs atomically and return their manifest.
     `record=False` skips the lineage row (for per-item caches inside one stage).
     """
-    key = stage_key(stage, version, config_hash, inputs)
+    stage, inputs, config_hash = spec.stage, spec.inputs, spec.config_hash
+    key = spec.key
     manifest = run.lookup(stage, key)
     hit = manifest is not None
     if manifest is None:
@@ -113,17 +159,6 @@ def resolve_address(address: DaskAddress) -> str:
 
 
 @dataclass(frozen=True)
-class MapItem:
-    """One item of a per-item stage. `name` (a pseudonymous id, unique in the stage)
-    names it in messages; `inputs` (content hashes) make its cache key; `args` are
-    what `compute` receives: paths and small values, picklable for Dask."""
-
-    name: str
-    inputs: Mapping[str, str]
-    args: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True)
 class MapResult:
     """Manifests of the items that have outputs (cached or computed), in item order,
     and a reason per item that failed."""
@@ -136,24 +171,10 @@ class MapResult:
     cached: int = 0
 
 
-def item_key(item: MapItem, stage: str, version: str, config_hash: str) -> str:
-    """The cache key `cached_map` gives an item."""
-    return stage_key(stage, version, config_hash, item.inputs)
-
-
-class ItemFailed(RuntimeError):
-    """An item of a stage raised something other than a `DsanError`: a bug, not bad input.
-    The stage fails (after the other items are stored) naming the items; each traceback
-    is logged."""
-
-
 def cached_map(
     run: StageRun,
-    items: Sequence[MapItem],
+    spec: StageItems,
     *,
-    stage: str,
-    version: str,
-    config_hash: str,
     compute: Callable[..., Any],
     finish: Callable[[MapItem, str, Any], Manifest] | None = None,
     address: DaskAddress | None = None,
@@ -163,7 +184,8 @@ def cached_map(
     record: bool = False,
     resources: Mapping[str, float] | None = None,
 ) -> MapResult:
-    """Per item: a verified cache hit, or `compute(*item.args)` and its stored manifest.
+    """Per item of `spec`: a verified cache hit, or `compute(*item.args)` and its stored
+    manifest.
 
     `compute` runs here (`address` None) or on the Dask scheduler at `address` (then it
     must be a plain, picklable function; `resources` what each item needs of a Dask
@@ -174,7 +196,8 @@ def cached_map(
     every item still runs, then `ItemFailed`. `record` appends a lineage row per item
     (for a few expensive items, such as trained models; per-scan stages record tables).
     """
-    keys = {item.name: item_key(item, stage, version, config_hash) for item in items}
+    stage, config_hash, items = spec.stage, spec.config_hash, spec.items
+    keys = spec.keys()
     found = _cache_hits(run, stage, items, keys)
     todo = [item for item in items if item.name not in found]
     result = MapResult()

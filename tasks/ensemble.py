@@ -30,12 +30,13 @@ from dsan_core.ensemble import (
     nested_ensemble,
     search_ensemble_weights,
 )
+from dsan_core.errors import StageError
 from dsan_core.plots.evaluation import ensemble_surface_figure
 from storage.atomic import write_json
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "ensemble"
 VERSION = "2"
@@ -71,18 +72,12 @@ def ensemble_task(data_root: Path, config: EnsembleConfig,
     """Search the DS weights on TV and add att_ds predictions (val and test)."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        require_tables(run.layout, "groups")
-        trained = run.layout.prediction_part("trained")
-        if not trained.exists():
-            require_tables(run.layout, "training_runs")  # names the stage to run first
-        inputs = {"trained": run.memo.hash_file(trained),
-                  "groups": run.memo.hash_file(run.layout.table("groups"))}
+        spec = ensemble_inputs(run, config)
 
         def compute(key: str) -> Manifest:
-            return _ensemble(run, key, config, inputs)
+            return _ensemble(run, key, config, dict(spec.inputs))
 
-        stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config.fingerprint(),
-                             inputs=inputs, compute=compute, logger=logger)
+        stage = cached_stage(run, spec, compute=compute, logger=logger)
         markdown = stage.output_path(run.layout, "weights").read_text()
     create_markdown_artifact(markdown=f"```json\n{markdown}\n```", key="ensemble-weights",
                              description="dual-sampling ensemble weights")
@@ -90,6 +85,18 @@ def ensemble_task(data_root: Path, config: EnsembleConfig,
     return EnsembleOutcome(stage, d["w_extreme"], d["w_middle"], d["objective"], d["value"],
                            d["paper_value"], tuple((float(f["w_extreme"]), float(f["w_middle"]))
                                                    for f in d.get("nested", [])))
+
+
+def ensemble_inputs(run: StageRun, config: EnsembleConfig) -> StageInputs:
+    """The ensemble stage's key: the trained branches' predictions, the groups table and
+    the config."""
+    require_tables(run.layout, "groups", "training_runs")
+    trained = run.layout.prediction_part("trained")
+    if not trained.exists():
+        raise StageError("predictions/trained.parquet is missing: run the train stage first")
+    return StageInputs(STAGE, VERSION, config.fingerprint(), {
+        "trained": run.memo.hash_file(trained),
+        "groups": run.memo.hash_file(run.layout.table("groups"))})
 
 
 def _ensemble(run: StageRun, key: str, config: EnsembleConfig,

@@ -45,7 +45,7 @@ from storage.lineage import code_version
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
 from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
 from tasks.models import current_model_id
 from tasks.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
@@ -74,16 +74,14 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
     """Metrics, statistics, calibration, faithfulness, figures and the report."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        inputs = evaluation_inputs(run)
+        spec = evaluation_inputs(run, config, train)
 
         def compute(key: str) -> Manifest:
             return _evaluate(run, key, config, train, device, provenance(
                 run, fingerprints, profile, code_version(),
                 current_model_id(run, fingerprints)), logger)
 
-        stage = cached_stage(run, stage=STAGE, version=VERSION,
-                             config_hash=config.fingerprint() + train.training_fingerprint(),
-                             inputs=inputs, compute=compute, logger=logger)
+        stage = cached_stage(run, spec, compute=compute, logger=logger)
         markdown = stage.output_path(run.layout, "report").read_text()
         metrics = read_table(run.layout, "metrics")
         thresholds = read_table(run.layout, "thresholds")
@@ -96,15 +94,17 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
                              stage.outputs["html"]["path"], lines)
 
 
-def evaluation_inputs(run: StageRun) -> dict[str, str]:
-    """The stage's inputs: its tables', the baselines' and the ensemble weights' content
-    hashes ('-' for one not written)."""
+def evaluation_inputs(run: StageRun, config: EvaluationConfig,
+                      train: TrainConfig) -> StageInputs:
+    """The stage's key: its tables', the baselines' and the ensemble weights' content
+    hashes ('-' for one not written), the config and the training fingerprint."""
     require_tables(run.layout, *INPUT_TABLES)
     inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
     for name, path in (("ensemble", run.layout.report("ensemble", "weights.json")),
                        ("baselines", run.layout.prediction_part("baselines"))):
         inputs[name] = run.memo.hash_file(path) if path.exists() else "-"
-    return inputs
+    return StageInputs(STAGE, VERSION, config.fingerprint() + train.training_fingerprint(),
+                       inputs)
 
 
 def _scored_predictions(run: StageRun) -> pd.DataFrame:

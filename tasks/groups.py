@@ -13,7 +13,7 @@ from dsan_core.groups import assign_groups
 from storage.schemas import GROUPS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from tasks.contract import StageRun, cached_stage
+from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "groups"
 VERSION = "1"
@@ -30,8 +30,6 @@ def assign_groups_task(data_root: Path, config: GroupsConfig,
                        run_id: str | None = None) -> GroupsOutcome:
     """Sampling group, analysis bin and ensemble band of every segmented scan."""
     with StageRun.open(data_root, run_id) as run:
-        inputs = {name: run.memo.hash_file(run.layout.table(name))
-                  for name in ("scans", "infection")}
 
         def compute(key: str) -> Manifest:
             scans = read_table(run.layout, "scans")[["scan_id", "label"]]
@@ -44,6 +42,13 @@ def assign_groups_task(data_root: Path, config: GroupsConfig,
                             {"groups": artifact(run.layout, run.layout.table("groups"), run.memo)},
                             {"sampling_groups": {str(k): int(v) for k, v in counts.items()}})
 
-        manifest = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config.fingerprint(),
-                                inputs=inputs, compute=compute, logger=get_run_logger())
+        manifest = cached_stage(run, groups_inputs(run, config), compute=compute,
+                                logger=get_run_logger())
     return GroupsOutcome(manifest, {k: int(v) for k, v in manifest.data["sampling_groups"].items()})
+
+
+def groups_inputs(run: StageRun, config: GroupsConfig) -> StageInputs:
+    """The groups stage's key: the scans and infection tables and the config."""
+    require_tables(run.layout, "scans", "infection")
+    return StageInputs(STAGE, VERSION, config.fingerprint(), {
+        name: run.memo.hash_file(run.layout.table(name)) for name in ("scans", "infection")})

@@ -38,7 +38,7 @@ from dsan_core.dicom import (
     require_scans,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import InputError
+from dsan_core.errors import InputError, ItemFailed
 from dsan_core.segmentation.external import conform_mask
 from storage.hashing import combine_hashes, sha256_bytes, stat_key
 from storage.inputs import ExportLocation
@@ -48,9 +48,10 @@ from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, write_image
 from tasks.contract import (
     DaskAddress,
-    ItemFailed,
     MapItem,
     MapResult,
+    StageInputs,
+    StageItems,
     StageRun,
     cached_map,
     cached_stage,
@@ -126,7 +127,12 @@ def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: P
     export to the scans already ingested instead of replacing them.
     """
     logger = get_run_logger()
-    key = _pseudonym_key(config, logger)
+    key = pseudonym_key(config)
+    if is_published_key(key):
+        logger.warning(
+            "PSEUDONYM KEY IS THE PUBLISHED DEMO KEY: pseudonyms can be reversed by anyone. "
+            "Use it for synthetic data only; set DSAN_PSEUDONYM_KEY for real exports."
+        )
     with StageRun.open(data_root, run_id) as run:
         files = list_export(export.dicom_root)
         indexed: list[_Indexed] = []
@@ -140,15 +146,11 @@ def ingest_dicom_task(export: ExportLocation, config: IngestConfig, data_root: P
         if fingerprint is None:  # new or changed files: their hashes come from indexing
             index()
             fingerprint = export_fingerprint(run, export, files)
-        inputs = {"export": str(fingerprint)}
-        if accumulate and table_exists(run.layout, "scans"):
-            inputs["known"] = run.memo.hash_file(run.layout.table("scans"))
+        spec = ingest_inputs(run, str(fingerprint), config, key, accumulate=accumulate)
         stage = cached_stage(
-            run, stage=STAGE, version=VERSION,
-            config_hash=config.fingerprint() + key_fingerprint(key), inputs=inputs,
-            logger=logger,
+            run, spec, logger=logger,
             compute=lambda stage_key: _ingest(run, stage_key, export, files, index(), config,
-                                              key, dask_address, "known" in inputs))
+                                              key, dask_address, "known" in spec.inputs))
     summary = IngestSummary(**stage.data["summary"])
     if stage.data["cache_hit"]:
         summary = replace(summary, series_decoded=0,
@@ -209,14 +211,20 @@ def export_fingerprint(run: StageRun, export: ExportLocation, files: list[Path])
     return sha256_bytes("\n".join(entries).encode())
 
 
-def _pseudonym_key(config: IngestConfig, logger: Any) -> bytes:
-    key = resolve_pseudonym_key(config, os.environ.get(KEY_ENV))
-    if is_published_key(key):
-        logger.warning(
-            "PSEUDONYM KEY IS THE PUBLISHED DEMO KEY: pseudonyms can be reversed by anyone. "
-            "Use it for synthetic data only; set DSAN_PSEUDONYM_KEY for real exports."
-        )
-    return key
+def ingest_inputs(run: StageRun, fingerprint: str, config: IngestConfig, key: bytes, *,
+                  accumulate: bool = False) -> StageInputs:
+    """The ingest stage's key: the export's `fingerprint` (`export_fingerprint`), the
+    config and the pseudonym key's fingerprint; with `accumulate` (retraining) also the
+    scans already ingested."""
+    inputs = {"export": fingerprint}
+    if accumulate and table_exists(run.layout, "scans"):
+        inputs["known"] = run.memo.hash_file(run.layout.table("scans"))
+    return StageInputs(STAGE, VERSION, config.fingerprint() + key_fingerprint(key), inputs)
+
+
+def pseudonym_key(config: IngestConfig) -> bytes:
+    """The pseudonym key of this run: $DSAN_PSEUDONYM_KEY, else the profile's."""
+    return resolve_pseudonym_key(config, os.environ.get(KEY_ENV))
 
 
 def _index(run: StageRun, files: list[Path], config: IngestConfig, address: str) -> _Indexed:
@@ -271,8 +279,8 @@ def _decode(run: StageRun, plan: IngestPlan, series_hash: dict[str, str], key: b
                         {"scan_id": item.args[2], "shape": result["shape"],
                          "spacing": result["spacing"]})
 
-    return cached_map(run, items, stage=SERIES_STAGE, version=SERIES_VERSION,
-                      config_hash=key_fingerprint(key), compute=decode_and_write, finish=finish,
+    return cached_map(run, StageItems(SERIES_STAGE, SERIES_VERSION, key_fingerprint(key), items),
+                      compute=decode_and_write, finish=finish,
                       address=address, description="decoding series", unit="series",
                       artifact_key="ingest-decode-progress")
 
@@ -305,8 +313,8 @@ def _ground_truth(run: StageRun, masks_root: Path | None, plan: IngestPlan,
     def copy_masks(scan: DecodedSeries, sources: dict[str, Path]) -> Manifest:
         return _copy_masks(run.layout, run.memo.hash_file, scan, sources)
 
-    result = cached_map(run, items, stage=GROUND_TRUTH_STAGE, version=GROUND_TRUTH_VERSION,
-                        config_hash="-", compute=copy_masks,
+    result = cached_map(run, StageItems(GROUND_TRUTH_STAGE, GROUND_TRUTH_VERSION, "-", items),
+                        compute=copy_masks,
                         description="importing ground-truth masks", unit="scans")
     truth = {scan_id: {"lung_path": m.outputs["lung"]["path"],
                        "lung_hash": m.outputs["lung"]["sha256"],

@@ -28,7 +28,15 @@ from storage.hashing import hash_json, stat_key
 from storage.schemas import PREPROCESSED
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from tasks.contract import DaskAddress, MapItem, StageRun, cached_map, cached_stage
+from tasks.contract import (
+    DaskAddress,
+    MapItem,
+    StageInputs,
+    StageItems,
+    StageRun,
+    cached_map,
+    cached_stage,
+)
 from tasks.workers import PREPROCESS_OUTPUTS as OUTPUTS
 from tasks.workers import preprocess_and_write
 
@@ -76,23 +84,20 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: Das
         if stale:
             logger.warning("%d scan(s) have input files whose content differs from the hash "
                            "in their table; the file content is used", stale)
-        result = cached_map(run, items, stage=SCAN_STAGE, version=VERSION,
-                            config_hash=config_hash, compute=preprocess_and_write,
+        result = cached_map(run, items, compute=preprocess_and_write,
                             finish=lambda item, key, out: _manifest(run, item, key, out),
                             address=dask_address, description="pre-processing scans",
                             unit="scans",
                             artifact_key="preprocess-progress")
-        table = pd.DataFrame([_row(config_hash, m) for _, m in sorted(result.manifests.items())],
-                             columns=PREPROCESSED.names)
+        table = preprocessed_table(config, result.manifests)
 
         def write(key: str) -> Manifest:
             write_table(run.layout, "preprocessed", table)
             return Manifest(STAGE, key, {"preprocessed": artifact(
                 run.layout, run.layout.table("preprocessed"), run.memo)}, {})
 
-        inputs = {"rows": hash_json(table.to_dict(orient="records")), "n_scans": str(len(table))}
-        stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
-                             inputs=inputs, compute=write, logger=logger)
+        stage = cached_stage(run, preprocessed_inputs(config, table), compute=write,
+                             logger=logger)
     failures = dict(sorted({**missing, **result.failures}.items()))
     for scan_id, message in failures.items():
         logger.warning("pre-processing failed for scan %s: %s", scan_id,
@@ -103,9 +108,10 @@ def preprocess_task(config: PreprocessConfig, data_root: Path, dask_address: Das
 
 
 def preprocess_items(run: StageRun, config: PreprocessConfig
-                     ) -> tuple[list[MapItem], dict[str, str], int]:
-    """One item per scan with masks (arguments of `preprocess_and_write`), the scans that
-    cannot be pre-processed with why, and how many scans' files differ from their table."""
+                     ) -> tuple[StageItems, dict[str, str], int]:
+    """The preprocess-scan stage's items, one per scan with masks (arguments of
+    `preprocess_and_write`), the scans that cannot be pre-processed with why, and how
+    many scans' files differ from their table."""
     layout, config_hash = run.layout, config.fingerprint()
     scans = read_table(layout, "scans")[["scan_id", "volume_path", "volume_hash"]]
     masks = read_table(layout, "infection")[MASK_COLUMNS]
@@ -132,7 +138,19 @@ def preprocess_items(run: StageRun, config: PreprocessConfig
         items.append(MapItem(scan_id, {**hashes, "scan_id": scan_id},
                              (str(sources["volume"]), str(sources["lung"]),
                               str(sources["infection"]), destinations, scan_id, config)))
-    return items, missing, stale
+    return StageItems(SCAN_STAGE, VERSION, config_hash, items), missing, stale
+
+
+def preprocessed_table(config: PreprocessConfig, manifests: dict[str, Manifest]) -> pd.DataFrame:
+    """The `preprocessed` table of the scans' preprocess-scan manifests (by scan id)."""
+    return pd.DataFrame([_row(config.fingerprint(), m) for _, m in sorted(manifests.items())],
+                        columns=PREPROCESSED.names)
+
+
+def preprocessed_inputs(config: PreprocessConfig, table: pd.DataFrame) -> StageInputs:
+    """The preprocess stage's key (the `preprocessed` table): its rows and the config."""
+    return StageInputs(STAGE, VERSION, config.fingerprint(), {
+        "rows": hash_json(table.to_dict(orient="records")), "n_scans": str(len(table))})
 
 
 def _manifest(run: StageRun, item: MapItem, key: str, result: dict[str, Any]) -> Manifest:

@@ -66,7 +66,7 @@ from storage.schemas import MASK_PROPOSALS, MASK_REVIEWS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, read_segmentation, write_image, write_segmentation
-from tasks.contract import MapItem, StageRun, cached_map, require_tables
+from tasks.contract import MapItem, StageItems, StageRun, cached_map, require_tables
 from tasks.segmentation import current_vbnet
 from tasks.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
 
@@ -233,7 +233,7 @@ def _propose(run: StageRun, config: SegmentationConfig, segmenter: Segmenter,
     items = [MapItem(str(row.scan_id), {"volume": str(row.volume_hash),
                                         "threshold": f"{segmenter.threshold:.6g}"}, (row,))
              for row in scans.itertuples(index=False)]
-    done = cached_map(run, items, stage=SCORE_STAGE, version=VERSION, config_hash=segmenter.tag,
+    done = cached_map(run, StageItems(SCORE_STAGE, VERSION, segmenter.tag, items),
                       compute=partial(_propose_one, run, config, segmenter),
                       description="scoring scans for review", unit="scans")
     for message in done.failures.values():

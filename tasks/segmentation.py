@@ -23,7 +23,6 @@ from dsan_core.segmentation import (
     SegCase,
     SegVolume,
     best_weights,
-    infection_threshold_of,
     load_vbnet,
     segment_scan,
     segmenter_tag,
@@ -36,10 +35,10 @@ from storage.atomic import write_json
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.hashing import combine_hashes
 from storage.schemas import INFECTION
-from storage.stage_cache import Manifest, artifact, stage_key
+from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import external_mask_files, read_image, write_image
-from tasks.contract import MapItem, StageRun, cached_map, cached_stage
+from tasks.contract import MapItem, StageInputs, StageItems, StageRun, cached_map, cached_stage
 from tasks.progress import StageProgress
 from tasks.truth import truth_masks
 
@@ -117,8 +116,12 @@ class VBNetTrainingPlan:
 
     used: list[Any]  # rows of ground_truth_cases in train or val
     partition: dict[str, str]
-    inputs: dict[str, str]
-    version: str
+    spec: StageInputs  # the train-seg stage's key
+
+    @property
+    def version(self) -> str:
+        """The model version: the first 16 hex of its training key."""
+        return self.spec.key[:16]
 
     @property
     def trainable(self) -> bool:
@@ -144,9 +147,8 @@ def vbnet_training_plan(run: StageRun, config: SegmentationConfig) -> VBNetTrain
     used = [r for r in cases.itertuples(index=False) if partition[r.scan_id] in (TRAIN, VAL)]
     inputs = {f"{r.scan_id}:{partition[r.scan_id]}": combine_hashes(
         [r.volume_hash, r.lung_hash, r.infection_hash]) for r in used}
-    version = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.training_fingerprint(),
-                        inputs)[:16]
-    return VBNetTrainingPlan(used, partition, inputs, version)
+    return VBNetTrainingPlan(used, partition, StageInputs(
+        TRAIN_STAGE, TRAIN_VERSION, config.vbnet.training_fingerprint(), inputs))
 
 
 def current_vbnet(run: StageRun, config: SegmentationConfig) -> TrainSegOutcome | None:
@@ -155,9 +157,7 @@ def current_vbnet(run: StageRun, config: SegmentationConfig) -> TrainSegOutcome 
     plan = vbnet_training_plan(run, config)
     if not plan.trainable:
         return None
-    key = stage_key(TRAIN_STAGE, TRAIN_VERSION, config.vbnet.training_fingerprint(),
-                    plan.inputs)
-    stage = run.cache.lookup(TRAIN_STAGE, key)
+    stage = run.cache.lookup(TRAIN_STAGE, plan.spec.key)
     return None if stage is None else _outcome(stage)
 
 
@@ -183,18 +183,14 @@ def train_segmenter_task(data_root: Path, config: SegmentationConfig, device: st
             logger.info("no VB-Net to train (%s): dsan predict segments studies without masks "
                         "with the classical segmenter", plan.why_not())
             return None
-        used, partition, inputs = plan.used, plan.partition, plan.inputs
-        config_hash = config.vbnet.training_fingerprint()
-        version = plan.version
+        used, partition, version = plan.used, plan.partition, plan.version
 
         def compute(key: str) -> Manifest:
             train = [_seg_case(run, r) for r in used if partition[r.scan_id] == TRAIN]
             val = [_seg_case(run, r) for r in used if partition[r.scan_id] == VAL]
             return _train(run, key, version, train, val, config, device, logger)
 
-        stage = cached_stage(run, stage=TRAIN_STAGE, version=TRAIN_VERSION,
-                             config_hash=config_hash, inputs=inputs, compute=compute,
-                             logger=logger)
+        stage = cached_stage(run, plan.spec, compute=compute, logger=logger)
     return _outcome(stage)
 
 
@@ -205,33 +201,28 @@ def segment_scans_task(data_root: Path, config: SegmentationConfig,
     """Masks for every ingested scan + the `infection` table; cached per scan by content."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        tag, version = segmenter_tag(config, model.model_version if model else None)
-        network, threshold = _load_segmenter(run, config, model, device, logger)
-        scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
-        items, missing = segment_items(run, config, scans, version,
-                                       threshold if network is not None else None)
+        segmenter = segmenter_id(config, model)
+        network = _load_segmenter(run, config, model, segmenter, device, logger)
+        items, missing = segment_items(run, config, segmenter)
 
-        segment = partial(_segment_one, run, config, tag, network, threshold, device)
-        done = cached_map(run, items, stage=SCAN_STAGE, version=VERSION, config_hash=tag,
-                          compute=segment, description="segmenting scans", unit="scans",
-                          artifact_key="segmentation-progress")
+        threshold = 0.5 if segmenter.threshold is None else segmenter.threshold
+        segment = partial(_segment_one, run, config, segmenter.tag, network, threshold, device)
+        done = cached_map(run, items, compute=segment, description="segmenting scans",
+                          unit="scans", artifact_key="segment-progress")
         failures = [*missing, *done.failures.values()]
         for message in failures:
             logger.warning("segmentation failed: %s", message)
-        table = pd.DataFrame([_infection_row(scan_id, m, config, version, network, threshold)
-                              for scan_id, m in done.manifests.items()], columns=INFECTION.names)
+        table = infection_table(config, segmenter, done.manifests)
 
         def write(key: str) -> Manifest:
             write_table(run.layout, "infection", table)
             return Manifest(STAGE, key, {"infection": artifact(
                 run.layout, run.layout.table("infection"), run.memo)})
 
-        masks = combine_hashes(table["lung_hash"].tolist() + table["infection_hash"].tolist())
-        stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=tag, inputs={
-            "masks": masks, "infection_threshold": str(table["infection_threshold"].tolist())},
-            compute=write, logger=logger)
-    return SegmentOutcome(stage, tag, done.computed, done.cached, tuple(failures),
-                          threshold if network is not None else None)
+        stage = cached_stage(run, infection_inputs(segmenter, table), compute=write,
+                             logger=logger)
+    return SegmentOutcome(stage, segmenter.tag, done.computed, done.cached, tuple(failures),
+                          segmenter.threshold)
 
 
 def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: list[SegCase],
@@ -244,7 +235,7 @@ def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: lis
               else None)
     history = json.loads(history_path.read_text()) if resume and history_path.exists() else []
     progress = StageProgress(f"training VB-Net ({len(train)} scans, {len(val)} val)",
-                             config.vbnet.epochs, unit="epochs", artifact_key="vbnet-training")
+                             config.vbnet.epochs, unit="epochs", artifact_key="train-seg-progress")
 
     def on_epoch_end(checkpoint: dict[str, Any], report: Any) -> None:
         save_checkpoint(checkpoint, last)
@@ -268,16 +259,42 @@ def _train(run: StageRun, key: str, version: str, train: list[SegCase], val: lis
         "n_val": len(val), "model_version": version})
 
 
+@dataclass(frozen=True)
+class SegmenterId:
+    """What segments the scans: its mask folder tag, its version (the VB-Net's training
+    key, the classical method's settings, or the method's name) and, for the VB-Net, the
+    infection threshold it segments at."""
+
+    tag: str
+    version: str
+    threshold: float | None
+
+
+def vbnet_threshold(config: SegmentationConfig, model: TrainSegOutcome) -> float:
+    """The VB-Net's infection threshold: the configured number, or the one its training
+    calibrated (kept in its manifest, the same as in its checkpoint)."""
+    if config.vbnet.infection_threshold == "calibrate":
+        return model.infection_threshold
+    return float(config.vbnet.infection_threshold)
+
+
+def segmenter_id(config: SegmentationConfig, model: TrainSegOutcome | None) -> SegmenterId:
+    """The configured segmenter; ModelError for method vbnet without a trained `model`."""
+    tag, version = segmenter_tag(config, model.model_version if model else None)
+    threshold = (vbnet_threshold(config, model)
+                 if config.method == "vbnet" and model is not None else None)
+    return SegmenterId(tag, version, threshold)
+
+
 def _load_segmenter(run: StageRun, config: SegmentationConfig, model: TrainSegOutcome | None,
-                    device: str, logger: Any) -> tuple[torch.nn.Module | None, float]:
-    """The trained VB-Net (method vbnet) and the infection threshold to segment at."""
-    if config.method != "vbnet" or model is None:
-        return None, 0.5
+                    segmenter: SegmenterId, device: str, logger: Any) -> torch.nn.Module | None:
+    """The trained VB-Net (method vbnet)."""
+    if segmenter.threshold is None or model is None:
+        return None
     weights = load_checkpoint(model.stage.output_path(run.layout, "model"))
-    threshold = infection_threshold_of(weights, config.vbnet)
-    logger.info("VB-Net infection threshold %.2f (%s)", threshold,
+    logger.info("VB-Net infection threshold %.2f (%s)", segmenter.threshold,
                 "calibrated" if config.vbnet.infection_threshold == "calibrate" else "configured")
-    return load_vbnet(weights, config.vbnet, torch.device(device)), threshold
+    return load_vbnet(weights, config.vbnet, torch.device(device))
 
 
 def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
@@ -301,17 +318,19 @@ def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
         "infection_ratio": result.ratio.infection_ratio})
 
 
-def segment_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame, version: str,
-                  threshold: float | None) -> tuple[list[MapItem], list[str]]:
-    """One item per scan (with its mask files for methods external and ground_truth), and
-    why the scans without those masks cannot be segmented."""
+def segment_items(run: StageRun, config: SegmentationConfig,
+                  segmenter: SegmenterId) -> tuple[StageItems, list[str]]:
+    """The segment-scan stage's items, one per ingested scan (with its mask files for
+    methods external and ground_truth), and why the scans without those masks cannot be
+    segmented."""
     items, missing = [], []
+    scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
     truth = (truth_masks(run).set_index("scan_id") if config.method == "ground_truth"
              else None)
     for scan in scans.itertuples(index=False):
-        inputs = {"volume": scan.volume_hash, "segmenter": version}
-        if threshold is not None:  # the VB-Net's
-            inputs["infection_threshold"] = f"{threshold:.6g}"
+        inputs = {"volume": scan.volume_hash, "segmenter": segmenter.version}
+        if segmenter.threshold is not None:  # the VB-Net's
+            inputs["infection_threshold"] = f"{segmenter.threshold:.6g}"
         try:  # a scan without the masks it needs fails alone
             sources = _mask_sources(run, config, scan.scan_id, truth)
         except DsanError as error:
@@ -319,7 +338,21 @@ def segment_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame
             continue
         inputs |= {kind: run.memo.hash_file(path) for kind, path in sources.items()}
         items.append(MapItem(scan.scan_id, inputs, (scan, sources)))
-    return items, missing
+    return StageItems(SCAN_STAGE, VERSION, segmenter.tag, items), missing
+
+
+def infection_table(config: SegmentationConfig, segmenter: SegmenterId,
+                    manifests: dict[str, Manifest]) -> pd.DataFrame:
+    """The `infection` table of the scans' segment-scan manifests (by scan id)."""
+    return pd.DataFrame([_infection_row(scan_id, m, config, segmenter)
+                         for scan_id, m in manifests.items()], columns=INFECTION.names)
+
+
+def infection_inputs(segmenter: SegmenterId, table: pd.DataFrame) -> StageInputs:
+    """The segment stage's key (the `infection` table): every scan's masks and threshold."""
+    masks = combine_hashes(table["lung_hash"].tolist() + table["infection_hash"].tolist())
+    return StageInputs(STAGE, VERSION, segmenter.tag, {
+        "masks": masks, "infection_threshold": str(table["infection_threshold"].tolist())})
 
 
 def _mask_sources(run: StageRun, config: SegmentationConfig, scan_id: str,
@@ -337,13 +370,13 @@ def _mask_sources(run: StageRun, config: SegmentationConfig, scan_id: str,
     return {kind: run.layout.resolve(row[f"{kind}_path"]) for kind in ("lung", "infection")}
 
 
-def _infection_row(scan_id: str, manifest: Manifest, config: SegmentationConfig, version: str,
-                   network: torch.nn.Module | None, threshold: float) -> dict[str, Any]:
+def _infection_row(scan_id: str, manifest: Manifest, config: SegmentationConfig,
+                   segmenter: SegmenterId) -> dict[str, Any]:
     return {"scan_id": scan_id, "lung_ml": manifest.data["lung_ml"],
             "infection_ml": manifest.data["infection_ml"],
             "infection_ratio": manifest.data["infection_ratio"], "method": config.method,
-            "model_version": version,
-            "infection_threshold": threshold if network is not None else None,
+            "model_version": segmenter.version,
+            "infection_threshold": segmenter.threshold,
             "lung_path": manifest.outputs["lung"]["path"],
             "lung_hash": manifest.outputs["lung"]["sha256"],
             "infection_path": manifest.outputs["infection"]["path"],

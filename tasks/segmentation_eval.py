@@ -33,8 +33,13 @@ from storage.schemas import SEG_EVAL
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import read_image, write_figure
-from tasks.contract import StageRun, cached_stage
-from tasks.segmentation import TrainSegOutcome, ground_truth_cases, patients_of
+from tasks.contract import StageInputs, StageRun, cached_stage
+from tasks.segmentation import (
+    TrainSegOutcome,
+    ground_truth_cases,
+    patients_of,
+    vbnet_threshold,
+)
 
 FIGURES_STAGE = "segment-figures"
 EVAL_STAGE = "segment-eval"
@@ -92,9 +97,8 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
                 outputs[f"overlay:{row.scan_id}"] = artifact(run.layout, path, run.memo)
             return Manifest(FIGURES_STAGE, key, outputs, {"overlays": len(chosen)})
 
-        stage = cached_stage(run, stage=FIGURES_STAGE, version=VERSION,
-                             config_hash=str(config.max_overlays), inputs=inputs,
-                             compute=compute, logger=get_run_logger())
+        stage = cached_stage(run, StageInputs(FIGURES_STAGE, VERSION, str(config.max_overlays),
+                                              inputs), compute=compute, logger=get_run_logger())
     return FiguresOutcome(stage, int(stage.data["overlays"]))
 
 
@@ -155,9 +159,7 @@ def predict_segmenter_card(config: SegmentationConfig, model: TrainSegOutcome | 
     scans with ground truth, else the classical segmenter, marked `weaker`."""
     if model is not None and config.method != "classical":
         method, version = "vbnet", model.model_version
-        threshold: float | None = (model.infection_threshold
-                                   if config.vbnet.infection_threshold == "calibrate"
-                                   else float(config.vbnet.infection_threshold))
+        threshold: float | None = vbnet_threshold(config, model)
     else:
         method, version, threshold = "classical", config.classical.fingerprint(), None
     held = summary.get(method)
@@ -193,7 +195,7 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
         if model is not None and config.method != "classical":  # the card names it
             inputs["vbnet"] = model.model_version
         if standin_model is not None:
-            inputs["vbnet_threshold"] = f"{_threshold(config, standin_model):.6g}"
+            inputs["vbnet_threshold"] = f"{vbnet_threshold(config, standin_model):.6g}"
 
         def compute(key: str) -> Manifest:
             standin = None
@@ -201,22 +203,16 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
                 weights = load_checkpoint(standin_model.stage.output_path(run.layout, "model"))
                 standin = _StandIn(standin_model, load_vbnet(weights, config.vbnet,
                                                              torch.device(device)),
-                                   _threshold(config, standin_model), torch.device(device))
+                                   vbnet_threshold(config, standin_model), torch.device(device))
             return _evaluate(run, key, held, predicted, config, thresholds, model, standin,
                              logger)
 
-        stage = cached_stage(run, stage=EVAL_STAGE, version=VERSION,
-                             config_hash=config.classical.fingerprint() + config.method,
-                             inputs=inputs, compute=compute, logger=logger)
+        stage = cached_stage(run, StageInputs(EVAL_STAGE, VERSION,
+                                              config.classical.fingerprint() + config.method,
+                                              inputs), compute=compute, logger=logger)
         create_markdown_artifact(markdown=stage.output_path(run.layout, "report").read_text(),
                                  key="segmentation-evaluation")
     summary = {method: MethodSummary(**values) for method, values in stage.data["summary"].items()}
     return SegEvalOutcome(stage, int(stage.data["scans"]), summary,
                           dict(stage.data.get("predict_segmenter") or {}))
 
-
-def _threshold(config: SegmentationConfig, model: TrainSegOutcome) -> float:
-    # The calibrated threshold is in the manifest: the same as infection_threshold_of.
-    if config.vbnet.infection_threshold == "calibrate":
-        return model.infection_threshold
-    return float(config.vbnet.infection_threshold)

@@ -25,9 +25,9 @@ from dsan_core.splits import make_splits, partition_counts, unseen_patients
 from dsan_core.splits.audit import audit_splits, audit_summary_lines
 from storage.atomic import write_bytes, write_json, write_text
 from storage.layout import DataLayout
-from storage.stage_cache import Manifest, artifact, stage_key
+from storage.stage_cache import CONFIG, INPUTS, Manifest, artifact
 from storage.tables import read_split_version, read_table, table_exists, write_table
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "split"
 AUDIT_STAGE = "audit-splits"
@@ -80,11 +80,25 @@ def _version_of(split: pd.DataFrame | None) -> str:
     return "-" if split is None else str(split["split_version"].iloc[0])
 
 
+def split_inputs(run: StageRun, config: SplitConfig, reshuffle: bool = False) -> StageInputs:
+    """The split stage's key: the scans and groups tables, the current split version ("-"
+    when there is none, or an empty table), whether to reshuffle (only when there is a
+    split to reshuffle) and the config."""
+    layout = run.layout
+    require_tables(layout, "scans", "groups")
+    previous = _current_split(layout)
+    inputs = {name: run.memo.hash_file(layout.table(name)) for name in ("scans", "groups")}
+    inputs |= {"previous": _version_of(previous),
+               "reshuffle": "yes" if reshuffle and previous is not None else "no"}
+    return StageInputs(STAGE, VERSION, config.fingerprint(), inputs)
+
+
 def _make_split(run: StageRun, key: str, config: SplitConfig, previous: pd.DataFrame | None,
-                reshuffle: bool, inputs: dict[str, str]) -> Manifest:
+                spec: StageInputs) -> Manifest:
     """Write the split table and its frozen version file; also store the manifest under
     the key a plain rerun on the same inputs will compute (see the module docstring)."""
     layout = run.layout
+    reshuffle = spec.inputs["reshuffle"] == "yes"
     effective = config
     if previous is not None and not reshuffle:  # a version keeps its seed
         effective = config.model_copy(update={"seed": int(previous["seed"].iloc[0])})
@@ -100,12 +114,11 @@ def _make_split(run: StageRun, key: str, config: SplitConfig, previous: pd.DataF
         "reshuffled": result.reshuffled, "scans": len(result.table),
         "new_patients": unseen_patients(result, previous),
         "partitions": partition_counts(result.table)})
-    rerun_key = stage_key(STAGE, VERSION, config.fingerprint(),
-                          {**inputs, "previous": result.version, "reshuffle": "no"})
-    if rerun_key != key:
-        run.cache.store(replace(manifest, key=rerun_key, data={
+    rerun = replace(spec, inputs={**spec.inputs, "previous": result.version, "reshuffle": "no"})
+    if rerun.key != key:
+        run.cache.store(replace(manifest, key=rerun.key, data={
             **manifest.data, "previous_version": result.version, "reshuffled": False,
-            "new_patients": 0}))
+            "new_patients": 0, INPUTS: dict(rerun.inputs), CONFIG: rerun.config_hash}))
     return manifest
 
 
@@ -115,19 +128,13 @@ def split_task(config: SplitConfig, data_root: Path, reshuffle: bool = False,
     """Assign scans to test / TV folds per patient; write `splits` and its version file."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        layout = run.layout
-        require_tables(layout, "scans", "groups")
-        previous = _current_split(layout)
-        reshuffle = reshuffle and previous is not None
-        inputs = {name: run.memo.hash_file(layout.table(name)) for name in ("scans", "groups")}
-        inputs |= {"previous": _version_of(previous), "reshuffle": "yes" if reshuffle else "no"}
-        config_hash = config.fingerprint()
+        spec = split_inputs(run, config, reshuffle)
+        previous = _current_split(run.layout)
 
         def compute(key: str) -> Manifest:
-            return _make_split(run, key, config, previous, reshuffle, inputs)
+            return _make_split(run, key, config, previous, spec)
 
-        stage = cached_stage(run, stage=STAGE, version=VERSION, config_hash=config_hash,
-                             inputs=inputs, compute=compute, logger=logger)
+        stage = cached_stage(run, spec, compute=compute, logger=logger)
     data = stage.data
     outcome = SplitOutcome(stage, data["version"], str(data["previous_version"]),
                            bool(data["reshuffled"]), int(data["new_patients"]), int(data["scans"]),
@@ -171,6 +178,18 @@ def _publish(markdown: str, report: dict[str, Any]) -> None:
                                   description=f"split audit: {name.replace('_', ' ')}")
 
 
+def audit_inputs(run: StageRun, config: SplitConfig, against: str | None = None) -> StageInputs:
+    """The split audit's key: the splits, scans and groups tables, the split version it
+    is compared `against` (a full version id, or none) and the config."""
+    layout = run.layout
+    require_tables(layout, "splits", "scans", "groups")
+    inputs = {name: run.memo.hash_file(layout.table(name))
+              for name in ("splits", "scans", "groups")}
+    inputs["against"] = (run.memo.hash_file(layout.split_version(against))
+                         if against is not None else "-")
+    return StageInputs(AUDIT_STAGE, VERSION, config.fingerprint(), inputs)
+
+
 @task(name="audit_splits_task", cache_policy=NO_CACHE, persist_result=False)
 def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None = None,
                       run_id: str | None = None) -> AuditOutcome:
@@ -178,12 +197,8 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         layout = run.layout
-        require_tables(layout, "splits", "scans", "groups")
         earlier = read_split_version(layout, against) if against is not None else None
-        inputs = {name: run.memo.hash_file(layout.table(name))
-                  for name in ("splits", "scans", "groups")}
-        inputs["against"] = (run.memo.hash_file(layout.split_version(earlier[0]))
-                             if earlier is not None else "-")
+        spec = audit_inputs(run, config, earlier[0] if earlier is not None else None)
 
         def compute(key: str) -> Manifest:
             report = audit_splits(read_table(layout, "splits"), read_table(layout, "scans"),
@@ -203,9 +218,7 @@ def audit_splits_task(config: SplitConfig, data_root: Path, against: str | None 
                                                "json": artifact(layout, js, run.memo)},
                             {"has_leakage": report.has_leakage})
 
-        stage = cached_stage(run, stage=AUDIT_STAGE, version=VERSION,
-                             config_hash=config.fingerprint(), inputs=inputs, compute=compute,
-                             logger=logger)
+        stage = cached_stage(run, spec, compute=compute, logger=logger)
     md_rel, json_rel = stage.outputs["markdown"]["path"], stage.outputs["json"]["path"]
     markdown = layout.resolve(md_rel).read_text()
     report = json.loads(layout.resolve(json_rel).read_text())

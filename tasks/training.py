@@ -44,7 +44,7 @@ from storage.hashing import hash_json
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table
 from storage.volumes import open_npy
-from tasks.contract import MapItem, StageRun, cached_map, item_key, require_tables
+from tasks.contract import MapItem, StageItems, StageRun, cached_map, require_tables
 from tasks.progress import StageProgress
 from tasks.workers import CLASSIFIER_MODEL, predict_and_save, train_and_save
 
@@ -114,22 +114,24 @@ def fold_data(run: StageRun, fold: int) -> FoldData:
     return FoldData(scans, cases, hashes)
 
 
-def training_item(data: FoldData, config: TrainConfig, fold: int, branch: str) -> MapItem:
-    """The cache item of one (fold, branch) training: everything that changes the model
+def training_inputs(data: FoldData, config: TrainConfig, fold: int, branch: str) -> StageItems:
+    """The classifier-train item of one (fold, branch): everything that changes the model
     (the training scans only: the fold's validation scans never reach training)."""
     train = data.of(data.scans.train)
     inputs = {f"train:{c.scan_id}": f"{data.hashes[c.scan_id]}:{c.label}:{c.sampling_group}"
                                     f":{c.patient_id}" for c in train}
     inputs |= {"branch": branch, "fold": str(fold), "seed": str(config.seed)}
-    return MapItem(f"fold {fold} {branch}", inputs, (fold, branch, train))
+    return StageItems(TRAIN_STAGE, VERSION, config.training_fingerprint(),
+                      [MapItem(f"fold {fold} {branch}", inputs, (fold, branch, train))])
 
 
-def prediction_item(data: FoldData, model: Manifest, set_: str) -> MapItem:
-    """The cache item of a model's predictions on its validation fold or the test set."""
+def prediction_inputs(data: FoldData, model: Manifest, set_: str) -> StageItems:
+    """The classifier-predict item of a model's predictions on its validation fold or the
+    test set."""
     cases = data.set_cases(set_)
     inputs = {c.scan_id: data.hashes[c.scan_id] for c in cases}
-    return MapItem(set_, inputs | {"model": model.outputs["model"]["sha256"], "set": set_},
-                   (cases,))
+    return StageItems(PREDICT_STAGE, VERSION, "-", [MapItem(
+        set_, inputs | {"model": model.outputs["model"]["sha256"], "set": set_}, (cases,))])
 
 
 @task(name="train_branch_task", cache_policy=NO_CACHE, persist_result=False)
@@ -146,8 +148,9 @@ def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: s
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
         data = fold_data(run, fold)
-        item = training_item(data, config, fold, branch)
-        key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())[:16]
+        spec = training_inputs(data, config, fold, branch)
+        item = spec.items[0]
+        key = spec.of(item).key[:16]
         fresh = TRAIN_STAGE in run.refresh  # a refreshed training starts over
         job = partial(train_and_save, str(run.layout.root), config,
                       cluster.device if cluster else device, key, fresh)
@@ -157,8 +160,7 @@ def train_branch_task(data_root: Path, config: TrainConfig, fold: int, branch: s
             logger.info("fold %d %s: training on the Dask cluster (resources %s)", fold,
                         branch, cluster.resources)
             compute = job
-        trained = cached_map(run, [item], stage=TRAIN_STAGE, version=VERSION,
-                             config_hash=config.training_fingerprint(), compute=compute,
+        trained = cached_map(run, spec, compute=compute,
                              finish=partial(_training_manifest, run, key),
                              address=cluster.address if cluster else None,
                              resources=cluster.resources if cluster else None,
@@ -180,7 +182,7 @@ def _train_here(job: Any, config: TrainConfig, logger: Any, fold: int, branch: s
     """The training in this process, with per-epoch progress."""
     progress = StageProgress(f"training fold {fold} {branch} ({len(train)} scans)",
                              config.epochs, unit="epochs",
-                             artifact_key=f"training-fold-{fold}-{branch.replace('_', '-')}")
+                             artifact_key=f"train-fold-{fold}-{branch.replace('_', '-')}")
 
     def on_epoch(report: Any) -> None:
         inner = (f", inner AUC {report.select_auc:.3f}"
@@ -207,7 +209,8 @@ def _predict_set(run: StageRun, config: TrainConfig, model: Manifest, data: Fold
     """The model's predictions on its validation fold or the test set (cached by
     checkpoint and inputs), here or on the training cluster; None when the set has no
     scans."""
-    item = prediction_item(data, model, set_)
+    spec = prediction_inputs(data, model, set_)
+    item = spec.items[0]
     if not item.args[0]:
         return None
     key = model.key[:16]
@@ -219,8 +222,7 @@ def _predict_set(run: StageRun, config: TrainConfig, model: Manifest, data: Fold
     def finish(_item: MapItem, _key: str, _result: Any) -> Manifest:
         return Manifest(PREDICT_STAGE, "", {"predictions": artifact(run.layout, path, run.memo)})
 
-    return cached_map(run, [item], stage=PREDICT_STAGE, version=VERSION, config_hash="-",
-                      compute=compute, finish=finish,
+    return cached_map(run, spec, compute=compute, finish=finish,
                       address=cluster.address if cluster else None,
                       resources=cluster.resources if cluster else None,
                       description=f"predicting fold {data.scans.fold} {set_}"
@@ -231,16 +233,16 @@ def find_branch(run: StageRun, data: FoldData, config: TrainConfig, fold: int,
                 branch: str) -> BranchOutcome | None:
     """The (fold, branch) model trained on the current data, when there is one, with
     whichever of its predictions are cached."""
-    item = training_item(data, config, fold, branch)
-    key = item_key(item, TRAIN_STAGE, VERSION, config.training_fingerprint())
+    spec = training_inputs(data, config, fold, branch)
+    key = spec.of(spec.items[0]).key
     model = run.cache.lookup(TRAIN_STAGE, key)
     if model is None:
         return None
     predictions = {}
     for set_ in PREDICTION_SETS:
-        wanted = prediction_item(data, model, set_)
-        found = (run.cache.lookup(PREDICT_STAGE, item_key(wanted, PREDICT_STAGE, VERSION, "-"))
-                 if wanted.args[0] else None)
+        wanted = prediction_inputs(data, model, set_)
+        item = wanted.items[0]
+        found = run.cache.lookup(PREDICT_STAGE, wanted.of(item).key) if item.args[0] else None
         if found is not None:
             predictions[set_] = found
     return BranchOutcome(fold, branch, key[:16], model, predictions, trained=False)

@@ -22,7 +22,7 @@ from storage.schemas import PREDICTIONS, TRAINING_HISTORY, TRAINING_RUNS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageRun, cached_stage
+from tasks.contract import StageInputs, StageRun, cached_stage
 from tasks.training import (
     PREDICTION_SETS,
     BranchOutcome,
@@ -32,7 +32,7 @@ from tasks.training import (
     run_row,
 )
 
-STAGE = "training"
+STAGE = "train"
 VERSION = "2"
 
 
@@ -57,29 +57,40 @@ def training_tables_task(data_root: Path, config: TrainConfig, n_folds: int,
     """Gather the trained models of the current data into the training tables."""
     logger = get_run_logger()
     with StageRun.open(data_root, run_id) as run:
-        found, missing = [], []
-        for fold in range(n_folds):
-            data = fold_data(run, fold)
-            for branch in TRAINED:
-                outcome = find_branch(run, data, config, fold, branch)
-                if outcome is None:
-                    missing.append(f"fold {fold} {branch}")
-                else:
-                    found.append(outcome)
-        inputs = {f"{o.fold}:{o.branch}": ":".join(
-            [o.train.key, *(o.predictions[s].key if s in o.predictions else "-"
-                            for s in PREDICTION_SETS)]) for o in found}
+        found, missing = trained_models(run, config, n_folds)
 
         def compute(key: str) -> Manifest:
             return _write_tables(run, key, found)
 
-        stage = cached_stage(run, stage=STAGE, version=VERSION,
-                             config_hash=config.training_fingerprint(), inputs=inputs,
-                             compute=compute, logger=logger)
+        stage = cached_stage(run, tables_inputs(config, found), compute=compute, logger=logger)
         runs = read_table(run.layout, "training_runs")
     create_table_artifact(table=runs.drop(columns=["checkpoint_path"]).to_dict("records"),
                           key="training-runs", description="classifier models per fold")
     return TrainingOutcome(stage, len(found), tuple(missing), dict(stage.data["oof_auc"]))
+
+
+def trained_models(run: StageRun, config: TrainConfig, n_folds: int
+                   ) -> tuple[list[BranchOutcome], list[str]]:
+    """Every (fold, branch) model trained on the current data, and "fold k branch" for
+    those not trained yet."""
+    found, missing = [], []
+    for fold in range(n_folds):
+        data = fold_data(run, fold)
+        for branch in TRAINED:
+            outcome = find_branch(run, data, config, fold, branch)
+            if outcome is None:
+                missing.append(f"fold {fold} {branch}")
+            else:
+                found.append(outcome)
+    return found, missing
+
+
+def tables_inputs(config: TrainConfig, found: list[BranchOutcome]) -> StageInputs:
+    """The train stage's key (its tables): the models `found` and their predictions."""
+    inputs = {f"{o.fold}:{o.branch}": ":".join(
+        [o.train.key, *(o.predictions[s].key if s in o.predictions else "-"
+                        for s in PREDICTION_SETS)]) for o in found}
+    return StageInputs(STAGE, VERSION, config.training_fingerprint(), inputs)
 
 
 def _write_tables(run: StageRun, key: str, found: list[BranchOutcome]) -> Manifest:

@@ -4,7 +4,6 @@ the fold-averaged and shipped models, untrained baselines, paired t-tests and De
 tests with Holm correction, patient-level bootstrap intervals, calibration, attention
 faithfulness against its chance level, and the report.
 
-    predictions   the prediction-table contract, the models' names, the joins
     metrics       scikit-learn metrics of one model on one set of scans
     thresholds    the threshold rule (Youden's J, nested on TV) and the `thresholds` table
     baselines     untrained baselines: lung-intensity / ratio / hand-feature regressions
@@ -14,10 +13,11 @@ faithfulness against its chance level, and the report.
     tables        the long `metrics` table, fold-averaged models, reliability tables
     comparisons   the long `comparisons` table (paired t-tests, DeLong tests, Holm)
     faithfulness  attention mass inside the infection (in the lung), chance, lift
-    paper         the paper's published numbers
     report_tables, report_guide, report   Markdown / HTML rendering
 
-Import from the modules; this package re-exports nothing, so that
-`dsan_core.ensemble` (which uses `predictions` and `paper`) and `report` (which shows
-an ensemble search) do not import each other in a cycle.
+The prediction-table contract (the models' names, the joins) is
+`dsan_core.prediction_table` and the paper's published numbers `dsan_core.paper`: below
+both this package and `dsan_core.ensemble`, which use them, so that the two do not import
+each other (`report` shows an ensemble search). Import from the modules; this package
+re-exports nothing.
 """

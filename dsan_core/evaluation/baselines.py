@@ -41,7 +41,8 @@ from sklearn.preprocessing import StandardScaler
 
 from dsan_core.errors import InputError
 from dsan_core.evaluation.calibration import probability_bins
-from dsan_core.evaluation.predictions import (
+from dsan_core.groups import LABEL_COVID
+from dsan_core.prediction_table import (
     BASELINE_HAND,
     BASELINE_INTENSITY,
     BASELINE_RATIO,
@@ -50,7 +51,6 @@ from dsan_core.evaluation.predictions import (
     SET_VAL,
     require_columns,
 )
-from dsan_core.groups import LABEL_COVID
 
 MEAN_INTENSITY = "mean_intensity"
 LOG_RATIO = "log_ratio"

@@ -40,16 +40,6 @@ from scipy.stats import ttest_rel
 
 from dsan_core.evaluation.delong import delong_test
 from dsan_core.evaluation.metrics import AUC, METRICS
-from dsan_core.evaluation.predictions import (
-    BASELINES,
-    BRANCH_ATT_DS,
-    BRANCHES,
-    SET_TEST,
-    SET_VAL,
-    labelled_predictions,
-    ordered_models,
-    require_columns,
-)
 from dsan_core.evaluation.tables import (
     AGG_FOLD,
     BIN_ALL,
@@ -58,6 +48,16 @@ from dsan_core.evaluation.tables import (
     SET_TV,
     averaged_predictions,
     rows_in_bin,
+)
+from dsan_core.prediction_table import (
+    BASELINES,
+    BRANCH_ATT_DS,
+    BRANCHES,
+    SET_TEST,
+    SET_VAL,
+    labelled_predictions,
+    ordered_models,
+    require_columns,
 )
 
 TEST_PAIRED_T = "paired_t"

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from dsan_core.errors import InputError
-from dsan_core.evaluation.predictions import attach, check_groups, ordered_models
 from dsan_core.evaluation.tables import BIN_ALL, BINS
+from dsan_core.prediction_table import attach, check_groups, ordered_models
 
 SCORE_COLUMNS: tuple[str, ...] = ("scan_id", "model", "fold", "mass_inside", "pointing_hit",
                                   "chance", "lift", "deletion_drop", "random_drop")

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from dsan_core.errors import InputError
-from dsan_core.evaluation.paper import PAPER
 from dsan_core.evaluation.report_guide import how_to_read
 from dsan_core.evaluation.report_tables import (
     DisplayTable,
@@ -40,6 +39,7 @@ from dsan_core.evaluation.report_tables import (
     threshold_display,
 )
 from dsan_core.evaluation.tables import BINS, SET_TV
+from dsan_core.paper import PAPER
 
 if TYPE_CHECKING:  # dsan_core.ensemble imports this package
     from dsan_core.ensemble import EnsembleSearch, NestedFold

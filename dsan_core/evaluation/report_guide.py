@@ -11,7 +11,10 @@ import pandas as pd
 
 from dsan_core.evaluation.comparisons import TEST_DELONG, TEST_PAIRED_T
 from dsan_core.evaluation.metrics import AUC
-from dsan_core.evaluation.predictions import (
+from dsan_core.evaluation.report_tables import SIGNIFICANCE, model_name, number
+from dsan_core.evaluation.tables import AGG_AVERAGED, AGG_FOLD, AGG_POOLED, BIN_ALL, SET_TV
+from dsan_core.evaluation.thresholds import RULE_FIXED, RULE_YOUDEN
+from dsan_core.prediction_table import (
     BASELINES,
     BRANCH_ATT_DS,
     BRANCH_ATT_DS_NESTED,
@@ -21,9 +24,6 @@ from dsan_core.evaluation.predictions import (
     MODEL_NAMES,
     SHIPPED,
 )
-from dsan_core.evaluation.report_tables import SIGNIFICANCE, model_name, number
-from dsan_core.evaluation.tables import AGG_AVERAGED, AGG_FOLD, AGG_POOLED, BIN_ALL, SET_TV
-from dsan_core.evaluation.thresholds import RULE_FIXED, RULE_YOUDEN
 
 if TYPE_CHECKING:  # dsan_core.ensemble imports this package
     from dsan_core.ensemble import NestedFold

@@ -17,15 +17,6 @@ import pandas as pd
 
 from dsan_core.evaluation.comparisons import TEST_DELONG, TEST_PAIRED_T
 from dsan_core.evaluation.metrics import AUC, CLASSIFICATION_METRICS, ECE, METRIC_NAMES
-from dsan_core.evaluation.paper import PAPER
-from dsan_core.evaluation.predictions import (
-    BASELINES,
-    BRANCH_ATT_DS,
-    BRANCH_RN34_US,
-    MODEL_NAMES,
-    SHIPPED,
-    ordered_models,
-)
 from dsan_core.evaluation.tables import (
     AGG_AVERAGED,
     AGG_MEAN,
@@ -36,6 +27,15 @@ from dsan_core.evaluation.tables import (
     SET_TV,
 )
 from dsan_core.groups import LABEL_CAP, LABEL_COVID
+from dsan_core.paper import PAPER
+from dsan_core.prediction_table import (
+    BASELINES,
+    BRANCH_ATT_DS,
+    BRANCH_RN34_US,
+    MODEL_NAMES,
+    SHIPPED,
+    ordered_models,
+)
 
 NOT_AVAILABLE = "n/a"
 SIGNIFICANCE = 0.01

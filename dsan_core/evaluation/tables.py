@@ -45,7 +45,9 @@ from dsan_core.evaluation.calibration import (
     reliability_table,
 )
 from dsan_core.evaluation.metrics import ECE, METRICS, binary_metrics
-from dsan_core.evaluation.predictions import (
+from dsan_core.evaluation.thresholds import lookup_thresholds, threshold_table
+from dsan_core.groups import ANALYSIS_BINS
+from dsan_core.prediction_table import (
     BRANCH_ATT_DS,
     SET_TEST,
     SET_VAL,
@@ -54,8 +56,6 @@ from dsan_core.evaluation.predictions import (
     labelled_predictions,
     ordered_models,
 )
-from dsan_core.evaluation.thresholds import lookup_thresholds, threshold_table
-from dsan_core.groups import ANALYSIS_BINS
 
 SET_TV = "tv"
 AGG_POOLED = "pooled"

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 
 from dsan_core.config import EvaluationConfig
 from dsan_core.evaluation.metrics import as_binary_arrays
-from dsan_core.evaluation.predictions import (
+from dsan_core.prediction_table import (
     BRANCH_ATT_DS,
     SET_VAL,
     SHIPPED,

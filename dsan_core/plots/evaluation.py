@@ -20,7 +20,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from dsan_core.ensemble import PAPER_WEIGHTS, EnsembleSearch
 from dsan_core.errors import InputError
-from dsan_core.evaluation.predictions import (
+from dsan_core.groups import ANALYSIS_BINS, LABEL_COVID
+from dsan_core.prediction_table import (
     BASELINES,
     MODEL_NAMES,
     SET_TEST,
@@ -28,7 +29,6 @@ from dsan_core.evaluation.predictions import (
     labelled_predictions,
     ordered_models,
 )
-from dsan_core.groups import ANALYSIS_BINS, LABEL_COVID
 
 _COLOURS = ("tab:gray", "tab:blue", "tab:orange", "tab:red", "tab:pink", "tab:green",
             "tab:purple", "tab:brown", "tab:olive", "tab:cyan")

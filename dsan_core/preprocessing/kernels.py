@@ -136,12 +136,3 @@ def banded(matrix: sp.csr_matrix, taps: int) -> BandedAxis:
     return BandedAxis(start=start, weights=weights.astype(np.float32),
                       pad_weight=pad.astype(np.float32))
 
-
-def dropped_mass(matrix: sp.csr_matrix, taps: int) -> float:
-    """The largest weight any row loses when cut to `taps` taps (for choosing taps)."""
-    dense = np.abs(matrix.toarray()[:-1, :-1])
-    n_out, n_in = dense.shape
-    taps = min(taps, n_in)
-    cumulative = np.concatenate([np.zeros((n_out, 1)), np.cumsum(dense, axis=1)], axis=1)
-    kept = (cumulative[:, taps:] - cumulative[:, :-taps]).max(axis=1)
-    return float((dense.sum(axis=1) - kept).max())

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dsan_core.errors import ConfigError, DsanError
+from dsan_core.errors import ConfigError, ServerError
 from flows.cli.app import (
     DataRootOpt,
     MasksOpt,
@@ -51,10 +51,6 @@ _DATABASE_URL_VARS = ("PREFECT_SERVER_DATABASE_CONNECTION_URL",
                       "PREFECT_API_DATABASE_CONNECTION_URL")
 
 PortOpt = Annotated[int, typer.Option("--port", help="port on 127.0.0.1")]
-
-
-class ServerError(DsanError):
-    """A Prefect server cannot be started or does not answer."""
 
 
 def api_url(port: int) -> str:
@@ -321,7 +317,7 @@ def _serve(schedule: Any, base: dict[str, str], drop: dict[str, str | None],
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import EntrypointType
 
-    from deployments.entrypoints import pipeline_deployment, retrain_deployment
+    from flows.entrypoints import pipeline_deployment, retrain_deployment
 
     # Module-path entrypoints: the runs import the installed dsan, wherever this started.
     module = EntrypointType.MODULE_PATH

@@ -33,14 +33,14 @@ def test_refresh_until_and_early_cut_off(pipeline_copy: Path, cohort: Path,
     refreshed = pipeline_flow(_export(cohort), test_config, root, refresh=("split",))
     hits = _hits(root, refreshed.run_id)
     assert not hits["split"] and not hits["audit-splits"]
-    assert all(hits[s] for s in ("ingest", "segment", "preprocess", "training", "ensemble",
+    assert all(hits[s] for s in ("ingest", "segment", "preprocess", "train", "ensemble",
                                  "evaluate")), hits
     # A config change that changes no output: the split stage recomputes, nothing after it.
     quieter = test_config.model_copy(update={
         "split": test_config.split.model_copy(update={"min_group_scans": 3})})
     changed = pipeline_flow(_export(cohort), quieter, root)
     hits = _hits(root, changed.run_id)
-    assert not hits["split"] and all(hits[s] for s in ("preprocess", "training", "evaluate"))
+    assert not hits["split"] and all(hits[s] for s in ("preprocess", "train", "evaluate"))
     # --until: nothing after the named stage runs.
     early = pipeline_flow(_export(cohort), test_config, root, until="split")
     assert early.preprocess is None and early.training is None

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dsan_core.errors import LockedError
 from storage.layout import DataLayout
-from storage.lock import LockedError, acquire, data_root_lock, release
+from storage.lock import acquire, data_root_lock, release
 
 _HOLD = """
 import sys, time

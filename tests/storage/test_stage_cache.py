@@ -14,7 +14,7 @@ from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.stage_cache import Manifest, artifact, stage_key
 from storage.tables import read_table, write_table
-from tasks.contract import StageRun, cached_stage
+from tasks.contract import StageInputs, StageRun, cached_stage
 
 
 def test_stage_key_depends_on_content_not_paths() -> None:
@@ -73,18 +73,18 @@ def test_cached_stage_hits_verifies_and_recomputes(tmp_path: Path) -> None:
         write_text(out, "payload")
         return Manifest("demo", key, {"thing": artifact(run.layout, out, run.memo)}, {"n": 1})
 
-    kwargs = dict(stage="demo", version="1", config_hash="c", inputs={"x": "h"}, compute=compute)
-    first = cached_stage(run, **kwargs)  # type: ignore[arg-type]
-    second = cached_stage(run, **kwargs)  # type: ignore[arg-type]
+    spec = StageInputs("demo", "1", "c", {"x": "h"})
+    first = cached_stage(run, spec, compute=compute)
+    second = cached_stage(run, spec, compute=compute)
     assert len(calls) == 1 and not first.data["cache_hit"] and second.data["cache_hit"]
     # Tamper with the output: the hit is no longer trusted.
     out = run.layout.root / "out" / "thing.txt"
     out.write_text("tampered")
     os.utime(out, ns=(time.time_ns() + 10_000, time.time_ns() + 10_000))
-    third = cached_stage(run, **kwargs)  # type: ignore[arg-type]
+    third = cached_stage(run, spec, compute=compute)
     assert len(calls) == 2 and not third.data["cache_hit"]
     out.unlink()
-    cached_stage(run, **kwargs)  # type: ignore[arg-type]
+    cached_stage(run, spec, compute=compute)
     assert len(calls) == 3
     lineage = read_lineage(run.layout)
     assert list(lineage["cache_hit"]) == [False, True, False, False]

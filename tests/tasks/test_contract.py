@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dsan_core.errors import InputError
+from dsan_core.errors import InputError, ItemFailed
 from storage.atomic import write_text
 from storage.stage_cache import Manifest, artifact
-from tasks.contract import ItemFailed, MapItem, StageRun, cached_map
+from tasks.contract import MapItem, StageItems, StageRun, cached_map
 
 N_ITEMS = 6
 
@@ -25,7 +25,7 @@ _RUN = textwrap.dedent('''
 
     from storage.atomic import TEMP_PREFIX, write_text
     from storage.stage_cache import Manifest, artifact
-    from tasks.contract import MapItem, StageRun, cached_map
+    from tasks.contract import MapItem, StageItems, StageRun, cached_map
 
     root, kill_at, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     stored = root / "cache" / "item-stage"
@@ -51,7 +51,7 @@ _RUN = textwrap.dedent('''
                      for i in range(int(sys.argv[4]))]
             finish = lambda item, key, _: Manifest("item-stage", key, {
                 "out": artifact(run.layout, Path(item.args[1]), run.memo)})
-            result = cached_map(run, items, stage="item-stage", version="1", config_hash="c",
+            result = cached_map(run, StageItems("item-stage", "1", "c", items),
                                 compute=compute, finish=finish, address=address)
             print(result.computed, result.cached)
 
@@ -91,7 +91,7 @@ def test_bad_input_fails_its_item_alone(tmp_path: Path) -> None:
 
     with StageRun.open(tmp_path) as run:
         items = [MapItem(f"X-{i}", {"i": str(i)}, (i,)) for i in range(3)]
-        result = cached_map(run, items, stage="s", version="1", config_hash="c", compute=compute)
+        result = cached_map(run, StageItems("s", "1", "c", items), compute=compute)
     assert list(result.manifests) == ["X-0", "X-2"]
     assert result.failures == {"X-1": "scan X-1: expected a lung, found none"}
     assert (result.computed, result.cached) == (2, 0)
@@ -122,7 +122,7 @@ def test_a_bug_in_one_item_fails_the_stage_naming_it_after_storing_the_rest(
             items = [MapItem(f"X-{i}", {"i": str(i)}, (i, broken)) for i in range(3)]
             finish = lambda item, key, _: Manifest("s", key, {  # noqa: E731
                 "out": artifact(run.layout, out / f"{item.args[0]}.txt", run.memo)})
-            return cached_map(run, items, stage="s", version="1", config_hash="c",
+            return cached_map(run, StageItems("s", "1", "c", items),
                               compute=_count_into(calls, out), finish=finish, address=address)
 
     def both(address: str | None) -> None:
@@ -150,11 +150,10 @@ def test_a_bug_in_one_item_fails_the_stage_naming_it_after_storing_the_rest(
 
 def test_a_lineage_row_times_the_whole_stage(tmp_path: Path) -> None:
     from storage.lineage import read_lineage
-    from tasks.contract import cached_stage
+    from tasks.contract import StageInputs, cached_stage
 
     with StageRun.open(tmp_path) as run:
         time.sleep(0.3)  # the stage's work before it writes its table
-        cached_stage(run, stage="s", version="1", config_hash="c", inputs={},
-                     compute=lambda key: Manifest("s", key))
+        cached_stage(run, StageInputs("s", "1", "c", {}), compute=lambda key: Manifest("s", key))
     row = read_lineage(run.layout).iloc[-1]
     assert (row["ended_at"] - row["started_at"]).total_seconds() >= 0.3

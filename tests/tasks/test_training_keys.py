@@ -10,8 +10,7 @@ from dsan_core.classifier import ClassifierCase
 from dsan_core.config import TrainConfig
 from dsan_core.splits import FoldScans
 from storage.stage_cache import Manifest
-from tasks.contract import item_key
-from tasks.training import TRAIN_STAGE, VERSION, FoldData, prediction_item, training_item
+from tasks.training import TRAIN_STAGE, VERSION, FoldData, prediction_inputs, training_inputs
 
 CONFIG = TrainConfig(epoch_selection="last")
 
@@ -32,8 +31,9 @@ def _data(**changes: tuple[str, int]) -> FoldData:
 
 
 def _key(data: FoldData) -> str:
-    return item_key(training_item(data, CONFIG, 0, "att_us"), TRAIN_STAGE, VERSION,
-                    CONFIG.training_fingerprint())
+    spec = training_inputs(data, CONFIG, 0, "att_us")
+    assert (spec.stage, spec.version) == (TRAIN_STAGE, VERSION)
+    return spec.of(spec.items[0]).key
 
 
 def test_validation_scans_change_predictions_never_the_training_key() -> None:
@@ -42,10 +42,10 @@ def test_validation_scans_change_predictions_never_the_training_key() -> None:
     changed = _data(v1=("other-input:other-mask", 0))
     assert _key(changed) == _key(base)
     model = Manifest(TRAIN_STAGE, _key(base), {"model": {"path": "m", "sha256": "abc"}}, {})
-    assert (prediction_item(changed, model, "val").inputs
-            != prediction_item(base, model, "val").inputs)
-    assert (prediction_item(changed, model, "test").inputs
-            == prediction_item(base, model, "test").inputs)
+    assert (prediction_inputs(changed, model, "val").keys()
+            != prediction_inputs(base, model, "val").keys())
+    assert (prediction_inputs(changed, model, "test").keys()
+            == prediction_inputs(base, model, "test").keys())
     # A training scan's image, label or patient does change the model.
     assert _key(_data(t2=("other-input:t2-mask", 0))) != _key(base)
     assert _key(_data(t2=("t2-input:t2-mask", 1))) != _key(base)

@@ -80,15 +80,6 @@ def _assignments(table: pd.DataFrame) -> tuple[pa.Array, IntArray, IntArray]:
     return dictionary, low, high
 
 
-def patient_assignments(table: pd.DataFrame) -> pd.Series:
-    """patient_id -> "test" | "fold i" ("a; b" for the lowest and highest of several)."""
-    patients, low, high = _assignments(table)
-    labels = [_assignment_name(lo) if lo == hi else f"{_assignment_name(lo)}; "
-              f"{_assignment_name(hi)}" for lo, hi in zip(low.tolist(), high.tolist(), strict=True)]
-    return pd.Series(labels, index=pd.Index(patients.to_pylist(), name="patient_id"),
-                     dtype=object).sort_index()
-
-
 def diff_splits(current: pd.DataFrame, earlier: pd.DataFrame) -> SplitDiff:
     """Compare `current` against `earlier` (both split tables)."""
     patients, low, high = _assignments(current)

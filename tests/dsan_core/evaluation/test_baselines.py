@@ -12,7 +12,7 @@ from dsan_core.evaluation.baselines import (
     compute_baselines,
     lung_features,
 )
-from dsan_core.evaluation.predictions import PREDICTION_COLUMNS, check_predictions
+from dsan_core.prediction_table import PREDICTION_COLUMNS, check_predictions
 from tests.dsan_core.evaluation import cohort
 
 

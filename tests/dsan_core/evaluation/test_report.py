@@ -22,7 +22,6 @@ from dsan_core.ensemble import (
 from dsan_core.errors import InputError
 from dsan_core.evaluation.comparisons import comparisons_table
 from dsan_core.evaluation.faithfulness import faithfulness_table
-from dsan_core.evaluation.paper import PAPER
 from dsan_core.evaluation.report import (
     ReportFigure,
     ReportInputs,
@@ -33,6 +32,7 @@ from dsan_core.evaluation.report import (
 from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
 from dsan_core.evaluation.thresholds import threshold_table
+from dsan_core.paper import PAPER
 from tests.dsan_core.evaluation import cohort
 
 

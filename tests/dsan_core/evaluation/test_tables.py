@@ -19,8 +19,8 @@ from dsan_core.evaluation.comparisons import (
 )
 from dsan_core.evaluation.delong import delong_test
 from dsan_core.evaluation.metrics import METRICS, binary_metrics
-from dsan_core.evaluation.predictions import labelled_predictions
 from dsan_core.evaluation.tables import METRICS_COLUMNS, metrics_table, reliability_tables
+from dsan_core.prediction_table import labelled_predictions
 from tests.dsan_core.evaluation import cohort
 
 # The paper's fixed 0.5, so hand-computed thresholded metrics stay simple.
