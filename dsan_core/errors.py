@@ -10,6 +10,8 @@
     │   └── MaskError            a mask does not match its scan (geometry, values)
     ├── ModelError               a model cannot be trained, loaded or applied (no training
     │                            cases, an empty sampling group, a foreign checkpoint)
+    ├── RegistryError            the model registry refuses: an unknown or ambiguous model,
+    │                            nothing to roll back to, models that cannot be compared
     ├── StorageError             a table or artifact is missing or fails validation
     │   └── SchemaError          a Parquet table's schema is not the expected one
     └── StageError               a stage cannot run (missing upstream output, etc.);
@@ -73,6 +75,10 @@ class MaskError(InputError):
 
 class ModelError(DsanError):
     """A model cannot be trained, loaded or applied."""
+
+
+class RegistryError(DsanError):
+    """The model registry refuses a transition or a comparison."""
 
 
 class StorageError(DsanError):

@@ -121,7 +121,7 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
                          for f in nested.folds],
               "from": {"trained_predictions": inputs["trained"], "groups": inputs["groups"],
                        "models": sorted(set(trained["model_key"]))}}
-    weights_path = layout.report(STAGE, "weights.json")
+    weights_path = layout.ensemble_weights()
     write_json(weights_path, record)
     outputs = {name: artifact(layout, path, run.memo) for name, path in (
         ("predictions", layout.table("predictions")), ("weights", weights_path),

@@ -101,7 +101,7 @@ def evaluation_inputs(run: StageRun) -> dict[str, str]:
     hashes ('-' for one not written)."""
     require_tables(run.layout, *INPUT_TABLES)
     inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
-    for name, path in (("ensemble", run.layout.report("ensemble", "weights.json")),
+    for name, path in (("ensemble", run.layout.ensemble_weights()),
                        ("baselines", run.layout.prediction_part("baselines"))):
         inputs[name] = run.memo.hash_file(path) if path.exists() else "-"
     return inputs

@@ -44,8 +44,6 @@ EVAL_STAGE = "segment-eval"
 #: 6: the predict-time VB-Net of methods ground_truth / external is evaluated too, and the
 #: predict-time segmenter's card is written.
 VERSION = "6"
-#: The card of the segmenter `dsan predict` uses for studies without masks.
-PREDICT_SEGMENTER = "predict_segmenter.json"
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     summary = summarise(table)
     report = run.layout.report("segmentation", "evaluation.md")
     write_text(report, summary_markdown(summary, thresholds))
-    card_path = run.layout.report("segmentation", PREDICT_SEGMENTER)
+    card_path = run.layout.predict_segmenter()
     card = predict_segmenter_card(config, model, summary)
     write_json(card_path, card)
     return Manifest(EVAL_STAGE, key, {
