@@ -17,16 +17,27 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from dsan_core.classifier import ClassifierCase
 from dsan_core.config import EvaluationConfig, TrainConfig
 from dsan_core.ensemble import shipped_predictions
+from dsan_core.evaluation.attention_maps import (
+    MapCase,
+    MapModel,
+    PanelScan,
+    attention_panel,
+    map_scores,
+)
 from dsan_core.evaluation.comparisons import comparisons_table
 from dsan_core.evaluation.faithfulness import faithfulness_table
 from dsan_core.evaluation.report import (
@@ -39,15 +50,18 @@ from dsan_core.evaluation.report import (
 from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
 from dsan_core.evaluation.thresholds import threshold_table
+from dsan_core.groups import LABEL_COVID
 from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_figure_scans
 from storage.atomic import write_bytes, write_text
+from storage.checkpoints import load_checkpoint
 from storage.lineage import code_version
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table
+from storage.volumes import open_npy, read_geometry
 from tasks.contract import StageRun, cached_stage, require_tables
-from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
 from tasks.models import current_model_id
+from tasks.progress import StageProgress
 from tasks.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 
 STAGE = "evaluate"
@@ -129,11 +143,16 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     comparisons = comparisons_table(metrics, predictions, groups, shipped)
     reliability = reliability_tables(predictions, groups, config.ece_bins)
     preprocessed = read_table(layout, "preprocessed")
-    cases = test_covid_cases(run, preprocessed, groups, splits)
+    cases = _test_covid_cases(run, preprocessed, groups, splits)
     chosen = select_figure_scans(groups, [c.case.scan_id for c in cases],
                                  config.figures_per_bin)
-    scores, maps = map_scores(run, read_table(layout, "training_runs"), cases, train, config,
-                              device, set(chosen))
+    models = [MapModel(int(r.fold), str(r.branch),
+                       partial(load_checkpoint, layout.resolve(r.checkpoint_path)))
+              for r in read_table(layout, "training_runs").itertuples(index=False)]
+    with StageProgress("attention maps of the test COVID scans", len(models),
+                       unit="models") as progress:
+        scores, maps = map_scores(models, cases, train, config, torch.device(device),
+                                  set(chosen), on_model=progress.advance)
     faithfulness = faithfulness_table(scores, groups)
     tables = {"metrics": metrics, "comparisons": comparisons, "thresholds": thresholds,
               "reliability": reliability,
@@ -143,8 +162,8 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         write_table(layout, name, frame)
         outputs[name] = artifact(layout, layout.table(name), run.memo)
     search = ensemble_search(run)
-    figures = _figures(predictions, groups, reliability, attention_panel(
-        run, chosen, maps, preprocessed, groups), search)
+    panel = attention_panel(_panel_scans(run, chosen, preprocessed, groups), maps)
+    figures = _figures(predictions, groups, reliability, panel, search)
     for figure in figures:
         for path in (layout.figure(REPORT, f"{figure.name}.png"),
                      layout.report(REPORT, f"figures/{figure.name}.png")):
@@ -160,6 +179,41 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     logger.info("evaluation: %d metric rows, %d comparisons, %d maps", len(metrics),
                 len(comparisons), len(scores))
     return Manifest(STAGE, key, outputs, {})
+
+
+def _test_covid_cases(run: StageRun, preprocessed: pd.DataFrame, groups: pd.DataFrame,
+                      splits: pd.DataFrame) -> list[MapCase]:
+    """The COVID scans of the test set that were pre-processed, as classifier cases."""
+    test = set(splits.loc[splits["set"] == "test", "scan_id"])
+    covid = groups[(groups["label"] == LABEL_COVID) & groups["scan_id"].isin(test)]
+    rows = preprocessed.set_index("scan_id")
+
+    def array(scan_id: str, column: str) -> Any:
+        return partial(open_npy, run.layout.resolve(rows.loc[scan_id, column]))
+
+    return [MapCase(ClassifierCase(scan_id, 1, str(group), array(scan_id, "input_path"),
+                                   array(scan_id, "infection_path")),
+                    array(scan_id, "lung_path"))
+            for scan_id, group in sorted(zip(covid["scan_id"], covid["sampling_group"],
+                                             strict=True))
+            if scan_id in rows.index]
+
+
+def _panel_scans(run: StageRun, chosen: list[str], preprocessed: pd.DataFrame,
+                 groups: pd.DataFrame) -> list[PanelScan]:
+    rows = preprocessed.set_index("scan_id")
+    bins = groups.set_index("scan_id")["analysis_bin"]
+
+    def load(scan_id: str) -> Any:
+        row = rows.loc[scan_id]
+        spacing = read_geometry(run.layout.resolve(row["geometry_path"]))["final_spacing"]
+        image, lung, infection = (np.asarray(open_npy(run.layout.resolve(row[column])))
+                                  for column in ("input_path", "lung_path", "infection_path"))
+        return (image.astype(np.float32), lung, infection,
+                tuple(float(v) for v in spacing))
+
+    return [PanelScan(scan_id, str(bins.loc[scan_id]), partial(load, scan_id))
+            for scan_id in chosen]
 
 
 def _png(figure: Any) -> bytes:
