@@ -45,7 +45,7 @@ from dsan_core.segmentation.external import conform_mask
 from storage.inputs import PredictRequest
 from storage.schemas import PREDICTIONS_NEW
 from storage.tables import read_table, table_exists, write_table
-from storage.volumes import read_image, write_figure, write_image
+from storage.volumes import image_array, read_image, write_array, write_figure, write_image
 from tasks.contract import StageRun
 from tasks.ensemble_models import TrainedModels, load_trained_models
 from tasks.progress import StageProgress
@@ -173,8 +173,8 @@ def _masks(request: PredictRequest, models: TrainedModels, image: sitk.Image, se
     files = {kind: request.masks / f"{series_uid}_{kind}.nii.gz"
              for kind in ("lung", "infection")} if request.masks else {}
     if imported and files and all(path.is_file() for path in files.values()):
-        arrays = [sitk.GetArrayFromImage(conform_mask(read_image(path), image,
-                                                      scan_id=scan_id, kind=kind))
+        arrays = [image_array(conform_mask(read_image(path), image, scan_id=scan_id,
+                                           kind=kind))
                   for kind, path in files.items()]
         return arrays[0], arrays[1] & arrays[0], "masks", False
     seg = models.segmenter
@@ -187,12 +187,10 @@ def _masks(request: PredictRequest, models: TrainedModels, image: sitk.Image, se
 def _write_study(folder: Path, image: sitk.Image, prediction: StudyPrediction,
                  scan_id: str) -> None:
     write_image(image, folder / "ct.nii.gz")
-    heat = sitk.GetImageFromArray(prediction.attention)
-    heat.CopyInformation(image)
-    write_image(heat, folder / "attention.nii.gz")
+    write_array(prediction.attention, image, folder / "attention.nii.gz")
     title = (f"{scan_id}: {prediction.decision}, P(COVID) {prediction.probability:.3f}, "
              f"infection ratio {prediction.infection_ratio:.4f}")
-    write_figure(attention_overlay_figure(sitk.GetArrayViewFromImage(image),
+    write_figure(attention_overlay_figure(image_array(image),
                                           prediction.attention, image.GetSpacing(),
                                           title=title), folder / "overlay.png")
 

@@ -65,7 +65,14 @@ from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.schemas import MASK_PROPOSALS, MASK_REVIEWS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
-from storage.volumes import read_image, read_segmentation, write_image, write_segmentation
+from storage.volumes import (
+    image_array,
+    read_array,
+    read_image,
+    read_segmentation,
+    write_array,
+    write_segmentation,
+)
 from tasks.contract import MapItem, StageRun, cached_map, require_tables
 from tasks.segmentation import current_vbnet
 from tasks.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
@@ -244,7 +251,7 @@ def _propose(run: StageRun, config: SegmentationConfig, segmenter: Segmenter,
 def _propose_one(run: StageRun, config: SegmentationConfig, segmenter: Segmenter,
                  scan: Any) -> Manifest:
     image = read_image(run.layout.resolve(scan.volume_path))
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    hu = image_array(image, np.float32)
     spacing = spacing_of(image)
     if segmenter.network is not None:
         probs = volume_probs(segmenter.network, hu, spacing, config.vbnet, segmenter.device)
@@ -258,15 +265,9 @@ def _propose_one(run: StageRun, config: SegmentationConfig, segmenter: Segmenter
     outputs = {}
     for kind, mask in (("lung", lung), ("infection", infection)):
         path = run.layout.proposal_mask(segmenter.tag, scan.scan_id, kind)
-        write_image(_like(mask, image), path)
+        write_array(mask, image, path, np.uint8)
         outputs[kind] = artifact(run.layout, path, run.memo)
     return Manifest(SCORE_STAGE, "", outputs, {"score": score, "infection_ratio": ratio})
-
-
-def _like(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    out = sitk.GetImageFromArray(mask.astype(np.uint8))
-    out.CopyInformation(reference)
-    return out
 
 
 def _write_export(run: StageRun, out: Path, export_id: str, strategy: str, segmenter: str,
@@ -284,7 +285,7 @@ def _write_export(run: StageRun, out: Path, export_id: str, strategy: str, segme
         for kind, name in zip(("lung", "infection"), NIFTI_PAIR, strict=True):
             source = manifest.output_path(run.layout, kind)
             write_bytes(folder / name, source.read_bytes())
-            masks.append(sitk.GetArrayFromImage(read_image(source)))
+            masks.append(read_array(source))
         write_segmentation(label_map(masks[0], masks[1]), read_image(volume),
                            folder / SEG_FILE)
         score, ratio = float(manifest.data["score"]), float(manifest.data["infection_ratio"])
@@ -374,8 +375,7 @@ def _proposals(run: StageRun, export_id: str) -> dict[str, Any]:
 
 
 def _read_pair(run: StageRun, lung_path: str, infection_path: str) -> tuple[np.ndarray, ...]:
-    return tuple(sitk.GetArrayFromImage(read_image(run.layout.resolve(p))).astype(np.uint8)
-                 for p in (lung_path, infection_path))
+    return tuple(read_array(run.layout.resolve(p), np.uint8) for p in (lung_path, infection_path))
 
 
 def _corrected(run: StageRun, folder: Path, scan_id: str, image: sitk.Image,
@@ -422,15 +422,15 @@ def _versions(folder: Path, scan_id: str,
                                                    kind="segmentation"))
     pair = [folder / name for name in NIFTI_PAIR]
     if all(p.is_file() for p in pair):
-        lung, infection = (sitk.GetArrayFromImage(conform_mask(read_image(p), image,
-                                                               scan_id=scan_id, kind=kind))
+        lung, infection = (image_array(conform_mask(read_image(p), image, scan_id=scan_id,
+                                                    kind=kind))
                            for p, kind in zip(pair, ("lung", "infection"), strict=True))
         found["nifti"] = (lung | infection, infection)
     if (folder / LABEL_MAP).is_file():
         labels_image = read_image(folder / LABEL_MAP)
         check_same_grid(ScanGeometry.from_image(labels_image), scan, scan_id=scan_id,
                         kind="label map")
-        found["label map"] = split_label_map(sitk.GetArrayFromImage(labels_image),
+        found["label map"] = split_label_map(image_array(labels_image),
                                              scan_id=scan_id)
     return found
 
@@ -453,7 +453,7 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
         stored = {}
         for kind, mask in (("lung", lung), ("infection", infection)):
             path = run.layout.reviewed_mask(scan_id, review_id, kind)
-            write_image(_like(mask, image), path)
+            write_array(mask, image, path, np.uint8)
             stored[kind] = artifact(run.layout, path, run.memo)
         proposal = proposals.get(scan_id)
         change = (compare_review(_read_pair(run, proposal.lung_path, proposal.infection_path),
