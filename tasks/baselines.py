@@ -23,7 +23,7 @@ from dsan_core.evaluation.metrics import pooled_auc
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table, write_table_file
 from storage.volumes import open_npy
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks._common.contract import StageRun, cached_stage, require_tables
 
 STAGE = "baselines"
 VERSION = "1"

@@ -35,7 +35,7 @@ from storage.atomic import write_json
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks._common.contract import StageRun, cached_stage, require_tables
 
 STAGE = "ensemble"
 VERSION = "2"

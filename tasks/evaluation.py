@@ -55,14 +55,14 @@ from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_fi
 from storage.atomic import write_bytes, write_text
 from storage.checkpoints import load_checkpoint
 from storage.lineage import code_version
+from storage.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table
 from storage.volumes import open_npy, read_geometry
-from tasks.contract import StageRun, cached_stage, require_tables
+from tasks._common.contract import StageRun, cached_stage, require_tables
+from tasks._common.progress import StageProgress
 from tasks.models import current_model_id
-from tasks.progress import StageProgress
-from tasks.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 
 STAGE = "evaluate"
 VERSION = "2"
@@ -92,7 +92,7 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
 
         def compute(key: str) -> Manifest:
             return _evaluate(run, key, config, train, device, provenance(
-                run, fingerprints, profile, code_version(),
+                run.layout, fingerprints, profile, code_version(),
                 current_model_id(run, fingerprints)), logger)
 
         stage = cached_stage(run, stage=STAGE, version=VERSION,
@@ -135,7 +135,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     layout = run.layout
     predictions = _scored_predictions(run)
     groups, splits = (read_table(layout, n) for n in ("groups", "splits"))
-    weights = ensemble_weights(run)
+    weights = ensemble_weights(run.layout)
     shipped = None if weights is None else shipped_predictions(predictions, groups, weights)
     thresholds = threshold_table(predictions, groups, config)
     metrics = metrics_table(predictions, groups, splits, config, thresholds=thresholds,
@@ -161,7 +161,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     for name, frame in tables.items():
         write_table(layout, name, frame)
         outputs[name] = artifact(layout, layout.table(name), run.memo)
-    search = ensemble_search(run)
+    search = ensemble_search(run.layout)
     panel = attention_panel(_panel_scans(run, chosen, preprocessed, groups), maps)
     figures = _figures(predictions, groups, reliability, panel, search)
     for figure in figures:
@@ -171,7 +171,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         outputs[f"figure:{figure.name}"] = artifact(
             layout, layout.figure(REPORT, f"{figure.name}.png"), run.memo)
     report = ReportInputs(metrics, comparisons, source, reliability, faithfulness, search,
-                          figures, thresholds=thresholds, nested=nested_folds(run))
+                          figures, thresholds=thresholds, nested=nested_folds(run.layout))
     for name, text in (("report", render_markdown(report)), ("html", render_html(report))):
         path = layout.report(REPORT, "report.md" if name == "report" else "report.html")
         write_text(path, text)

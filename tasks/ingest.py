@@ -46,7 +46,7 @@ from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, write_image
-from tasks.contract import (
+from tasks._common.contract import (
     DaskAddress,
     ItemFailed,
     MapItem,
@@ -56,8 +56,8 @@ from tasks.contract import (
     cached_stage,
     resolve_address,
 )
-from tasks.dask_map import WorkerError, map_on_dask
-from tasks.workers import decode_and_write, index_chunk
+from tasks._common.dask_map import WorkerError, map_on_dask
+from tasks._common.workers import decode_and_write, index_chunk
 
 STAGE = "ingest"
 SERIES_STAGE = "ingest-series"

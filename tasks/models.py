@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -25,7 +24,7 @@ from dsan_core import registry
 from dsan_core.config import PipelineConfig
 from storage import registry as records
 from storage.lineage import code_version
-from tasks.contract import StageRun, require_tables
+from tasks._common.contract import StageRun, require_tables
 
 PROMOTED, REJECTED = registry.PROMOTED, registry.REJECTED
 
@@ -112,11 +111,6 @@ def rollback(run: StageRun, reason: str) -> tuple[str, str]:
     current, earlier = registry.rollback_target(statuses, records.promotions(run.layout))
     promote(run, earlier, reason, action=registry.ROLLBACK)
     return current, earlier
-
-
-def promoted_record(run: StageRun) -> dict[str, Any] | None:
-    """The promoted model's record (None before the first registration)."""
-    return records.promoted_record(run.layout)
 
 
 def _flow_run_id() -> str | None:

@@ -1,6 +1,6 @@
 """Human-in-the-loop mask review: `dsan masks export` and `dsan masks import`.
 
-Export: the scans without ground truth (ingested or reviewed, `tasks.truth`) are
+Export: the scans without ground truth (ingested or reviewed, `storage.truth`) are
 segmented by the data root's VB-Net (or, before there is one, the classical segmenter),
 scored (`dsan_core.segmentation.review`: mean predictive entropy in the lung; cached per
 scan by content as `review-score` items), and the N to review are written for reviewers:
@@ -65,6 +65,7 @@ from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.schemas import MASK_PROPOSALS, MASK_REVIEWS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
+from storage.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
 from storage.volumes import (
     image_array,
     read_array,
@@ -73,9 +74,8 @@ from storage.volumes import (
     write_array,
     write_segmentation,
 )
-from tasks.contract import MapItem, StageRun, cached_map, require_tables
+from tasks._common.contract import MapItem, StageRun, cached_map, require_tables
 from tasks.segmentation import current_vbnet
-from tasks.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
 
 SCORE_STAGE = "review-score"
 EXPORT_STAGE = "mask-export"
@@ -176,7 +176,7 @@ def export_for_review_task(data_root: Path, config: SegmentationConfig, n: int,
         require_tables(run.layout, "scans")
         scans = read_table(run.layout, "scans").sort_values("scan_id").set_index(
             "scan_id", drop=False)
-        done = set(truth_masks(run)["scan_id"])
+        done = set(truth_masks(run.layout)["scan_id"])
         pending = pending_proposals(run)
         candidates = [s for s in scans.index if s not in done
                       and (include_proposed or s not in pending)]
@@ -214,7 +214,7 @@ def pending_proposals(run: StageRun) -> set[str]:
     if not table_exists(run.layout, "mask_proposals"):
         return set()
     proposed = read_table(run.layout, "mask_proposals").groupby("scan_id")["proposed_at"].max()
-    reviewed = latest_reviews(run).set_index("scan_id")["reviewed_at"]
+    reviewed = latest_reviews(run.layout).set_index("scan_id")["reviewed_at"]
     return {s for s, at in proposed.items() if s not in reviewed.index or reviewed[s] < at}
 
 
@@ -439,7 +439,7 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
            scans: pd.DataFrame, proposals: dict[str, Any], reviewer: str,
            export_id: str) -> ImportOutcome:
     """Write each changed review as ground truth, its row and one lineage row."""
-    latest = latest_reviews(run).set_index("scan_id")
+    latest = latest_reviews(run.layout).set_index("scan_id")
     now = pd.Timestamp.now(tz="UTC")
     rows, imported, unchanged = [], [], []
     inputs, outputs = {}, {}
@@ -481,14 +481,14 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
 def review_status(run: StageRun) -> list[str]:
     """`dsan masks status`: scans by review state, and the reviews so far."""
     scans = sorted(read_table(run.layout, "scans")["scan_id"])
-    truth = truth_masks(run)
+    truth = truth_masks(run.layout)
     counts = review_counts(scans, set(truth.loc[truth["source"] == INGESTED, "scan_id"]),
                            set(truth.loc[truth["source"] == REVIEWED, "scan_id"]),
                            pending_proposals(run))
     lines = [f"scans {counts['scans']}: reviewed {counts['reviewed']}, ground truth from "
              f"ingestion {counts['ground_truth']}, proposed (awaiting review) "
              f"{counts['proposed']}, never seen {counts['never_seen']}"]
-    reviews = latest_reviews(run)
+    reviews = latest_reviews(run.layout)
     if len(reviews):
         compared = reviews[reviews["voxels_changed"] >= 0]
         by = ", ".join(f"{name} {n}" for name, n in

@@ -37,6 +37,7 @@ from storage.hashing import combine_hashes
 from storage.schemas import INFECTION
 from storage.stage_cache import Manifest, artifact, stage_key
 from storage.tables import read_table, write_table
+from storage.truth import truth_masks
 from storage.volumes import (
     external_mask_files,
     image_array,
@@ -44,9 +45,8 @@ from storage.volumes import (
     read_image,
     write_array,
 )
-from tasks.contract import MapItem, StageRun, cached_map, cached_stage
-from tasks.progress import StageProgress
-from tasks.truth import truth_masks
+from tasks._common.contract import MapItem, StageRun, cached_map, cached_stage
+from tasks._common.progress import StageProgress
 
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
@@ -90,11 +90,11 @@ class SegmentOutcome:
 
 
 def ground_truth_cases(run: StageRun) -> pd.DataFrame:
-    """Scans with ground-truth masks (ingested or reviewed, `tasks.truth`): scan_id,
+    """Scans with ground-truth masks (ingested or reviewed, `storage.truth`): scan_id,
     patient_id, volume/lung/infection paths and hashes."""
     scans = read_table(run.layout, "scans")[["scan_id", "patient_id", "volume_path",
                                              "volume_hash"]]
-    truth = truth_masks(run).drop(columns="source")
+    truth = truth_masks(run.layout).drop(columns="source")
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
 
@@ -307,7 +307,7 @@ def segment_items(run: StageRun, config: SegmentationConfig, scans: pd.DataFrame
     """One item per scan (with its mask files for methods external and ground_truth), and
     why the scans without those masks cannot be segmented."""
     items, missing = [], []
-    truth = (truth_masks(run).set_index("scan_id") if config.method == "ground_truth"
+    truth = (truth_masks(run.layout).set_index("scan_id") if config.method == "ground_truth"
              else None)
     for scan in scans.itertuples(index=False):
         inputs = {"volume": scan.volume_hash, "segmenter": version}

@@ -32,7 +32,7 @@ from storage.schemas import SEG_EVAL
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import image_array, read_array, read_image, write_figure
-from tasks.contract import StageRun, cached_stage
+from tasks._common.contract import StageRun, cached_stage
 from tasks.segmentation import TrainSegOutcome, ground_truth_cases, patients_of
 
 FIGURES_STAGE = "segment-figures"

@@ -29,7 +29,7 @@ from tasks import preprocess as preprocess_task
 from tasks import segmentation as segmentation_task
 from tasks import splits as splits_task
 from tasks import training as training_task
-from tasks.contract import MapItem, StageRun, item_key
+from tasks._common.contract import MapItem, StageRun, item_key
 
 CACHED, STALE, NEVER = "cached", "stale", "never run"
 

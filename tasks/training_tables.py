@@ -21,7 +21,7 @@ from storage.schemas import PREDICTIONS, TRAINING_HISTORY, TRAINING_RUNS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageRun, cached_stage
+from tasks._common.contract import StageRun, cached_stage
 from tasks.training import (
     PREDICTION_SETS,
     BranchOutcome,

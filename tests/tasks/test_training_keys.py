@@ -10,7 +10,7 @@ from dsan_core.classifier import ClassifierCase
 from dsan_core.config import TrainConfig
 from dsan_core.splits import FoldScans
 from storage.stage_cache import Manifest
-from tasks.contract import item_key
+from tasks._common.contract import item_key
 from tasks.training import TRAIN_STAGE, VERSION, FoldData, prediction_item, training_item
 
 CONFIG = TrainConfig(epoch_selection="last")
