@@ -21,7 +21,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from dsan_core.config import IngestConfig
+from dsan_core.config import KEY_ENV, IngestConfig
 from dsan_core.dicom import (
     DecodedSeries,
     FileFailure,
@@ -70,7 +70,6 @@ VERSION = "3"
 SERIES_VERSION = "1"
 #: 2: a ground-truth mask with values other than 0/1 is refused, not binarised.
 GROUND_TRUTH_VERSION = "2"
-KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from dsan_core.branches import ATT_SS, ATT_US
 from dsan_core.classifier import DSANet, load_classifier
 from dsan_core.config import (
+    KEY_ENV,
     GroupsConfig,
     IngestConfig,
     PreprocessConfig,
@@ -57,8 +58,6 @@ from storage.tables import read_table, table_exists, write_table
 from storage.volumes import image_array, read_image, write_array, write_figure, write_image
 from tasks._common.contract import StageRun
 from tasks._common.progress import StageProgress
-
-KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 
 @dataclass(frozen=True)

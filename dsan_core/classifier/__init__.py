@@ -38,7 +38,6 @@ from dsan_core.classifier.samplers import (
     size_balanced_weights,
 )
 from dsan_core.classifier.training import (
-    BRANCHES,
     ClassifierEpochReport,
     ClassifierTrainResult,
     branch_seed,
@@ -52,7 +51,6 @@ from dsan_core.classifier.training import (
 __all__ = [
     "ATT_SS",
     "ATT_US",
-    "BRANCHES",
     "CHECKPOINT_FORMAT",
     "RN34_US",
     "ClassifierCase",

@@ -68,7 +68,6 @@ from dsan_core.config import TrainConfig
 from dsan_core.errors import InputError, ModelError
 from dsan_core.groups import SAMPLING_GROUPS
 
-BRANCHES: tuple[str, str, str] = TRAINED
 #: Tags that keep the seed streams of initialisation and epochs apart.
 _INIT_STREAM, _EPOCH_STREAM = 0x1A17, 0xE90C
 
@@ -118,8 +117,8 @@ def uses_attention(branch: str) -> bool:
 
 
 def _check_branch(branch: str) -> None:
-    if branch not in BRANCHES:
-        raise ModelError(f"expected a branch in {list(BRANCHES)}, found {branch!r}")
+    if branch not in TRAINED:
+        raise ModelError(f"expected a branch in {list(TRAINED)}, found {branch!r}")
 
 
 def branch_seed(base_seed: int, fold: int | str, branch: str) -> int:

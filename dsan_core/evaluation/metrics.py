@@ -13,6 +13,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
+from dsan_core.config import DECISION_THRESHOLD
 from dsan_core.errors import InputError
 from dsan_core.groups import LABEL_COVID
 
@@ -46,7 +47,7 @@ def as_binary_arrays(y_true: ArrayLike, probability: ArrayLike) -> tuple[np.ndar
 
 
 def binary_metrics(y_true: ArrayLike, probability: ArrayLike,
-                   threshold: float | ArrayLike = 0.5) -> dict[str, float]:
+                   threshold: float | ArrayLike = DECISION_THRESHOLD) -> dict[str, float]:
     """AUC, accuracy, sensitivity, specificity and F1 (scikit-learn) of P(COVID).
 
     y_true: 1 = COVID, 0 = CAP. Thresholded metrics call a scan COVID when
