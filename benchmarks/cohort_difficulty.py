@@ -53,7 +53,8 @@ from sklearn.model_selection import GroupKFold  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from dsan_core.config import SynthConfig, load_profile  # noqa: E402
+from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH, SynthConfig, load_profile  # noqa: E402,E501
+from dsan_core.preprocessing.intensity import window_bounds  # noqa: E402
 from dsan_core.synthetic import RATIO_BINS, StudyPlan, plan_cohort, ratio_bin  # noqa: E402
 from dsan_core.synthetic.generate import study_phantom  # noqa: E402
 
@@ -62,7 +63,7 @@ LESION_FEATURES = ("hu_mean", "hu_std", "log_ratio", "bilaterality", "peripheral
                    "log_components", "depth_mm", "posterior", "height")
 HISTOGRAM_BINS = 12
 HISTOGRAM = tuple(f"hist_{i:02d}" for i in range(HISTOGRAM_BINS))
-WINDOW = (-1350.0, 150.0)
+WINDOW = window_bounds(CT_WINDOW_WIDTH, CT_WINDOW_LEVEL)
 PERIPHERAL_MM = 10.0
 #: Untrained feature sets (name -> columns) and the ground-truth lesion set.
 UNTRAINED = {"mean lung intensity": ("mean",), "infection ratio": ("log_ratio",),

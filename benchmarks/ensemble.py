@@ -31,10 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from dsan_core.config import EnsembleConfig, EvaluationConfig  # noqa: E402
+from dsan_core.config import (  # noqa: E402
+    RATIO_LARGE,
+    RATIO_SMALL,
+    RATIO_TINY,
+    EnsembleConfig,
+    EvaluationConfig,
+)
 from dsan_core.ensemble import search_ensemble_weights, weight_grid  # noqa: E402
 from dsan_core.evaluation.metrics import binary_metrics  # noqa: E402
 from dsan_core.evaluation.tables import metrics_table  # noqa: E402
+from dsan_core.groups import BIN_HIGH, BIN_LOW, BIN_MID  # noqa: E402
 
 
 def _cohort(n_tv: int, n_test: int, rng: np.random.Generator
@@ -45,11 +52,12 @@ def _cohort(n_tv: int, n_test: int, rng: np.random.Generator
     ratio = rng.choice([0.002, 0.015, 0.06], size=n, p=[0.3, 0.3, 0.4])
     groups = pd.DataFrame({
         "scan_id": scan, "label": label, "infection_ratio": ratio,
-        "sampling_group": [f"{lab.lower()}_{'small' if r < 0.03 else 'large'}"
+        "sampling_group": [f"{lab.lower()}_{'small' if r < RATIO_LARGE else 'large'}"
                            for lab, r in zip(label, ratio, strict=True)],
-        "analysis_bin": np.select([ratio < 0.005, ratio <= 0.03], ["<0.005", "0.005-0.030"],
-                                  ">0.030"),
-        "ensemble_band": np.where((ratio < 0.005) | (ratio > 0.03), "extreme", "middle")})
+        "analysis_bin": np.select([ratio < RATIO_SMALL, ratio <= RATIO_LARGE],
+                                  [BIN_LOW, BIN_MID], BIN_HIGH),
+        "ensemble_band": np.where((ratio < RATIO_TINY) | (ratio > RATIO_LARGE), "extreme",
+                                  "middle")})
     patients = np.array([f"P-{i // 2:016x}" for i in range(n)])  # ~1.4 scans / patient
     fold = np.where(np.arange(n) < n_tv, np.arange(n) % 5, -1)
     splits = pd.DataFrame({"scan_id": scan, "patient_id": patients,

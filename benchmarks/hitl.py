@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from dsan_core.config import SynthConfig, VBNetConfig, load_profile  # noqa: E402
+from dsan_core.config import KEY_ENV, SynthConfig, VBNetConfig, load_profile  # noqa: E402
 from dsan_core.dicom.pseudonym import pseudonymise, resolve_pseudonym_key  # noqa: E402
 from dsan_core.groups import assign_groups  # noqa: E402
 from dsan_core.segmentation import (  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}", flush=True)
 
     started = time.perf_counter()
-    key = resolve_pseudonym_key(profile.ingest, os.environ.get("DSAN_PSEUDONYM_KEY"))
+    key = resolve_pseudonym_key(profile.ingest, os.environ.get(KEY_ENV))
     plan = plan_cohort(profile.synth)
     studies = [s for s in plan.studies if s.role == "cohort"]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

@@ -49,7 +49,7 @@ def main() -> None:
     files = discover_files(cohort / "dicom")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; files: {len(files)}")
 
-    from tasks.workers import index_chunk
+    from tasks._common.workers import index_chunk
 
     chunk = config.ingest.index_chunk_size
     chunks = [([str(p) for p in files[i : i + chunk]], [None] * len(files[i : i + chunk]))
@@ -61,8 +61,8 @@ def main() -> None:
 
     from dsan_core.config import DaskConfig
     from flows.runtime import dask_scheduler
-    from tasks.contract import resolve_address
-    from tasks.dask_map import map_on_dask
+    from tasks._common.contract import resolve_address
+    from tasks._common.dask_map import map_on_dask
 
     dask_config = DaskConfig(n_workers=2, threads_per_worker=1, processes=True)
     with dask_scheduler(dask_config) as lazy:

@@ -2,7 +2,7 @@
 
 Generates `--n-scans` demo-size phantoms (HU NIfTI + lung/infection masks, like the
 ingestion and segmentation stages leave them) once under `--root`, then times
-`tasks.workers.preprocess_and_write` over all of them (read NIfTI, pre-process,
+`tasks._common.workers.preprocess_and_write` over all of them (read NIfTI, pre-process,
 write the four outputs, hash them), each mode in a fresh subprocess:
 
     serial      plain loop in one process, torch/SimpleITK at 1 thread
@@ -90,7 +90,7 @@ def _peak_rss_mib() -> tuple[int, float, float]:
 def run_mode(mode: str, scans: list[tuple[str, ...]], config: PreprocessConfig,
              workers: int) -> dict[str, Any]:
     """Time one mode in this process; returns seconds, failures and peak RSS."""
-    from tasks.workers import preprocess_and_write
+    from tasks._common.workers import preprocess_and_write
 
     out = Path(tempfile.mkdtemp(prefix=f"out-{mode}-"))
     try:
@@ -120,8 +120,8 @@ def _run_dask(mode: str, scans: list[tuple[str, ...]], config: PreprocessConfig,
 
     from distributed import Client, LocalCluster
 
-    from tasks.dask_map import map_on_dask
-    from tasks.workers import preprocess_and_write
+    from tasks._common.dask_map import map_on_dask
+    from tasks._common.workers import preprocess_and_write
 
     start = time.perf_counter()
     processes = mode == "processes"

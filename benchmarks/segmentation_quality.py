@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dsan_core.config import SynthConfig, VBNetConfig, load_profile  # noqa: E402
+from dsan_core.config import KEY_ENV, SynthConfig, VBNetConfig, load_profile  # noqa: E402
 from dsan_core.dicom.pseudonym import pseudonymise, resolve_pseudonym_key  # noqa: E402
 from dsan_core.segmentation import (  # noqa: E402
     SegCase,
@@ -108,7 +108,7 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}", flush=True)
 
     started = time.perf_counter()
-    key = resolve_pseudonym_key(profile.ingest, os.environ.get("DSAN_PSEUDONYM_KEY"))
+    key = resolve_pseudonym_key(profile.ingest, os.environ.get(KEY_ENV))
     plan = plan_cohort(profile.synth)
     studies = [s for s in plan.studies if s.role in USABLE_ROLES]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

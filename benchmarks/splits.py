@@ -19,7 +19,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from dsan_core.config import SplitConfig
+from dsan_core.config import RATIO_LARGE, RATIO_SMALL, RATIO_TINY, SplitConfig
+from dsan_core.groups import BIN_HIGH, BIN_LOW, BIN_MID
 from dsan_core.splits import make_splits
 from dsan_core.splits.audit import audit_splits
 
@@ -58,11 +59,13 @@ def synthetic_cohort(n_scans: int, seed: int) -> tuple[pd.DataFrame, pd.DataFram
     groups = pd.DataFrame({
         "scan_id": scan_ids,
         "infection_ratio": ratio,
-        "sampling_group": np.where(is_covid, np.where(ratio < 0.030, "covid_small", "covid_large"),
-                                   np.where(ratio <= 0.001, "cap_small", "cap_large")),
-        "analysis_bin": np.where(ratio < 0.005, "<0.005",
-                                 np.where(ratio <= 0.030, "0.005-0.030", ">0.030")),
-        "ensemble_band": np.where((ratio < 0.001) | (ratio > 0.030), "extreme", "middle"),
+        "sampling_group": np.where(is_covid,
+                                   np.where(ratio < RATIO_LARGE, "covid_small", "covid_large"),
+                                   np.where(ratio <= RATIO_TINY, "cap_small", "cap_large")),
+        "analysis_bin": np.where(ratio < RATIO_SMALL, BIN_LOW,
+                                 np.where(ratio <= RATIO_LARGE, BIN_MID, BIN_HIGH)),
+        "ensemble_band": np.where((ratio < RATIO_TINY) | (ratio > RATIO_LARGE), "extreme",
+                                  "middle"),
     })
     order = rng.permutation(n_scans)
     return scans.iloc[order].reset_index(drop=True), groups.sample(frac=1.0, random_state=seed)

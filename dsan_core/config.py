@@ -6,6 +6,41 @@ bad values fail at load time with a message that names the field.
 
 Nothing here reads the environment: `load_profile` takes the profile path and an
 optional mapping of overrides; the CLI decides where those come from.
+
+Every constant of METHOD.md has exactly one definition, below or in this module's
+constants; everything else imports it (tests/dsan_core/test_method_constants.py checks
+that its literal appears nowhere else in the source):
+
+    METHOD.md constant                    value             defined as -> config field
+    ratio cut: COVID small/large, top     0.030             RATIO_LARGE -> groups.covid_small_below,
+      analysis-bin edge, band "extreme"                       groups.bin_edges[1], groups.band_high
+    ratio cut: CAP small/large, band      0.001             RATIO_TINY -> groups.cap_small_at_most,
+      "extreme" below                                         groups.band_low
+    lowest analysis-bin edge              0.005             RATIO_SMALL -> groups.bin_edges[0]
+    bin / group / band names              '<0.005', ...     dsan_core.groups (ANALYSIS_BINS, ...)
+    resampling spacing (x, y, z) mm       0.7168, 1.25      preprocess.spacing_mm
+    one scale factor                      0.5               preprocess.scale
+    network input (z, y, x)               138 x 256 x 256   preprocess.target_shape
+    CT window width / level (HU)          1500 / -600       CT_WINDOW_WIDTH, CT_WINDOW_LEVEL ->
+                                                              preprocess.window_width, window_level
+    ResNet34 blocks, first width          [3, 4, 6, 3], 64  train.layers, train.width
+    feature maps 1/16 of the input        16                train.feature_stride
+    attention T(A): alpha, beta           100, 0.4          ATTENTION_ALPHA, ATTENTION_BETA ->
+                                                              train.attention_alpha, attention_beta
+    attention loss weight lambda          0.5               train.attention_lambda
+    Adam beta1, weight decay              0.9, 1e-4         train.adam_beta1, train.weight_decay
+    learning rate, / 10 every 5 epochs    2e-4, 0.1, 5      train.learning_rate, lr_gamma,
+                                                              lr_step_epochs
+    batch size, epochs                    20, 20            train.batch_size, train.epochs
+    DS weights w (extreme, middle)        0.35, 0.96        PAPER_W_EXTREME, PAPER_W_MIDDLE ->
+                                                              ensemble.w_extreme, w_middle
+                                                              (and evaluation.paper.PAPER)
+    P(COVID) threshold of the metrics     0.5               DECISION_THRESHOLD ->
+                                                              evaluation.threshold,
+                                                              ensemble.threshold, gate.threshold
+    cross-validation folds                5                 split.n_folds
+    thin slices                           < 2 mm            ingest.max_slice_thickness_mm
+    the pseudonym key's variable          DSAN_PSEUDONYM_KEY  KEY_ENV (not METHOD.md)
 """
 
 from __future__ import annotations
@@ -28,6 +63,25 @@ from pydantic import (
 )
 
 from dsan_core.errors import ConfigError
+
+# --- METHOD.md's constants, each defined here once (see the table above) -----------------
+#: Infection ratios the paper's group rules cut at ("Two kinds of groups").
+RATIO_LARGE = 0.030  # COVID small / large; analysis bin edge; ensemble band "extreme" above
+RATIO_TINY = 0.001  # CAP small / large; ensemble band "extreme" below
+RATIO_SMALL = 0.005  # lowest analysis bin edge
+#: The CT window (width, level) in HU: clip to level +- width / 2, scale to [0, 1].
+CT_WINDOW_WIDTH = 1500.0
+CT_WINDOW_LEVEL = -600.0
+#: T(A) = 1 / (1 + exp(-alpha * (A - beta))) of the online attention.
+ATTENTION_ALPHA = 100.0
+ATTENTION_BETA = 0.4
+#: The paper's DS ensemble weights w (extreme band, middle band).
+PAPER_W_EXTREME = 0.35
+PAPER_W_MIDDLE = 0.96
+#: P(COVID) >= this is called COVID (the paper's metrics at threshold 0.5).
+DECISION_THRESHOLD = 0.5
+#: The environment variable holding the pseudonym key (not METHOD.md; defined once too).
+KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 #: The published key of the test and demo profiles. Anyone can recompute the
 #: pseudonyms made with it, so it is only for synthetic data.
@@ -217,14 +271,14 @@ class GroupsConfig(_Section):
     """Thresholds on the infection ratio (METHOD.md "Two kinds of groups")."""
 
     #: covid_small: ratio < covid_small_below; covid_large otherwise.
-    covid_small_below: float = 0.030
+    covid_small_below: float = RATIO_LARGE
     #: cap_small: ratio <= cap_small_at_most; cap_large otherwise.
-    cap_small_at_most: float = 0.001
+    cap_small_at_most: float = RATIO_TINY
     #: Analysis bins: < bin_edges[0], bin_edges[0]..bin_edges[1], > bin_edges[1].
-    bin_edges: tuple[float, float] = (0.005, 0.030)
+    bin_edges: tuple[float, float] = (RATIO_SMALL, RATIO_LARGE)
     #: Ensemble band "extreme" when ratio < band_low or ratio > band_high.
-    band_low: float = 0.001
-    band_high: float = 0.030
+    band_low: float = RATIO_TINY
+    band_high: float = RATIO_LARGE
 
 
 class SplitConfig(_Section):
@@ -266,8 +320,8 @@ class PreprocessConfig(_Section):
     #: small input sees the lesions finer. Not in the paper.
     crop: Literal["scan", "lung"] = "scan"
     lung_margin_mm: float = Field(default=8.0, ge=0.0)
-    window_width: float = 1500.0
-    window_level: float = -600.0
+    window_width: float = CT_WINDOW_WIDTH
+    window_level: float = CT_WINDOW_LEVEL
     antialias: bool = True
     dtype: Literal["float16", "float32"] = "float16"
 
@@ -307,8 +361,8 @@ class TrainConfig(_Section):
     #: Adam's L2 penalty (coupled, as in torch.optim.Adam; not AdamW).
     weight_decay: float = Field(default=1e-4, ge=0)
     attention_lambda: float = Field(default=0.5, ge=0)
-    attention_alpha: float = 100.0
-    attention_beta: float = 0.4
+    attention_alpha: float = ATTENTION_ALPHA
+    attention_beta: float = ATTENTION_BETA
     #: Draws per epoch of the size-balanced (SS) branch; None: the number of training
     #: scans, so an SS epoch has as many steps as a US one.
     balanced_samples_per_epoch: int | None = Field(default=None, ge=1)
@@ -367,8 +421,8 @@ class EnsembleConfig(_Section):
     (METHOD.md "Ensemble"); see `dsan_core.ensemble`."""
 
     #: The weights used when `search` is off; the paper's values by default.
-    w_extreme: float = Field(default=0.35, ge=0, le=1)
-    w_middle: float = Field(default=0.96, ge=0, le=1)
+    w_extreme: float = Field(default=PAPER_W_EXTREME, ge=0, le=1)
+    w_middle: float = Field(default=PAPER_W_MIDDLE, ge=0, le=1)
     #: Search (w_extreme, w_middle) on the TV out-of-fold predictions, as the paper did.
     search: bool = True
     #: Grid step of the search; 1 / search_step must be a whole number of steps.
@@ -376,7 +430,7 @@ class EnsembleConfig(_Section):
     #: What the search maximises: pooled AUC, or accuracy / F1 at `threshold`.
     objective: Literal["auc", "accuracy", "f1"] = "auc"
     #: P(COVID) >= threshold is called COVID (objectives accuracy and f1 only).
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: float = Field(default=DECISION_THRESHOLD, gt=0, lt=1)
 
     @field_validator("search_step")
     @classmethod
@@ -398,7 +452,7 @@ class EvaluationConfig(_Section):
     threshold_rule: Literal["youden", "fixed"] = "youden"
     #: P(COVID) >= threshold is called COVID under rule 'fixed' (the paper: 0.5); also
     #: what `dsan predict` calls COVID.
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: float = Field(default=DECISION_THRESHOLD, gt=0, lt=1)
     #: Patient-level bootstrap replicates for the confidence intervals (0: no CIs).
     bootstrap_samples: int = Field(default=1000, ge=0)
     #: Confidence level of the percentile bootstrap intervals.
@@ -428,7 +482,7 @@ class GateConfig(_Section):
     sensitivity or specificity (dsan_core.evaluation.champion)."""
 
     margin: float = Field(default=0.02, ge=0, le=1)
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: float = Field(default=DECISION_THRESHOLD, gt=0, lt=1)
     bootstrap_samples: int = Field(default=1000, ge=1)
     ci_level: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 2020

@@ -38,15 +38,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from dsan_core.branches import ATT_DS, ATT_SS, ATT_US
 from dsan_core.config import EnsembleConfig
 from dsan_core.errors import InputError
 from dsan_core.groups import BAND_EXTREME, LABEL_COVID
 from dsan_core.paper import PAPER
 from dsan_core.prediction_table import (
-    BRANCH_ATT_DS,
     BRANCH_ATT_DS_NESTED,
-    BRANCH_ATT_SS,
-    BRANCH_ATT_US,
     PREDICTION_COLUMNS,
     SET_TEST,
     SET_VAL,
@@ -249,15 +247,15 @@ def _pair_branches(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per (scan_id, set, fold) with p_us, p_ss, key_us, key_ss."""
     keys = ["scan_id", "set", "fold"]
     columns = [*keys, "probability", "model_key"]
-    us = predictions.loc[predictions["branch"] == BRANCH_ATT_US, columns]
-    ss = predictions.loc[predictions["branch"] == BRANCH_ATT_SS, columns]
+    us = predictions.loc[predictions["branch"] == ATT_US, columns]
+    ss = predictions.loc[predictions["branch"] == ATT_SS, columns]
     pairs = us.merge(ss, on=keys, how="outer", suffixes=("_us", "_ss"), indicator=True)
     lone = pairs["_merge"] != "both"
     if lone.any():
         row = pairs.loc[lone].iloc[0]
-        has, lacks = ((BRANCH_ATT_US, BRANCH_ATT_SS) if row["_merge"] == "left_only"
-                      else (BRANCH_ATT_SS, BRANCH_ATT_US))
-        raise InputError(f"expected {BRANCH_ATT_US} and {BRANCH_ATT_SS} predictions for the "
+        has, lacks = ((ATT_US, ATT_SS) if row["_merge"] == "left_only"
+                      else (ATT_SS, ATT_US))
+        raise InputError(f"expected {ATT_US} and {ATT_SS} predictions for the "
                          f"same {row['set']} fold {row['fold']}, found {has} without {lacks}",
                          scan=str(row["scan_id"]))
     pairs = pairs.drop(columns="_merge").rename(columns={
@@ -283,7 +281,7 @@ def apply_ensemble(predictions: pd.DataFrame, groups: pd.DataFrame,
     return pd.DataFrame({
         "scan_id": pairs["scan_id"],
         "fold": pairs["fold"].astype(np.int64),
-        "branch": BRANCH_ATT_DS,
+        "branch": ATT_DS,
         "set": pairs["set"],
         "probability": w * us + (1.0 - w) * ss,
         "model_key": "ds(" + pairs["key_us"] + "+" + pairs["key_ss"] + ")",
@@ -329,7 +327,7 @@ def nested_ensemble(predictions: pd.DataFrame, groups: pd.DataFrame,
             weights, value, searched = search.weights, search.value, search.n_scans
         else:
             weights, value = configured_weights(config), float("nan")
-            searched = int((val.loc[val["fold"] != fold, "branch"] == BRANCH_ATT_US).sum())
+            searched = int((val.loc[val["fold"] != fold, "branch"] == ATT_US).sum())
         rows = apply_ensemble(outer, groups, weights)
         chosen.append(NestedFold(fold, weights, value, searched, len(rows)))
         parts.append(rows.assign(branch=BRANCH_ATT_DS_NESTED, model_key=(
@@ -347,15 +345,15 @@ def shipped_predictions(predictions: pd.DataFrame, groups: pd.DataFrame,
     the per-fold `att_ds` test rows when every fold model scored the scan."""
     require_columns(predictions, PREDICTION_COLUMNS, "predictions")
     test = check_predictions(predictions.loc[predictions["set"].astype(str) == SET_TEST])
-    test = test.loc[test["branch"].isin([BRANCH_ATT_US, BRANCH_ATT_SS])]
+    test = test.loc[test["branch"].isin([ATT_US, ATT_SS])]
     stats = test.groupby(["scan_id", "branch"])["probability"].agg(["mean", "size"])
     means = stats["mean"].unstack("branch")
-    for branch in (BRANCH_ATT_US, BRANCH_ATT_SS):
+    for branch in (ATT_US, ATT_SS):
         if branch not in means.columns:
             means[branch] = np.nan
-    lone = means[[BRANCH_ATT_US, BRANCH_ATT_SS]].isna().any(axis=1)
+    lone = means[[ATT_US, ATT_SS]].isna().any(axis=1)
     if lone.any():
-        raise InputError(f"expected {BRANCH_ATT_US} and {BRANCH_ATT_SS} test predictions of "
+        raise InputError(f"expected {ATT_US} and {ATT_SS} test predictions of "
                          "every test scan, found one branch only",
                          scan=str(means.index[lone.to_numpy()][0]))
     bands = check_groups(groups).set_index("scan_id")["ensemble_band"]
@@ -365,8 +363,8 @@ def shipped_predictions(predictions: pd.DataFrame, groups: pd.DataFrame,
                          scan=str(means.index[unknown][0]))
     extreme = (bands.loc[means.index] == BAND_EXTREME).to_numpy()
     w = np.where(extreme, weights.w_extreme, weights.w_middle)
-    us = means[BRANCH_ATT_US].to_numpy(np.float64)
-    ss = means[BRANCH_ATT_SS].to_numpy(np.float64)
-    n_models = stats["size"].unstack("branch")[BRANCH_ATT_US].to_numpy(np.int64)
+    us = means[ATT_US].to_numpy(np.float64)
+    ss = means[ATT_SS].to_numpy(np.float64)
+    n_models = stats["size"].unstack("branch")[ATT_US].to_numpy(np.int64)
     return pd.DataFrame({"scan_id": means.index.astype(str), "probability": w * us + (1.0 - w) * ss,
                          "n_models": n_models})

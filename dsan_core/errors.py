@@ -10,6 +10,8 @@
     │   └── MaskError            a mask does not match its scan (geometry, values)
     ├── ModelError               a model cannot be trained, loaded or applied (no training
     │                            cases, an empty sampling group, a foreign checkpoint)
+    ├── RegistryError            the model registry refuses: an unknown or ambiguous model,
+    │                            nothing to roll back to, models that cannot be compared
     ├── StorageError             a table or artifact is missing or fails validation
     │   ├── SchemaError          a Parquet table's schema is not the expected one
     │   └── LockedError          another process is working on the data root (storage/)
@@ -21,7 +23,7 @@
 
     ItemFailed (a RuntimeError, not a DsanError: a bug, not bad input)
                                  an item of a stage raised something other than a
-                                 DsanError; raised by `tasks.contract.cached_map`
+                                 DsanError; raised by `tasks._common.contract.cached_map`
 
 Messages say what was expected, what was found and which scan - never a patient
 name, a patient id or a raw file path.
@@ -80,6 +82,10 @@ class MaskError(InputError):
 
 class ModelError(DsanError):
     """A model cannot be trained, loaded or applied."""
+
+
+class RegistryError(DsanError):
+    """The model registry refuses a transition or a comparison."""
 
 
 class StorageError(DsanError):

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from dsan_core.config import PAPER_W_EXTREME, PAPER_W_MIDDLE
 from dsan_core.groups import BIN_HIGH, BIN_LOW, BIN_MID, LABEL_CAP, LABEL_COVID
 
 
@@ -48,5 +49,5 @@ PAPER = PaperNumbers(
         ("test", LABEL_COVID): _counts(363, 718, 1214),
         ("test", LABEL_CAP): _counts(436, 41, 24),
     }),
-    ensemble_weights=(0.35, 0.96),
+    ensemble_weights=(PAPER_W_EXTREME, PAPER_W_MIDDLE),
 )

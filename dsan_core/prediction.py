@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from dsan_core.classifier import ClassifierCase, DSANet, attention_map, predict_probabilities
-from dsan_core.config import GroupsConfig, PreprocessConfig
+from dsan_core.config import DECISION_THRESHOLD, GroupsConfig, PreprocessConfig
 from dsan_core.ensemble import EnsembleWeights
 from dsan_core.errors import ModelError
 from dsan_core.groups import BAND_EXTREME, LABEL_CAP, LABEL_COVID, ensemble_bands
@@ -37,7 +37,7 @@ class TrainedEnsemble:
     us: Sequence[DSANet]
     ss: Sequence[DSANet]
     weights: EnsembleWeights
-    threshold: float = 0.5
+    threshold: float = DECISION_THRESHOLD
     mixed_precision: bool = True
 
 

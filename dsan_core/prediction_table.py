@@ -20,14 +20,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dsan_core.branches import ATT_DS, ATT_SS, ATT_US, MODELS, RN34_US
+from dsan_core.branches import ATT_DS, MODELS
 from dsan_core.branches import MODEL_NAMES as _PAPER_NAMES
 from dsan_core.errors import InputError
 from dsan_core.groups import ANALYSIS_BINS, ENSEMBLE_BANDS, LABEL_COVID, LABELS
 
-BRANCH_RN34_US, BRANCH_ATT_US, BRANCH_ATT_SS, BRANCH_ATT_DS = RN34_US, ATT_US, ATT_SS, ATT_DS
-#: In the order of the paper's tables.
-BRANCHES: tuple[str, str, str, str] = MODELS
 #: The DS ensemble scored nested: fold k's weights searched on the other folds.
 BRANCH_ATT_DS_NESTED = "att_ds_nested"
 #: The fold-averaged DS model (each branch's mean over the fold models, then DS).

@@ -1,6 +1,6 @@
 """What a person at the terminal sees while a command runs.
 
-- dsan's progress lines (`dsan.progress`, see tasks/progress.py) on stderr at INFO,
+- dsan's progress lines (`dsan.progress`, see tasks/_common/progress.py) on stderr at INFO,
   while Prefect's console handler stays at WARNING (flows.runtime);
 - a user's mistake (a `DsanError`) as the CLI's one line, without the tracebacks
   Prefect's engine logs for the failed task and flow runs above it. A bug keeps its

@@ -26,7 +26,6 @@ from dsan_core.config import DaskConfig
 from storage.layout import DataLayout
 
 DATA_ROOT_ENV = "DSAN_DATA_ROOT"
-KEY_ENV = "DSAN_PSEUDONYM_KEY"
 DEFAULT_DATA_ROOT = Path("dsan-data")
 
 

@@ -16,7 +16,7 @@ from dsan_core.branches import TRAINED
 from dsan_core.config import RuntimeConfig, SplitConfig, TrainConfig
 from dsan_core.errors import StageError
 from flows.segmentation import pick_device
-from tasks.progress import StageProgress
+from tasks._common.progress import StageProgress
 from tasks.training import (
     BranchOutcome,
     TrainingCluster,

@@ -112,6 +112,14 @@ class DataLayout:
     def report(self, stage: str, name: str) -> Path:
         return self.root / "reports" / stage / name
 
+    def ensemble_weights(self) -> Path:
+        """The ensemble stage's DS weights (searched or configured) and nested folds."""
+        return self.report("ensemble", "weights.json")
+
+    def predict_segmenter(self) -> Path:
+        """The card of the segmenter `dsan predict` uses for studies without masks."""
+        return self.report("segmentation", "predict_segmenter.json")
+
     # split versions ---------------------------------------------------------
     @property
     def split_versions_dir(self) -> Path:

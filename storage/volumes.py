@@ -1,4 +1,8 @@
-"""NIfTI volumes and masks, memory-mappable arrays, and figures: atomic writes only."""
+"""NIfTI volumes and masks, memory-mappable arrays, and figures: atomic writes only.
+
+SimpleITK images and numpy arrays meet here only (`image_array`, `read_array`,
+`array_image`, `write_array`): arrays are (z, y, x), images carry the grid (origin,
+spacing, direction)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from numpy.typing import DTypeLike
 
 from dsan_core.errors import MaskError
 from dsan_core.grid import ScanGeometry
@@ -23,6 +28,31 @@ def write_image(image: sitk.Image, destination: Path) -> None:
 
 def read_image(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
+
+
+def image_array(image: sitk.Image, dtype: DTypeLike | None = None) -> np.ndarray:
+    """An image's voxels as a (z, y, x) array of its own (`dtype`: converted)."""
+    array = sitk.GetArrayFromImage(image)
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def read_array(path: Path, dtype: DTypeLike | None = None) -> np.ndarray:
+    """The voxels of an image file (NIfTI, ...) as a (z, y, x) array."""
+    return image_array(read_image(path), dtype)
+
+
+def array_image(array: np.ndarray, reference: sitk.Image,
+                dtype: DTypeLike | None = None) -> sitk.Image:
+    """A (z, y, x) array as an image on `reference`'s grid (`dtype`: converted first)."""
+    image = sitk.GetImageFromArray(array if dtype is None else np.asarray(array, dtype=dtype))
+    image.CopyInformation(reference)
+    return image
+
+
+def write_array(array: np.ndarray, reference: sitk.Image, destination: Path,
+                dtype: DTypeLike | None = None) -> None:
+    """Write a (z, y, x) array on `reference`'s grid as an image file, atomically."""
+    write_image(array_image(array, reference, dtype), destination)
 
 
 def write_segmentation(labels: np.ndarray, reference: sitk.Image, destination: Path) -> None:

@@ -19,12 +19,11 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import EvaluationConfig
 from dsan_core.evaluation.baselines import FeatureCase, compute_baselines
-from dsan_core.evaluation.metrics import binary_metrics
-from dsan_core.groups import LABEL_COVID
+from dsan_core.evaluation.metrics import pooled_auc
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table, write_table_file
 from storage.volumes import open_npy
-from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "baselines"
 VERSION = "1"
@@ -75,9 +74,7 @@ def _baselines(run: StageRun, key: str, config: EvaluationConfig) -> Manifest:
     write_table_file(part, "predictions", result.predictions)
     labels = groups.set_index("scan_id")["label"]
     val = result.predictions.loc[result.predictions["set"] == "val"]
-    oof_auc = {str(name): float(binary_metrics(
-        (labels.loc[rows["scan_id"]] == LABEL_COVID).to_numpy(),
-        rows["probability"].to_numpy())["auc"]) for name, rows in val.groupby("branch")}
+    oof_auc = pooled_auc(val, labels)
     return Manifest(STAGE, key, {
         "features": artifact(layout, layout.table("baseline_features"), run.memo),
         "predictions": artifact(layout, part, run.memo)}, {"oof_auc": oof_auc})

@@ -36,7 +36,7 @@ from storage.atomic import write_json
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "ensemble"
 VERSION = "2"
@@ -128,7 +128,7 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
                          for f in nested.folds],
               "from": {"trained_predictions": inputs["trained"], "groups": inputs["groups"],
                        "models": sorted(set(trained["model_key"]))}}
-    weights_path = layout.report(STAGE, "weights.json")
+    weights_path = layout.ensemble_weights()
     write_json(weights_path, record)
     outputs = {name: artifact(layout, path, run.memo) for name, path in (
         ("predictions", layout.table("predictions")), ("weights", weights_path),

@@ -17,16 +17,27 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from dsan_core.classifier import ClassifierCase
 from dsan_core.config import EvaluationConfig, TrainConfig
 from dsan_core.ensemble import shipped_predictions
+from dsan_core.evaluation.attention_maps import (
+    MapCase,
+    MapModel,
+    PanelScan,
+    attention_panel,
+    map_scores,
+)
 from dsan_core.evaluation.comparisons import comparisons_table
 from dsan_core.evaluation.faithfulness import faithfulness_table
 from dsan_core.evaluation.report import (
@@ -39,16 +50,19 @@ from dsan_core.evaluation.report import (
 from dsan_core.evaluation.report_tables import table_ii, text_lines
 from dsan_core.evaluation.tables import metrics_table, reliability_tables
 from dsan_core.evaluation.thresholds import threshold_table
+from dsan_core.groups import LABEL_COVID
 from dsan_core.plots.evaluation import reliability_figure, roc_figure, select_figure_scans
 from storage.atomic import write_bytes, write_text
+from storage.checkpoints import load_checkpoint
 from storage.lineage import code_version
+from storage.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table
-from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
-from tasks.evaluation_maps import attention_panel, map_scores, test_covid_cases
+from storage.volumes import open_npy, read_geometry
+from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.progress import StageProgress
 from tasks.models import current_model_id
-from tasks.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 
 STAGE = "evaluate"
 VERSION = "2"
@@ -78,7 +92,7 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
 
         def compute(key: str) -> Manifest:
             return _evaluate(run, key, config, train, device, provenance(
-                run, fingerprints, profile, code_version(),
+                run.layout, fingerprints, profile, code_version(),
                 current_model_id(run, fingerprints)), logger)
 
         stage = cached_stage(run, spec, compute=compute, logger=logger)
@@ -100,7 +114,7 @@ def evaluation_inputs(run: StageRun, config: EvaluationConfig,
     hashes ('-' for one not written), the config and the training fingerprint."""
     require_tables(run.layout, *INPUT_TABLES)
     inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
-    for name, path in (("ensemble", run.layout.report("ensemble", "weights.json")),
+    for name, path in (("ensemble", run.layout.ensemble_weights()),
                        ("baselines", run.layout.prediction_part("baselines"))):
         inputs[name] = run.memo.hash_file(path) if path.exists() else "-"
     return StageInputs(STAGE, VERSION, config.fingerprint() + train.training_fingerprint(),
@@ -121,7 +135,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     layout = run.layout
     predictions = _scored_predictions(run)
     groups, splits = (read_table(layout, n) for n in ("groups", "splits"))
-    weights = ensemble_weights(run)
+    weights = ensemble_weights(run.layout)
     shipped = None if weights is None else shipped_predictions(predictions, groups, weights)
     thresholds = threshold_table(predictions, groups, config)
     metrics = metrics_table(predictions, groups, splits, config, thresholds=thresholds,
@@ -129,11 +143,16 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     comparisons = comparisons_table(metrics, predictions, groups, shipped)
     reliability = reliability_tables(predictions, groups, config.ece_bins)
     preprocessed = read_table(layout, "preprocessed")
-    cases = test_covid_cases(run, preprocessed, groups, splits)
+    cases = _test_covid_cases(run, preprocessed, groups, splits)
     chosen = select_figure_scans(groups, [c.case.scan_id for c in cases],
                                  config.figures_per_bin)
-    scores, maps = map_scores(run, read_table(layout, "training_runs"), cases, train, config,
-                              device, set(chosen))
+    models = [MapModel(int(r.fold), str(r.branch),
+                       partial(load_checkpoint, layout.resolve(r.checkpoint_path)))
+              for r in read_table(layout, "training_runs").itertuples(index=False)]
+    with StageProgress("attention maps of the test COVID scans", len(models),
+                       unit="models") as progress:
+        scores, maps = map_scores(models, cases, train, config, torch.device(device),
+                                  set(chosen), on_model=progress.advance)
     faithfulness = faithfulness_table(scores, groups)
     tables = {"metrics": metrics, "comparisons": comparisons, "thresholds": thresholds,
               "reliability": reliability,
@@ -142,9 +161,9 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     for name, frame in tables.items():
         write_table(layout, name, frame)
         outputs[name] = artifact(layout, layout.table(name), run.memo)
-    search = ensemble_search(run)
-    figures = _figures(predictions, groups, reliability, attention_panel(
-        run, chosen, maps, preprocessed, groups), search)
+    search = ensemble_search(run.layout)
+    panel = attention_panel(_panel_scans(run, chosen, preprocessed, groups), maps)
+    figures = _figures(predictions, groups, reliability, panel, search)
     for figure in figures:
         for path in (layout.figure(REPORT, f"{figure.name}.png"),
                      layout.report(REPORT, f"figures/{figure.name}.png")):
@@ -152,7 +171,7 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         outputs[f"figure:{figure.name}"] = artifact(
             layout, layout.figure(REPORT, f"{figure.name}.png"), run.memo)
     report = ReportInputs(metrics, comparisons, source, reliability, faithfulness, search,
-                          figures, thresholds=thresholds, nested=nested_folds(run))
+                          figures, thresholds=thresholds, nested=nested_folds(run.layout))
     for name, text in (("report", render_markdown(report)), ("html", render_html(report))):
         path = layout.report(REPORT, "report.md" if name == "report" else "report.html")
         write_text(path, text)
@@ -160,6 +179,41 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
     logger.info("evaluation: %d metric rows, %d comparisons, %d maps", len(metrics),
                 len(comparisons), len(scores))
     return Manifest(STAGE, key, outputs, {})
+
+
+def _test_covid_cases(run: StageRun, preprocessed: pd.DataFrame, groups: pd.DataFrame,
+                      splits: pd.DataFrame) -> list[MapCase]:
+    """The COVID scans of the test set that were pre-processed, as classifier cases."""
+    test = set(splits.loc[splits["set"] == "test", "scan_id"])
+    covid = groups[(groups["label"] == LABEL_COVID) & groups["scan_id"].isin(test)]
+    rows = preprocessed.set_index("scan_id")
+
+    def array(scan_id: str, column: str) -> Any:
+        return partial(open_npy, run.layout.resolve(rows.loc[scan_id, column]))
+
+    return [MapCase(ClassifierCase(scan_id, 1, str(group), array(scan_id, "input_path"),
+                                   array(scan_id, "infection_path")),
+                    array(scan_id, "lung_path"))
+            for scan_id, group in sorted(zip(covid["scan_id"], covid["sampling_group"],
+                                             strict=True))
+            if scan_id in rows.index]
+
+
+def _panel_scans(run: StageRun, chosen: list[str], preprocessed: pd.DataFrame,
+                 groups: pd.DataFrame) -> list[PanelScan]:
+    rows = preprocessed.set_index("scan_id")
+    bins = groups.set_index("scan_id")["analysis_bin"]
+
+    def load(scan_id: str) -> Any:
+        row = rows.loc[scan_id]
+        spacing = read_geometry(run.layout.resolve(row["geometry_path"]))["final_spacing"]
+        image, lung, infection = (np.asarray(open_npy(run.layout.resolve(row[column])))
+                                  for column in ("input_path", "lung_path", "infection_path"))
+        return (image.astype(np.float32), lung, infection,
+                tuple(float(v) for v in spacing))
+
+    return [PanelScan(scan_id, str(bins.loc[scan_id]), partial(load, scan_id))
+            for scan_id in chosen]
 
 
 def _png(figure: Any) -> bytes:

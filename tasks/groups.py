@@ -13,7 +13,7 @@ from dsan_core.groups import assign_groups
 from storage.schemas import GROUPS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "groups"
 VERSION = "1"

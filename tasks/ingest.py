@@ -21,7 +21,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from dsan_core.config import IngestConfig
+from dsan_core.config import KEY_ENV, IngestConfig
 from dsan_core.dicom import (
     DecodedSeries,
     FileFailure,
@@ -46,7 +46,7 @@ from storage.layout import DataLayout
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
 from storage.volumes import read_image, write_image
-from tasks.contract import (
+from tasks._common.contract import (
     DaskAddress,
     MapItem,
     MapResult,
@@ -57,8 +57,8 @@ from tasks.contract import (
     cached_stage,
     resolve_address,
 )
-from tasks.dask_map import WorkerError, map_on_dask
-from tasks.workers import decode_and_write, index_chunk
+from tasks._common.dask_map import WorkerError, map_on_dask
+from tasks._common.workers import decode_and_write, index_chunk
 
 STAGE = "ingest"
 SERIES_STAGE = "ingest-series"
@@ -71,7 +71,6 @@ VERSION = "3"
 SERIES_VERSION = "1"
 #: 2: a ground-truth mask with values other than 0/1 is refused, not binarised.
 GROUND_TRUTH_VERSION = "2"
-KEY_ENV = "DSAN_PSEUDONYM_KEY"
 
 
 @dataclass(frozen=True)

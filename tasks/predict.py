@@ -26,8 +26,15 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from dsan_core.branches import ATT_SS, ATT_US
+from dsan_core.classifier import DSANet, load_classifier
 from dsan_core.config import (
+    KEY_ENV,
+    GroupsConfig,
     IngestConfig,
+    PreprocessConfig,
+    SegmentationConfig,
+    TrainConfig,
 )
 from dsan_core.dicom import (
     choose_series,
@@ -37,20 +44,20 @@ from dsan_core.dicom import (
     pseudonymise,
     resolve_pseudonym_key,
 )
-from dsan_core.errors import DsanError, SchemaError
+from dsan_core.ensemble import EnsembleWeights
+from dsan_core.errors import DsanError, SchemaError, StageError
 from dsan_core.plots.prediction import attention_overlay_figure
-from dsan_core.prediction import StudyPrediction, predict_study
-from dsan_core.segmentation import segment_scan
+from dsan_core.prediction import StudyPrediction, TrainedEnsemble, predict_study
+from dsan_core.segmentation import load_vbnet, segment_scan
 from dsan_core.segmentation.external import conform_mask
+from storage.checkpoints import load_checkpoint
 from storage.inputs import PredictRequest
+from storage.registry import promoted_record
 from storage.schemas import PREDICTIONS_NEW
 from storage.tables import read_table, table_exists, write_table
-from storage.volumes import read_image, write_figure, write_image
-from tasks.contract import StageRun
-from tasks.ensemble_models import TrainedModels, load_trained_models
-from tasks.progress import StageProgress
-
-KEY_ENV = "DSAN_PSEUDONYM_KEY"
+from storage.volumes import image_array, read_image, write_array, write_figure, write_image
+from tasks._common.contract import StageRun
+from tasks._common.progress import StageProgress
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,8 @@ def _masks(request: PredictRequest, models: TrainedModels, image: sitk.Image, se
     files = {kind: request.masks / f"{series_uid}_{kind}.nii.gz"
              for kind in ("lung", "infection")} if request.masks else {}
     if imported and files and all(path.is_file() for path in files.values()):
-        arrays = [sitk.GetArrayFromImage(conform_mask(read_image(path), image,
-                                                      scan_id=scan_id, kind=kind))
+        arrays = [image_array(conform_mask(read_image(path), image, scan_id=scan_id,
+                                           kind=kind))
                   for kind, path in files.items()]
         return arrays[0], arrays[1] & arrays[0], "masks", False
     seg = models.segmenter
@@ -187,12 +194,10 @@ def _masks(request: PredictRequest, models: TrainedModels, image: sitk.Image, se
 def _write_study(folder: Path, image: sitk.Image, prediction: StudyPrediction,
                  scan_id: str) -> None:
     write_image(image, folder / "ct.nii.gz")
-    heat = sitk.GetImageFromArray(prediction.attention)
-    heat.CopyInformation(image)
-    write_image(heat, folder / "attention.nii.gz")
+    write_array(prediction.attention, image, folder / "attention.nii.gz")
     title = (f"{scan_id}: {prediction.decision}, P(COVID) {prediction.probability:.3f}, "
              f"infection ratio {prediction.infection_ratio:.4f}")
-    write_figure(attention_overlay_figure(sitk.GetArrayViewFromImage(image),
+    write_figure(attention_overlay_figure(image_array(image),
                                           prediction.attention, image.GetSpacing(),
                                           title=title), folder / "overlay.png")
 
@@ -214,3 +219,94 @@ def _write_table(run: StageRun, outcome: PredictOutcome) -> None:
         kept = earlier[~earlier["scan_id"].isin(set(rows["scan_id"]) - {""})]
         rows = pd.concat([kept, rows], ignore_index=True)
     write_table(run.layout, "predictions_new", rows)
+
+
+# --- the promoted ensemble, loaded from its record (storage.registry) -------------------
+
+@dataclass(frozen=True)
+class PredictSegmenter:
+    """What segments a study that comes without masks: a VB-Net (`network`) or the
+    classical segmenter (`network` None). `weaker`: it stands in for the imported masks
+    the classifier was trained on (segmentation methods ground_truth and external)."""
+
+    method: str  # vbnet | classical
+    tag: str  # vbnet__<version> | classical__<settings>
+    network: torch.nn.Module | None
+    infection_threshold: float
+    weaker: bool
+    held_out: dict[str, Any] | None  # its medians on the held-out scans, when measured
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    ensemble: TrainedEnsemble
+    model_id: str
+    segmentation: SegmentationConfig
+    preprocess: PreprocessConfig
+    groups: GroupsConfig
+    vbnet: torch.nn.Module | None
+    infection_threshold: float
+    device: torch.device
+    segmenter: PredictSegmenter
+
+
+def load_trained_models(run: StageRun, threshold: float, device: str) -> TrainedModels:
+    """The promoted ensemble; StageError naming what to run when there is none."""
+    record = promoted_record(run.layout)
+    if record is None:
+        raise StageError("no trained ensemble in this data root: run dsan run (DICOM to a "
+                         "promoted model) first")
+    configs = record["configs"]
+    train = TrainConfig.model_validate(configs["train"])
+    segmentation = SegmentationConfig.model_validate(configs["segmentation"])
+    models: dict[str, list[DSANet]] = {ATT_US: [], ATT_SS: []}
+    for entry in sorted(record["checkpoints"], key=lambda c: (c["branch"], c["fold"])):
+        if entry["branch"] in models:
+            checkpoint = load_checkpoint(run.layout.resolve(entry["path"]))
+            models[entry["branch"]].append(load_classifier(checkpoint, train,
+                                                           torch.device(device)))
+    vbnet = None
+    if segmentation.method == "vbnet":
+        version = record["segmenter"]["version"][0]
+        vbnet = _load_vbnet(run, version, segmentation, device)
+    weights = EnsembleWeights(record["weights"]["w_extreme"], record["weights"]["w_middle"])
+    # The threshold the evaluation chose (records from before it: the configured one).
+    threshold = float(record.get("decision", {}).get("threshold", threshold))
+    ensemble = TrainedEnsemble(models[ATT_US], models[ATT_SS], weights, threshold,
+                               train.mixed_precision)
+    infection_threshold = record["segmenter"]["infection_threshold"] or 0.5
+    return TrainedModels(ensemble, record["model_id"], segmentation,
+                         PreprocessConfig.model_validate(configs["preprocess"]),
+                         GroupsConfig.model_validate(configs["groups"]), vbnet,
+                         infection_threshold, torch.device(device),
+                         _predict_segmenter(run, record, segmentation, vbnet,
+                                            infection_threshold, device))
+
+
+def _load_vbnet(run: StageRun, version: str, segmentation: SegmentationConfig,
+                device: str) -> torch.nn.Module:
+    path = run.layout.checkpoint("vbnet", version, "best")
+    if not path.exists():
+        raise StageError(f"the promoted model's VB-Net {version} is missing from this data "
+                         "root (models/vbnet__...): run dsan run again")
+    return load_vbnet(load_checkpoint(path), segmentation.vbnet, torch.device(device))
+
+
+def _predict_segmenter(run: StageRun, record: dict[str, Any], segmentation: SegmentationConfig,
+                       vbnet: torch.nn.Module | None, threshold: float,
+                       device: str) -> PredictSegmenter:
+    """The record's segmenter for studies without masks (records written before it was
+    recorded: the configured one, or the classical one for imported masks)."""
+    card = record["segmenter"].get("predict") or {}
+    held = card.get("held_out")
+    classical = f"classical__{segmentation.classical.fingerprint()}"
+    if segmentation.method == "vbnet":
+        tag = f"vbnet__{record['segmenter']['version'][0]}"
+        return PredictSegmenter("vbnet", tag, vbnet, threshold, False, held)
+    if segmentation.method == "classical":
+        return PredictSegmenter("classical", classical, None, 0.5, False, held)
+    if card.get("method") == "vbnet":
+        network = _load_vbnet(run, str(card["version"]), segmentation, device)
+        return PredictSegmenter("vbnet", str(card["tag"]), network,
+                                float(card.get("infection_threshold") or 0.5), True, held)
+    return PredictSegmenter("classical", classical, None, 0.5, True, held)

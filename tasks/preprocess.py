@@ -9,7 +9,7 @@ by the volume, lung and infection file hashes, the scan id, the config fingerpri
 Parallelism is plain Dask inside this one Prefect task, not a `DaskTaskRunner`: worker
 processes of a DaskTaskRunner would each start a temporary Prefect server. The flow
 hands over a scheduler address; the misses are submitted as
-`tasks.workers.preprocess_and_write`, which receives PATHS and returns a small manifest
+`tasks._common.workers.preprocess_and_write`, which receives PATHS and returns a small manifest
 (hashes, shape, scale factor), so volumes never travel through the scheduler.
 """
 
@@ -28,7 +28,7 @@ from storage.hashing import hash_json, stat_key
 from storage.schemas import PREPROCESSED
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from tasks.contract import (
+from tasks._common.contract import (
     DaskAddress,
     MapItem,
     StageInputs,
@@ -37,8 +37,8 @@ from tasks.contract import (
     cached_map,
     cached_stage,
 )
-from tasks.workers import PREPROCESS_OUTPUTS as OUTPUTS
-from tasks.workers import preprocess_and_write
+from tasks._common.workers import PREPROCESS_OUTPUTS as OUTPUTS
+from tasks._common.workers import preprocess_and_write
 
 STAGE = "preprocess"
 SCAN_STAGE = "preprocess-scan"

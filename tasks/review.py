@@ -1,6 +1,6 @@
 """Human-in-the-loop mask review: `dsan masks export` and `dsan masks import`.
 
-Export: the scans without ground truth (ingested or reviewed, `tasks.truth`) are
+Export: the scans without ground truth (ingested or reviewed, `storage.truth`) are
 segmented by the data root's VB-Net (or, before there is one, the classical segmenter),
 scored (`dsan_core.segmentation.review`: mean predictive entropy in the lung; cached per
 scan by content as `review-score` items), and the N to review are written for reviewers:
@@ -65,10 +65,17 @@ from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.schemas import MASK_PROPOSALS, MASK_REVIEWS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, table_exists, write_table
-from storage.volumes import read_image, read_segmentation, write_image, write_segmentation
-from tasks.contract import MapItem, StageItems, StageRun, cached_map, require_tables
+from storage.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
+from storage.volumes import (
+    image_array,
+    read_array,
+    read_image,
+    read_segmentation,
+    write_array,
+    write_segmentation,
+)
+from tasks._common.contract import MapItem, StageItems, StageRun, cached_map, require_tables
 from tasks.segmentation import current_vbnet
-from tasks.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
 
 SCORE_STAGE = "review-score"
 EXPORT_STAGE = "mask-export"
@@ -169,7 +176,7 @@ def export_for_review_task(data_root: Path, config: SegmentationConfig, n: int,
         require_tables(run.layout, "scans")
         scans = read_table(run.layout, "scans").sort_values("scan_id").set_index(
             "scan_id", drop=False)
-        done = set(truth_masks(run)["scan_id"])
+        done = set(truth_masks(run.layout)["scan_id"])
         pending = pending_proposals(run)
         candidates = [s for s in scans.index if s not in done
                       and (include_proposed or s not in pending)]
@@ -207,7 +214,7 @@ def pending_proposals(run: StageRun) -> set[str]:
     if not table_exists(run.layout, "mask_proposals"):
         return set()
     proposed = read_table(run.layout, "mask_proposals").groupby("scan_id")["proposed_at"].max()
-    reviewed = latest_reviews(run).set_index("scan_id")["reviewed_at"]
+    reviewed = latest_reviews(run.layout).set_index("scan_id")["reviewed_at"]
     return {s for s, at in proposed.items() if s not in reviewed.index or reviewed[s] < at}
 
 
@@ -244,7 +251,7 @@ def _propose(run: StageRun, config: SegmentationConfig, segmenter: Segmenter,
 def _propose_one(run: StageRun, config: SegmentationConfig, segmenter: Segmenter,
                  scan: Any) -> Manifest:
     image = read_image(run.layout.resolve(scan.volume_path))
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    hu = image_array(image, np.float32)
     spacing = spacing_of(image)
     if segmenter.network is not None:
         probs = volume_probs(segmenter.network, hu, spacing, config.vbnet, segmenter.device)
@@ -258,15 +265,9 @@ def _propose_one(run: StageRun, config: SegmentationConfig, segmenter: Segmenter
     outputs = {}
     for kind, mask in (("lung", lung), ("infection", infection)):
         path = run.layout.proposal_mask(segmenter.tag, scan.scan_id, kind)
-        write_image(_like(mask, image), path)
+        write_array(mask, image, path, np.uint8)
         outputs[kind] = artifact(run.layout, path, run.memo)
     return Manifest(SCORE_STAGE, "", outputs, {"score": score, "infection_ratio": ratio})
-
-
-def _like(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    out = sitk.GetImageFromArray(mask.astype(np.uint8))
-    out.CopyInformation(reference)
-    return out
 
 
 def _write_export(run: StageRun, out: Path, export_id: str, strategy: str, segmenter: str,
@@ -284,7 +285,7 @@ def _write_export(run: StageRun, out: Path, export_id: str, strategy: str, segme
         for kind, name in zip(("lung", "infection"), NIFTI_PAIR, strict=True):
             source = manifest.output_path(run.layout, kind)
             write_bytes(folder / name, source.read_bytes())
-            masks.append(sitk.GetArrayFromImage(read_image(source)))
+            masks.append(read_array(source))
         write_segmentation(label_map(masks[0], masks[1]), read_image(volume),
                            folder / SEG_FILE)
         score, ratio = float(manifest.data["score"]), float(manifest.data["infection_ratio"])
@@ -374,8 +375,7 @@ def _proposals(run: StageRun, export_id: str) -> dict[str, Any]:
 
 
 def _read_pair(run: StageRun, lung_path: str, infection_path: str) -> tuple[np.ndarray, ...]:
-    return tuple(sitk.GetArrayFromImage(read_image(run.layout.resolve(p))).astype(np.uint8)
-                 for p in (lung_path, infection_path))
+    return tuple(read_array(run.layout.resolve(p), np.uint8) for p in (lung_path, infection_path))
 
 
 def _corrected(run: StageRun, folder: Path, scan_id: str, image: sitk.Image,
@@ -422,15 +422,15 @@ def _versions(folder: Path, scan_id: str,
                                                    kind="segmentation"))
     pair = [folder / name for name in NIFTI_PAIR]
     if all(p.is_file() for p in pair):
-        lung, infection = (sitk.GetArrayFromImage(conform_mask(read_image(p), image,
-                                                               scan_id=scan_id, kind=kind))
+        lung, infection = (image_array(conform_mask(read_image(p), image, scan_id=scan_id,
+                                                    kind=kind))
                            for p, kind in zip(pair, ("lung", "infection"), strict=True))
         found["nifti"] = (lung | infection, infection)
     if (folder / LABEL_MAP).is_file():
         labels_image = read_image(folder / LABEL_MAP)
         check_same_grid(ScanGeometry.from_image(labels_image), scan, scan_id=scan_id,
                         kind="label map")
-        found["label map"] = split_label_map(sitk.GetArrayFromImage(labels_image),
+        found["label map"] = split_label_map(image_array(labels_image),
                                              scan_id=scan_id)
     return found
 
@@ -439,7 +439,7 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
            scans: pd.DataFrame, proposals: dict[str, Any], reviewer: str,
            export_id: str) -> ImportOutcome:
     """Write each changed review as ground truth, its row and one lineage row."""
-    latest = latest_reviews(run).set_index("scan_id")
+    latest = latest_reviews(run.layout).set_index("scan_id")
     now = pd.Timestamp.now(tz="UTC")
     rows, imported, unchanged = [], [], []
     inputs, outputs = {}, {}
@@ -453,7 +453,7 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
         stored = {}
         for kind, mask in (("lung", lung), ("infection", infection)):
             path = run.layout.reviewed_mask(scan_id, review_id, kind)
-            write_image(_like(mask, image), path)
+            write_array(mask, image, path, np.uint8)
             stored[kind] = artifact(run.layout, path, run.memo)
         proposal = proposals.get(scan_id)
         change = (compare_review(_read_pair(run, proposal.lung_path, proposal.infection_path),
@@ -481,14 +481,14 @@ def _store(run: StageRun, accepted: dict[str, tuple[str, np.ndarray, np.ndarray]
 def review_status(run: StageRun) -> list[str]:
     """`dsan masks status`: scans by review state, and the reviews so far."""
     scans = sorted(read_table(run.layout, "scans")["scan_id"])
-    truth = truth_masks(run)
+    truth = truth_masks(run.layout)
     counts = review_counts(scans, set(truth.loc[truth["source"] == INGESTED, "scan_id"]),
                            set(truth.loc[truth["source"] == REVIEWED, "scan_id"]),
                            pending_proposals(run))
     lines = [f"scans {counts['scans']}: reviewed {counts['reviewed']}, ground truth from "
              f"ingestion {counts['ground_truth']}, proposed (awaiting review) "
              f"{counts['proposed']}, never seen {counts['never_seen']}"]
-    reviews = latest_reviews(run)
+    reviews = latest_reviews(run.layout)
     if len(reviews):
         compared = reviews[reviews["voxels_changed"] >= 0]
         by = ", ".join(f"{name} {n}" for name, n in

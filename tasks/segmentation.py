@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -37,10 +36,23 @@ from storage.hashing import combine_hashes
 from storage.schemas import INFECTION
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from storage.volumes import external_mask_files, read_image, write_image
-from tasks.contract import MapItem, StageInputs, StageItems, StageRun, cached_map, cached_stage
-from tasks.progress import StageProgress
-from tasks.truth import truth_masks
+from storage.truth import truth_masks
+from storage.volumes import (
+    external_mask_files,
+    image_array,
+    read_array,
+    read_image,
+    write_array,
+)
+from tasks._common.contract import (
+    MapItem,
+    StageInputs,
+    StageItems,
+    StageRun,
+    cached_map,
+    cached_stage,
+)
+from tasks._common.progress import StageProgress
 
 TRAIN_STAGE = "train-seg"
 SCAN_STAGE = "segment-scan"
@@ -85,11 +97,11 @@ class SegmentOutcome:
 
 
 def ground_truth_cases(run: StageRun) -> pd.DataFrame:
-    """Scans with ground-truth masks (ingested or reviewed, `tasks.truth`): scan_id,
+    """Scans with ground-truth masks (ingested or reviewed, `storage.truth`): scan_id,
     patient_id, volume/lung/infection paths and hashes."""
     scans = read_table(run.layout, "scans")[["scan_id", "patient_id", "volume_path",
                                              "volume_hash"]]
-    truth = truth_masks(run).drop(columns="source")
+    truth = truth_masks(run.layout).drop(columns="source")
     return scans.merge(truth, on="scan_id").sort_values("scan_id", ignore_index=True)
 
 
@@ -101,10 +113,9 @@ def patients_of(cases: pd.DataFrame) -> dict[str, str]:
 def _seg_case(run: StageRun, row: Any) -> SegCase:
     def load() -> SegVolume:
         image = read_image(run.layout.resolve(row.volume_path))
-        masks = [sitk.GetArrayFromImage(read_image(run.layout.resolve(p))).astype(np.uint8)
+        masks = [read_array(run.layout.resolve(p), np.uint8)
                  for p in (row.lung_path, row.infection_path)]
-        return SegVolume(sitk.GetArrayFromImage(image).astype(np.float32), masks[0], masks[1],
-                         spacing_of(image))
+        return SegVolume(image_array(image, np.float32), masks[0], masks[1], spacing_of(image))
 
     return SegCase(case_id=str(row.scan_id), load=load)
 
@@ -308,10 +319,8 @@ def _segment_one(run: StageRun, config: SegmentationConfig, tag: str,
                           external=external)
     outputs = {}
     for kind, mask in (("lung", result.lung), ("infection", result.infection)):
-        out = sitk.GetImageFromArray(mask.astype(np.uint8))
-        out.CopyInformation(image)
         path = run.layout.mask(tag, scan.scan_id, kind)
-        write_image(out, path)
+        write_array(mask, image, path, np.uint8)
         outputs[kind] = artifact(run.layout, path, run.memo)
     return Manifest(SCAN_STAGE, "", outputs, {
         "lung_ml": result.ratio.lung_ml, "infection_ml": result.ratio.infection_ml,
@@ -325,7 +334,7 @@ def segment_items(run: StageRun, config: SegmentationConfig,
     segmented."""
     items, missing = [], []
     scans = read_table(run.layout, "scans").sort_values("scan_id", ignore_index=True)
-    truth = (truth_masks(run).set_index("scan_id") if config.method == "ground_truth"
+    truth = (truth_masks(run.layout).set_index("scan_id") if config.method == "ground_truth"
              else None)
     for scan in scans.itertuples(index=False):
         inputs = {"volume": scan.volume_hash, "segmenter": segmenter.version}

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -32,8 +31,8 @@ from storage.hashing import combine_hashes
 from storage.schemas import SEG_EVAL
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
-from storage.volumes import read_image, write_figure
-from tasks.contract import StageInputs, StageRun, cached_stage
+from storage.volumes import image_array, read_array, read_image, write_figure
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 from tasks.segmentation import (
     TrainSegOutcome,
     ground_truth_cases,
@@ -49,8 +48,6 @@ EVAL_STAGE = "segment-eval"
 #: 6: the predict-time VB-Net of methods ground_truth / external is evaluated too, and the
 #: predict-time segmenter's card is written.
 VERSION = "6"
-#: The card of the segmenter `dsan predict` uses for studies without masks.
-PREDICT_SEGMENTER = "predict_segmenter.json"
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class SegEvalOutcome:
 
 
 def _arrays(run: StageRun, *paths: str) -> list[np.ndarray]:
-    return [sitk.GetArrayFromImage(read_image(run.layout.resolve(p))) for p in paths]
+    return [read_array(run.layout.resolve(p)) for p in paths]
 
 
 @task(name="segmentation_figures_task", cache_policy=NO_CACHE, persist_result=False)
@@ -90,7 +87,7 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
                 image = read_image(run.layout.resolve(row.volume_path))
                 lung, infection_mask = _arrays(run, row.lung_path, row.infection_path)
                 title = f"{row.scan_id} ({row.label}, ratio {row.infection_ratio:.4f})"
-                figure = overlay_figure(sitk.GetArrayFromImage(image), lung, infection_mask,
+                figure = overlay_figure(image_array(image), lung, infection_mask,
                                         image.GetSpacing(), title=title)
                 path = run.layout.figure("segmentation", f"overlays/{row.scan_id}.png")
                 write_figure(figure, path)
@@ -111,7 +108,7 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     rows = []
     for case in held.itertuples(index=False):
         image = read_image(run.layout.resolve(case.volume_path))
-        hu = sitk.GetArrayFromImage(image).astype(np.float32)
+        hu = image_array(image, np.float32)
         truth = _arrays(run, case.lung_path, case.infection_path)
         masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
         candidates = {config.method: (masks[0], masks[1])}
@@ -129,7 +126,7 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     summary = summarise(table)
     report = run.layout.report("segmentation", "evaluation.md")
     write_text(report, summary_markdown(summary, thresholds))
-    card_path = run.layout.report("segmentation", PREDICT_SEGMENTER)
+    card_path = run.layout.predict_segmenter()
     card = predict_segmenter_card(config, model, summary)
     write_json(card_path, card)
     return Manifest(EVAL_STAGE, key, {

@@ -27,7 +27,7 @@ from storage.atomic import write_bytes, write_json, write_text
 from storage.layout import DataLayout
 from storage.stage_cache import CONFIG, INPUTS, Manifest, artifact
 from storage.tables import read_split_version, read_table, table_exists, write_table
-from tasks.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
 
 STAGE = "split"
 AUDIT_STAGE = "audit-splits"

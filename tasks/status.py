@@ -1,6 +1,6 @@
 """`dsan status`: per pipeline stage, cached / stale / never run, and for stale what
 changed, without running anything. The keys come from the very functions the stages'
-tasks compute them with (`StageInputs` / `StageItems`, see `tasks.contract`); status
+tasks compute them with (`StageInputs` / `StageItems`, see `tasks._common.contract`); status
 only looks them up. It reads tables, manifests and the hash memo (DICOM files are only
 stat-ed).
 
@@ -32,7 +32,7 @@ from tasks import segmentation as segmentation_task
 from tasks import splits as splits_task
 from tasks import stages, training_tables
 from tasks import training as training_task
-from tasks.contract import MapItem, StageInputs, StageItems, StageRun
+from tasks._common.contract import MapItem, StageInputs, StageItems, StageRun
 
 CACHED, STALE, NEVER = "cached", "stale", "never run"
 

@@ -44,9 +44,9 @@ from storage.hashing import hash_json
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table
 from storage.volumes import open_npy
-from tasks.contract import MapItem, StageItems, StageRun, cached_map, require_tables
-from tasks.progress import StageProgress
-from tasks.workers import CLASSIFIER_MODEL, predict_and_save, train_and_save
+from tasks._common.contract import MapItem, StageItems, StageRun, cached_map, require_tables
+from tasks._common.progress import StageProgress
+from tasks._common.workers import CLASSIFIER_MODEL, predict_and_save, train_and_save
 
 TRAIN_STAGE = "classifier-train"
 PREDICT_STAGE = "classifier-predict"

@@ -15,14 +15,13 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.branches import TRAINED
 from dsan_core.config import TrainConfig
-from dsan_core.evaluation.metrics import binary_metrics
-from dsan_core.groups import LABEL_COVID
+from dsan_core.evaluation.metrics import pooled_auc
 from dsan_core.plots.training import training_curves_figure
 from storage.schemas import PREDICTIONS, TRAINING_HISTORY, TRAINING_RUNS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, write_table, write_table_file
 from storage.volumes import write_figure
-from tasks.contract import StageInputs, StageRun, cached_stage
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 from tasks.training import (
     PREDICTION_SETS,
     BranchOutcome,
@@ -117,14 +116,7 @@ def _write_tables(run: StageRun, key: str, found: list[BranchOutcome]) -> Manife
         path = layout.figure("training", f"curves_fold_{int(fold)}.png")
         write_figure(training_curves_figure(rows, fold=int(fold)), path)
         outputs[f"curves:{int(fold)}"] = artifact(layout, path, run.memo)
-    return Manifest(STAGE, key, outputs, {"oof_auc": _oof_auc(run, predictions)})
-
-
-def _oof_auc(run: StageRun, predictions: pd.DataFrame) -> dict[str, float]:
-    """Pooled out-of-fold AUC per branch (the paper's TV AUC)."""
-    labels = read_table(run.layout, "groups").set_index("scan_id")["label"]
-    val = predictions[predictions["set"] == "val"]
-    return {str(branch): float(binary_metrics(
-                (labels.loc[rows["scan_id"]] == LABEL_COVID).to_numpy(),
-                rows["probability"].to_numpy())["auc"])
-            for branch, rows in val.groupby("branch", sort=True)}
+    # Pooled out-of-fold AUC per branch (the paper's TV AUC).
+    labels = read_table(layout, "groups").set_index("scan_id")["label"]
+    oof_auc = pooled_auc(predictions[predictions["set"] == "val"], labels)
+    return Manifest(STAGE, key, outputs, {"oof_auc": oof_auc})

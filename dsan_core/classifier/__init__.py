@@ -39,7 +39,6 @@ from dsan_core.classifier.samplers import (
     size_balanced_weights,
 )
 from dsan_core.classifier.training import (
-    BRANCHES,
     ClassifierEpochReport,
     ClassifierTrainResult,
     branch_seed,
@@ -53,7 +52,6 @@ from dsan_core.classifier.training import (
 __all__ = [
     "ATT_SS",
     "ATT_US",
-    "BRANCHES",
     "CHECKPOINT_FORMAT",
     "RN34_US",
     "ClassifierCase",

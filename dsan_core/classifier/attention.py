@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from dsan_core.config import ATTENTION_ALPHA, ATTENTION_BETA
 from dsan_core.errors import ModelError
 
 #: Below this min-max range a map counts as flat and normalises to (about) 0 everywhere.
@@ -42,7 +43,8 @@ def normalise_per_sample(maps: torch.Tensor) -> torch.Tensor:
 
 
 def soft_attention(
-    cam: torch.Tensor, size: Sequence[int], alpha: float = 100.0, beta: float = 0.4
+    cam: torch.Tensor, size: Sequence[int], alpha: float = ATTENTION_ALPHA,
+    beta: float = ATTENTION_BETA
 ) -> torch.Tensor:
     """T(A) = sigmoid(alpha * (A' - beta)), A' the CAM upsampled to `size` and min-max
     normalised per sample: (B, 1, D, H, W) float32 in (0, 1). A flat CAM gives

@@ -18,6 +18,7 @@ from dsan_core.classifier.attention import normalise_per_sample, soft_attention,
 from dsan_core.classifier.data import ClassifierCase, as_tensor, make_loader, read_image
 from dsan_core.classifier.gradcam import grad_cam
 from dsan_core.classifier.network import DSANet
+from dsan_core.config import ATTENTION_ALPHA, ATTENTION_BETA
 
 MapKind = Literal["attention", "soft_attention", "grad_cam"]
 
@@ -114,8 +115,8 @@ def attention_map(
     device: torch.device,
     kind: MapKind = "attention",
     mixed_precision: bool = True,
-    alpha: float = 100.0,
-    beta: float = 0.4,
+    alpha: float = ATTENTION_ALPHA,
+    beta: float = ATTENTION_BETA,
 ) -> np.ndarray:
     """One scan's map, (z, y, x) float32 in [0, 1] on its image's grid.
 

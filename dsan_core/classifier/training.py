@@ -61,8 +61,6 @@ from dsan_core.errors import InputError, ModelError
 from dsan_core.groups import SAMPLING_GROUPS
 from dsan_core.training_loop import model_state, run_epochs, seed_initialisation
 
-BRANCHES: tuple[str, str, str] = TRAINED
-
 
 @dataclass(frozen=True)
 class ClassifierEpochReport:
@@ -109,8 +107,8 @@ def uses_attention(branch: str) -> bool:
 
 
 def _check_branch(branch: str) -> None:
-    if branch not in BRANCHES:
-        raise ModelError(f"expected a branch in {list(BRANCHES)}, found {branch!r}")
+    if branch not in TRAINED:
+        raise ModelError(f"expected a branch in {list(TRAINED)}, found {branch!r}")
 
 
 def branch_seed(base_seed: int, fold: int | str, branch: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from dsan_core.config import DECISION_THRESHOLD
 from dsan_core.errors import InputError
 from dsan_core.evaluation.calibration import ece_from_bin_sums, probability_bins
 from dsan_core.evaluation.metrics import (
@@ -80,7 +81,7 @@ def _ece(scores: np.ndarray, covid: np.ndarray, cap: np.ndarray, n_bins: int) ->
 
 
 def weighted_metrics(y_true: ArrayLike, probability: ArrayLike, weights: np.ndarray,
-                     threshold: float | ArrayLike = 0.5,
+                     threshold: float | ArrayLike = DECISION_THRESHOLD,
                      ece_bins: int = 10) -> dict[str, np.ndarray]:
     """Every metric (`metrics.METRICS`) per weight row; weights (n_replicates, n_scans).
 

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_rel
 
+from dsan_core.branches import ATT_DS, MODELS
 from dsan_core.evaluation.delong import delong_test
 from dsan_core.evaluation.metrics import AUC, METRICS
 from dsan_core.evaluation.tables import (
@@ -51,8 +52,6 @@ from dsan_core.evaluation.tables import (
 )
 from dsan_core.prediction_table import (
     BASELINES,
-    BRANCH_ATT_DS,
-    BRANCHES,
     SET_TEST,
     SET_VAL,
     labelled_predictions,
@@ -110,7 +109,7 @@ def paired_t_tests(metrics: pd.DataFrame) -> pd.DataFrame:
     from the `metrics` table (p_holm not yet set: `comparisons_table` does)."""
     require_columns(metrics, METRICS_COLUMNS, "metrics")
     folds = metrics.loc[(metrics["set"] == SET_TEST) & (metrics["aggregate"] == AGG_FOLD)
-                        & metrics["model"].isin(BRANCHES)]
+                        & metrics["model"].isin(MODELS)]
     if folds.empty:
         return _frame([])
     wide = folds.set_index(["bin", "metric", "fold", "model"])["value"].unstack("model")
@@ -172,7 +171,7 @@ def delong_tests(predictions: pd.DataFrame, groups: pd.DataFrame,
     in-sample DS) and test between the fold-averaged models (`tables.averaged_predictions`,
     with `shipped` standing for DS)."""
     labelled = labelled_predictions(predictions, groups)
-    val = labelled.loc[(labelled["set"] == SET_VAL) & (labelled["branch"] != BRANCH_ATT_DS)]
+    val = labelled.loc[(labelled["set"] == SET_VAL) & (labelled["branch"] != ATT_DS)]
     averaged = averaged_predictions(labelled.loc[labelled["set"] == SET_TEST], shipped)
     return _frame(_delong_set(val, SET_TV) + _delong_set(averaged, SET_TEST))
 

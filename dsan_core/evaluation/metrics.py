@@ -9,10 +9,13 @@ without CAP scans) is NaN, never an error: a Table III bin can hold one class on
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
+from dsan_core.config import DECISION_THRESHOLD
 from dsan_core.errors import InputError
+from dsan_core.groups import LABEL_COVID
 
 AUC = "auc"
 ACCURACY = "accuracy"
@@ -44,7 +47,7 @@ def as_binary_arrays(y_true: ArrayLike, probability: ArrayLike) -> tuple[np.ndar
 
 
 def binary_metrics(y_true: ArrayLike, probability: ArrayLike,
-                   threshold: float | ArrayLike = 0.5) -> dict[str, float]:
+                   threshold: float | ArrayLike = DECISION_THRESHOLD) -> dict[str, float]:
     """AUC, accuracy, sensitivity, specificity and F1 (scikit-learn) of P(COVID).
 
     y_true: 1 = COVID, 0 = CAP. Thresholded metrics call a scan COVID when
@@ -64,3 +67,24 @@ def binary_metrics(y_true: ArrayLike, probability: ArrayLike,
         SPECIFICITY: float(recall_score(y, called, pos_label=0, zero_division=np.nan)),
         F1: float(f1_score(y, called, pos_label=1, zero_division=np.nan)),
     }
+
+
+def scan_auc(probability: pd.Series, labels: pd.Series) -> float:
+    """AUC of P(COVID) per scan (`probability`, indexed by scan id) against the scans'
+    labels (`labels`: 'COVID' | 'CAP', indexed by scan id); `binary_metrics`' AUC, NaN
+    without scans or without both classes."""
+    if probability.empty:
+        return float("nan")
+    missing = probability.index.difference(labels.index)
+    if len(missing):
+        raise InputError("expected a label for every scan with a probability, found none",
+                         scan=str(missing[0]))
+    y = (labels.loc[probability.index] == LABEL_COVID).to_numpy()
+    return binary_metrics(y, probability.to_numpy())[AUC]
+
+
+def pooled_auc(predictions: pd.DataFrame, labels: pd.Series) -> dict[str, float]:
+    """AUC per branch of prediction rows (scan_id, branch, probability), pooled over
+    their folds; on the out-of-fold ('val') rows this is the paper's TV AUC."""
+    return {str(branch): scan_auc(rows.set_index("scan_id")["probability"], labels)
+            for branch, rows in predictions.groupby("branch", sort=True)}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dsan_core.branches import ATT_DS, ATT_SS, ATT_US, RN34_US
 from dsan_core.evaluation.comparisons import TEST_DELONG, TEST_PAIRED_T
 from dsan_core.evaluation.metrics import AUC
 from dsan_core.evaluation.report_tables import SIGNIFICANCE, model_name, number
@@ -16,11 +17,7 @@ from dsan_core.evaluation.tables import AGG_AVERAGED, AGG_FOLD, AGG_POOLED, BIN_
 from dsan_core.evaluation.thresholds import RULE_FIXED, RULE_YOUDEN
 from dsan_core.prediction_table import (
     BASELINES,
-    BRANCH_ATT_DS,
     BRANCH_ATT_DS_NESTED,
-    BRANCH_ATT_SS,
-    BRANCH_ATT_US,
-    BRANCH_RN34_US,
     MODEL_NAMES,
     SHIPPED,
 )
@@ -29,7 +26,7 @@ if TYPE_CHECKING:  # dsan_core.ensemble imports this package
     from dsan_core.ensemble import NestedFold
 
 #: The networks a DS claim is weighed against on TV (the in-sample DS is not one).
-_TV_NETWORKS = (BRANCH_RN34_US, BRANCH_ATT_US, BRANCH_ATT_SS, BRANCH_ATT_DS_NESTED)
+_TV_NETWORKS = (RN34_US, ATT_US, ATT_SS, BRANCH_ATT_DS_NESTED)
 
 
 def _row(metrics: pd.DataFrame, model: str, set_name: str, aggregate: str,
@@ -55,7 +52,7 @@ def _best(metrics: pd.DataFrame, models: Sequence[str], set_name: str,
 
 
 def _sets(metrics: pd.DataFrame) -> list[str]:
-    tv = _row(metrics, BRANCH_ATT_US, SET_TV, AGG_POOLED) or _any(metrics, SET_TV, AGG_POOLED)
+    tv = _row(metrics, ATT_US, SET_TV, AGG_POOLED) or _any(metrics, SET_TV, AGG_POOLED)
     test = _row(metrics, SHIPPED, "test", AGG_AVERAGED) or _any(metrics, "test", AGG_FOLD)
     folds = metrics.loc[metrics["aggregate"] == AGG_FOLD, "fold"].dropna().nunique()
     out = []
@@ -79,16 +76,16 @@ def _any(metrics: pd.DataFrame, set_name: str, aggregate: str) -> dict[str, Any]
 
 
 def _in_sample(metrics: pd.DataFrame, nested: Sequence[NestedFold]) -> list[str]:
-    ds = _row(metrics, BRANCH_ATT_DS, SET_TV, AGG_POOLED)
+    ds = _row(metrics, ATT_DS, SET_TV, AGG_POOLED)
     honest = _row(metrics, BRANCH_ATT_DS_NESTED, SET_TV, AGG_POOLED)
     if ds is None or honest is None:
         return []
     text = (f"**In-sample against nested.** The TV column pools out-of-fold predictions. "
-            f"'{model_name(BRANCH_ATT_DS)}' is in-sample on TV: its weights were searched on "
+            f"'{model_name(ATT_DS)}' is in-sample on TV: its weights were searched on "
             f"those same predictions (TV AUC {number(ds['value'])}, optimistic). "
             f"'{model_name(BRANCH_ATT_DS_NESTED)}' scores fold k with weights searched on the "
             f"other folds: TV AUC {number(honest['value'])}")
-    branches = _best(metrics, (BRANCH_ATT_US, BRANCH_ATT_SS), SET_TV, AGG_POOLED)
+    branches = _best(metrics, (ATT_US, ATT_SS), SET_TV, AGG_POOLED)
     if branches is not None:
         text += f", against {number(branches[1])} for its better branch ({model_name(branches[0])})"
     text += "."
@@ -130,7 +127,7 @@ def _baselines(metrics: pd.DataFrame) -> list[str]:
                  f"{number(net_tv[1])}")
     text += "."
     base_test = _best(metrics, BASELINES, "test", AGG_AVERAGED)
-    net_test = _best(metrics, (BRANCH_RN34_US, BRANCH_ATT_US, BRANCH_ATT_SS, SHIPPED), "test",
+    net_test = _best(metrics, (RN34_US, ATT_US, ATT_SS, SHIPPED), "test",
                      AGG_AVERAGED)
     if base_test is not None and net_test is not None:
         text += (f" On test (fold-averaged models): best baseline {number(base_test[1])}, best "
@@ -153,7 +150,7 @@ def _threshold(thresholds: pd.DataFrame | None) -> list[str]:
                 "Table II and 'Thresholds'.")
         if RULE_YOUDEN not in rules:
             text += " (J was undefined everywhere, so the fixed threshold stands in.)"
-    shipped = thresholds[(thresholds["model"] == BRANCH_ATT_DS) & thresholds["fold"].isna()]
+    shipped = thresholds[(thresholds["model"] == ATT_DS) & thresholds["fold"].isna()]
     if len(shipped):
         text += (" `dsan predict` calls COVID at the DS ensemble's threshold chosen on all of "
                  f"TV, {number(float(shipped['threshold'].iloc[0]))}, as the shipped model's "

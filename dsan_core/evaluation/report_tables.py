@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dsan_core.branches import ATT_DS, RN34_US
 from dsan_core.evaluation.comparisons import TEST_DELONG, TEST_PAIRED_T
 from dsan_core.evaluation.metrics import AUC, CLASSIFICATION_METRICS, ECE, METRIC_NAMES
 from dsan_core.evaluation.tables import (
@@ -30,8 +31,6 @@ from dsan_core.groups import LABEL_CAP, LABEL_COVID
 from dsan_core.paper import PAPER
 from dsan_core.prediction_table import (
     BASELINES,
-    BRANCH_ATT_DS,
-    BRANCH_RN34_US,
     MODEL_NAMES,
     SHIPPED,
     ordered_models,
@@ -149,7 +148,7 @@ def _cell(values: dict[tuple[str, str, str, str, str], float], model: str, set_n
 def _threshold_of(thresholds: pd.DataFrame | None, model: str) -> str:
     if thresholds is None:
         return NOT_AVAILABLE
-    source = BRANCH_ATT_DS if model == SHIPPED else model
+    source = ATT_DS if model == SHIPPED else model
     rows = thresholds.loc[(thresholds["model"] == source) & thresholds["fold"].isna()]
     return NOT_AVAILABLE if rows.empty else number(rows["threshold"].iloc[0])
 
@@ -170,7 +169,7 @@ def table_ii(metrics: pd.DataFrame, thresholds: pd.DataFrame | None = None) -> D
     rows = []
     for model in ordered_models(metrics["model"]):
         tv = _cell(values, model, SET_TV, BIN_ALL, AUC)
-        if model == BRANCH_ATT_DS and tv != NOT_AVAILABLE:
+        if model == ATT_DS and tv != NOT_AVAILABLE:
             tv += " in-sample"
         row = [model_name(model), tv, _paper(model, "tv_auc")]
         for metric in CLASSIFICATION_METRICS:
@@ -339,7 +338,7 @@ def reliability_display(reliability: pd.DataFrame) -> DisplayTable:
 
 
 def faithfulness_display(faithfulness: pd.DataFrame) -> DisplayTable:
-    rows = [[model_name(r["model"]) + (" (Grad-CAM)" if r["model"] == BRANCH_RN34_US else ""),
+    rows = [[model_name(r["model"]) + (" (Grad-CAM)" if r["model"] == RN34_US else ""),
              r["bin"], str(r["n_maps"]), _mean_std(r["mass_inside_mean"], r["mass_inside_std"]),
              number(r["chance_mean"]), _mean_std(r["lift_mean"], r["lift_std"]),
              number(r["pointing_rate"]), str(r["n_deletions"]), number(r["deletion_drop_mean"]),

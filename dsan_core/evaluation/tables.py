@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dsan_core.branches import ATT_DS
 from dsan_core.config import EvaluationConfig
 from dsan_core.evaluation.bootstrap import (
     patient_bootstrap_weights,
@@ -48,7 +49,6 @@ from dsan_core.evaluation.metrics import ECE, METRICS, binary_metrics
 from dsan_core.evaluation.thresholds import lookup_thresholds, threshold_table
 from dsan_core.groups import ANALYSIS_BINS
 from dsan_core.prediction_table import (
-    BRANCH_ATT_DS,
     SET_TEST,
     SET_VAL,
     SHIPPED,
@@ -227,7 +227,7 @@ def averaged_predictions(labelled_test: pd.DataFrame,
     probability: `ensemble.shipped_predictions`) as model 'shipped' in place of the
     fold-averaged att_ds, which it equals."""
     averaged = fold_averaged(labelled_test)
-    averaged = averaged.loc[averaged["branch"] != BRANCH_ATT_DS]
+    averaged = averaged.loc[averaged["branch"] != ATT_DS]
     if shipped is None or shipped.empty:
         return averaged.reset_index(drop=True)
     scans = labelled_test.drop_duplicates("scan_id").drop(

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from dsan_core.config import EvaluationConfig
+from dsan_core.branches import ATT_DS
+from dsan_core.config import DECISION_THRESHOLD, EvaluationConfig
 from dsan_core.evaluation.metrics import as_binary_arrays
 from dsan_core.prediction_table import (
-    BRANCH_ATT_DS,
     SET_VAL,
     SHIPPED,
     labelled_predictions,
@@ -46,8 +46,7 @@ RULE_FIXED = "fixed"
 RULE_UNDEFINED = "fixed (J undefined)"
 THRESHOLD_COLUMNS: tuple[str, ...] = ("model", "fold", "threshold", "rule", "n_scans")
 #: Models scored with another model's thresholds.
-THRESHOLD_SOURCE: dict[str, str] = {SHIPPED: BRANCH_ATT_DS}
-_PAPER_THRESHOLD = 0.5
+THRESHOLD_SOURCE: dict[str, str] = {SHIPPED: ATT_DS}
 
 
 def youden_threshold(y_true: ArrayLike, probability: ArrayLike) -> float | None:
@@ -64,7 +63,7 @@ def youden_threshold(y_true: ArrayLike, probability: ArrayLike) -> float | None:
     # J * n_pos * n_neg, an exact integer: equal J compare equal.
     j = tp.astype(np.int64) * n_neg - fp.astype(np.int64) * n_pos
     best = cuts[j == j.max()]
-    order = np.lexsort((best, np.abs(best - _PAPER_THRESHOLD)))
+    order = np.lexsort((best, np.abs(best - DECISION_THRESHOLD)))
     return float(best[order[0]])
 
 

@@ -8,12 +8,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH
 from dsan_core.errors import InputError
 from dsan_core.preprocessing.intensity import window_bounds
 
 
 def attention_overlay_figure(hu: np.ndarray, attention: np.ndarray, spacing: Sequence[float],
-                             *, title: str, window: tuple[float, float] = (1500.0, -600.0)
+                             *, title: str,
+                             window: tuple[float, float] = (CT_WINDOW_WIDTH, CT_WINDOW_LEVEL)
                              ) -> Figure:
     """Axial and coronal slices (z, y, x arrays, spacing (x, y, z) mm) through the map's
     maximum: the CT at window (width, level), the attention map in colour over it."""

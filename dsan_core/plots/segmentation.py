@@ -13,7 +13,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH, RATIO_LARGE, RATIO_SMALL, RATIO_TINY
 from dsan_core.errors import InputError
+from dsan_core.preprocessing.intensity import window_bounds
 
 #: Ratios below this are drawn in the "zero" bar (log axes cannot show 0).
 ZERO_RATIO = 1e-5
@@ -52,7 +54,7 @@ def ratio_histogram_figure(df: pd.DataFrame, *, bins: int = 30) -> Figure:
         axes.bar(zero_x, n_zero, width=zero_x * 0.8, alpha=0.5, color=colour)
     axes.set_xscale("log")
     axes.axvline(ZERO_RATIO, color="grey", linewidth=0.8)
-    for edge in (0.001, 0.005, 0.030):
+    for edge in (RATIO_TINY, RATIO_SMALL, RATIO_LARGE):
         axes.axvline(edge, color="black", linestyle=":", linewidth=0.8)
     axes.set_xlabel(f"infection ratio (left bar: < {ZERO_RATIO:g}, incl. 0)")
     axes.set_ylabel("scans")
@@ -71,7 +73,8 @@ def _centre(lung: np.ndarray, infection: np.ndarray) -> tuple[int, int, int]:
 
 def _panel(axes: Axes, image: np.ndarray, lung: np.ndarray, infection: np.ndarray,
            aspect: float, title: str) -> None:
-    axes.imshow(image, cmap="gray", vmin=-1350, vmax=150, aspect=aspect,
+    low, high = window_bounds(CT_WINDOW_WIDTH, CT_WINDOW_LEVEL)
+    axes.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect,
                 interpolation="nearest")
     for mask, colour in ((lung, "tab:green"), (infection, "tab:red")):
         if mask.any() and not mask.all():

@@ -60,14 +60,17 @@ from typing import Literal
 
 import numpy as np
 
+from dsan_core.config import RATIO_LARGE, RATIO_SMALL, RATIO_TINY
+from dsan_core.groups import ANALYSIS_BINS
+
 Diagnosis = Literal["COVID", "CAP"]
 CohortSet = Literal["earlier", "later"]
 #: Which bin shares a patient's ratio follows: its class's (the paper's) or both classes'.
 Shares = Literal["paper", "balanced"]
 SHARES: tuple[Shares, ...] = ("paper", "balanced")
-SAMPLING_THRESHOLDS = {"COVID": 0.030, "CAP": 0.001}
+SAMPLING_THRESHOLDS = {"COVID": RATIO_LARGE, "CAP": RATIO_TINY}
 #: The paper's analysis bins (upper edges; the last bin is open).
-RATIO_BINS = ("<0.005", "0.005-0.030", ">0.030")
+RATIO_BINS = ANALYSIS_BINS
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,9 @@ STRATA: tuple[Stratum, ...] = (
 
 def ratio_bin(ratio: float) -> str:
     """The paper's analysis bin of an infection ratio."""
-    if ratio < 0.005:
+    if ratio < RATIO_SMALL:
         return RATIO_BINS[0]
-    return RATIO_BINS[1] if ratio <= 0.030 else RATIO_BINS[2]
+    return RATIO_BINS[1] if ratio <= RATIO_LARGE else RATIO_BINS[2]
 
 
 def sampling_group(diagnosis: str, ratio: float) -> str:

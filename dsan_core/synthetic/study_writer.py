@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH
 from dsan_core.synthetic.cohort import PatientPlan, StudyPlan
 from dsan_core.synthetic.dicom_export import (
     SeriesSpec,
@@ -31,7 +32,9 @@ from dsan_core.synthetic.phantom import HU_MAX, HU_MIN
 from dsan_core.synthetic.sites import SiteProfile
 
 LOCALIZER = SeriesSpec(1, "TOPOGRAM", ("ORIGINAL", "PRIMARY", "LOCALIZER"), (40.0, 400.0))
-THIN = SeriesSpec(2, "CHEST 1.25mm LUNG", ("ORIGINAL", "PRIMARY", "AXIAL"), (-600.0, 1500.0))
+#: The thin series is written with the method's lung window (DICOM: centre, width).
+THIN = SeriesSpec(2, "CHEST 1.25mm LUNG", ("ORIGINAL", "PRIMARY", "AXIAL"),
+                  (CT_WINDOW_LEVEL, CT_WINDOW_WIDTH))
 THICK = SeriesSpec(3, "CHEST 5mm STANDARD", ("ORIGINAL", "PRIMARY", "AXIAL"), (40.0, 400.0))
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

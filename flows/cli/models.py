@@ -89,7 +89,7 @@ def promote(model: Annotated[str, typer.Argument(help="a model id (or a unique p
             data_root: DataRootOpt = None) -> None:
     """Promote a model by hand, overruling the gate (recorded)."""
     root, _ = stage_setup(profile, data_root)
-    from tasks.contract import StageRun
+    from tasks._common.contract import StageRun
     from tasks.models import promote as promote_model
 
     with StageRun.open(root) as run:
@@ -102,7 +102,7 @@ def rollback(reason: ReasonOpt = "rolled back by hand", profile: ProfileOpt = "d
              data_root: DataRootOpt = None) -> None:
     """Promote again the model promoted before the current one (recorded)."""
     root, _ = stage_setup(profile, data_root)
-    from tasks.contract import StageRun
+    from tasks._common.contract import StageRun
     from tasks.models import rollback as rollback_model
 
     with StageRun.open(root) as run:

@@ -84,7 +84,7 @@ def status(data_root: DataRootOpt = None) -> None:
 
     root = resolve_data_root(data_root)
     prefect_environment(root)
-    from tasks.contract import StageRun, require_tables
+    from tasks._common.contract import StageRun, require_tables
     from tasks.review import review_status
 
     with StageRun.open(root) as run:

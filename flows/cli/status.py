@@ -42,7 +42,7 @@ def status(
     from storage.inputs import ExportLocation
     from storage.layout import DataLayout
     from storage.lock import data_root_lock
-    from tasks.contract import StageRun
+    from tasks._common.contract import StageRun
     from tasks.status import pipeline_status, verify_outputs
 
     export = None

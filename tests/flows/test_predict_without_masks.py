@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 from dsan_core.synthetic import generate_cohort
 from flows.cli import app
 from storage.layout import DataLayout
+from storage.registry import promoted_record
 from storage.tables import read_table
-from tasks.contract import StageRun
-from tasks.models import promoted_record
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -23,8 +22,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 def test_predict_without_masks_on_a_ground_truth_data_root(
         pipeline_copy: Path, tmp_path: Path, test_config) -> None:  # type: ignore[no-untyped-def]
     assert test_config.segmentation.method == "ground_truth"
-    with StageRun.open(pipeline_copy) as run:
-        record = promoted_record(run)
+    record = promoted_record(DataLayout(pipeline_copy))
     assert record is not None
     card = record["segmenter"]["predict"]
     assert card["method"] == "vbnet" and card["weaker"] and card["held_out"] is not None

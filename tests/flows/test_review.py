@@ -19,7 +19,7 @@ from flows.segmentation import segmentation_flow
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table, write_table
-from tasks.contract import StageRun
+from tasks._common.contract import StageRun
 from tasks.status import pipeline_status
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

@@ -1,5 +1,5 @@
 """`dsan status` and a run agree on every stage's cache key: status looks up the keys the
-tasks compute (one function per stage, `tasks.contract.StageInputs` / `StageItems`), and
+tasks compute (one function per stage, `tasks._common.contract.StageInputs` / `StageItems`), and
 after a run it finds exactly the keys the run recorded in its lineage. Checked on a fresh
 root, after a full run, and before and after each kind of change (an empty splits table,
 a config change, the export moved, a new export file, a changed mask)."""
@@ -18,7 +18,7 @@ from storage.inputs import ExportLocation
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table, write_table
-from tasks.contract import StageRun
+from tasks._common.contract import StageRun
 from tasks.stages import STAGES
 from tasks.status import CHECKS, StageStatus, pipeline_status
 

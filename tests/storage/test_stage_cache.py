@@ -14,7 +14,7 @@ from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.stage_cache import Manifest, artifact, stage_key
 from storage.tables import read_table, write_table
-from tasks.contract import StageInputs, StageRun, cached_stage
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 
 
 def test_stage_key_depends_on_content_not_paths() -> None:

@@ -15,7 +15,7 @@ import pytest
 from dsan_core.errors import InputError, ItemFailed
 from storage.atomic import write_text
 from storage.stage_cache import Manifest, artifact
-from tasks.contract import MapItem, StageItems, StageRun, cached_map
+from tasks._common.contract import MapItem, StageItems, StageRun, cached_map
 
 N_ITEMS = 6
 
@@ -25,7 +25,7 @@ _RUN = textwrap.dedent('''
 
     from storage.atomic import TEMP_PREFIX, write_text
     from storage.stage_cache import Manifest, artifact
-    from tasks.contract import MapItem, StageItems, StageRun, cached_map
+    from tasks._common.contract import MapItem, StageItems, StageRun, cached_map
 
     root, kill_at, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     stored = root / "cache" / "item-stage"
@@ -150,7 +150,7 @@ def test_a_bug_in_one_item_fails_the_stage_naming_it_after_storing_the_rest(
 
 def test_a_lineage_row_times_the_whole_stage(tmp_path: Path) -> None:
     from storage.lineage import read_lineage
-    from tasks.contract import StageInputs, cached_stage
+    from tasks._common.contract import StageInputs, cached_stage
 
     with StageRun.open(tmp_path) as run:
         time.sleep(0.3)  # the stage's work before it writes its table

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dsan_core.config import SegmentationConfig
 from dsan_core.segmentation.reporting import MethodSummary
 from storage.stage_cache import Manifest
-from tasks.ensemble_models import _predict_segmenter
+from tasks.predict import _predict_segmenter
 from tasks.segmentation import TrainSegOutcome
 from tasks.segmentation_eval import predict_segmenter_card
 

@@ -1,4 +1,4 @@
-"""Dask workers import `tasks.workers` only; it must not pull in Prefect."""
+"""Dask workers import `tasks._common.workers` only; it must not pull in Prefect."""
 
 from __future__ import annotations
 
@@ -7,6 +7,6 @@ import sys
 
 
 def test_worker_module_does_not_import_prefect() -> None:
-    code = "import sys, tasks.workers; print('prefect' in sys.modules)"
+    code = "import sys, tasks._common.workers; print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

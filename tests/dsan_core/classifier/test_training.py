@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from dsan_core.branches import TRAINED
 from dsan_core.classifier import (
-    BRANCHES,
     CHECKPOINT_FORMAT,
     ClassifierCase,
     ClassifierEpochReport,
@@ -275,8 +275,8 @@ def test_dataloader_workers_give_the_same_model(cases: Any) -> None:
 
 
 def test_branches_seeds_and_schedule() -> None:
-    assert BRANCHES == ("att_us", "att_ss", "rn34_us")
-    seeds = {branch_seed(0, fold, b) for fold in range(5) for b in BRANCHES}
+    assert TRAINED == ("att_us", "att_ss", "rn34_us")
+    seeds = {branch_seed(0, fold, b) for fold in range(5) for b in TRAINED}
     assert len(seeds) == 15 and branch_seed(0, 1, "att_us") == branch_seed(0, 1, "att_us")
     with pytest.raises(ModelError, match="branch"):
         branch_seed(0, 1, "att_ds")

@@ -3,13 +3,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
 from dsan_core.errors import InputError
 from dsan_core.evaluation.bootstrap import weighted_metrics
 from dsan_core.evaluation.calibration import expected_calibration_error
-from dsan_core.evaluation.metrics import METRICS, binary_metrics
+from dsan_core.evaluation.metrics import METRICS, binary_metrics, pooled_auc, scan_auc
 
 # COVID = 1. At threshold 0.5 (inclusive) the calls are 1 1 0 1 0 0 1 1:
 # TP 3 (0.9, 0.5, 0.8), FN 1 (0.2), FP 2 (0.5 - the threshold itself - and 0.7), TN 2.
@@ -85,3 +86,21 @@ def test_integer_weights_equal_repeated_scans(y: list[int], p: list[float]) -> N
 def test_bad_inputs_are_input_errors(y: list[int], p: list[float]) -> None:
     with pytest.raises(InputError):
         binary_metrics(y, p)
+
+
+def test_scan_auc_labels_scans_by_id() -> None:
+    labels = pd.Series({"a": "COVID", "b": "CAP", "c": "COVID", "d": "CAP"})
+    # 3 of the 4 (COVID, CAP) pairs ranked right: AUC 0.75, whatever the order of rows.
+    probability = pd.Series({"d": 0.2, "a": 0.9, "b": 0.6, "c": 0.4})
+    assert scan_auc(probability, labels) == pytest.approx(0.75)
+    assert math.isnan(scan_auc(probability[["a", "c"]], labels))  # one class
+    assert math.isnan(scan_auc(pd.Series(dtype=float), labels))
+    with pytest.raises(InputError, match="scan e"):
+        scan_auc(pd.Series({"e": 0.5}), labels)
+
+
+def test_pooled_auc_is_one_auc_per_branch() -> None:
+    labels = pd.Series({"a": "COVID", "b": "CAP"})
+    rows = pd.DataFrame({"scan_id": ["a", "b", "a", "b"], "branch": ["x", "x", "y", "y"],
+                         "probability": [0.9, 0.1, 0.1, 0.9]})
+    assert pooled_auc(rows, labels) == {"x": 1.0, "y": 0.0}

@@ -11,7 +11,7 @@ from typing import Any
 
 from distributed import Client, as_completed
 
-from tasks.progress import StageProgress
+from tasks._common.progress import StageProgress
 
 
 @dataclass(frozen=True)

@@ -9,29 +9,28 @@ from __future__ import annotations
 
 import pandas as pd
 
+from storage.layout import DataLayout
 from storage.schemas import GROUND_TRUTH, MASK_REVIEWS
 from storage.tables import read_table, table_exists
-from tasks.contract import StageRun
 
 #: Where a scan's ground truth came from.
 INGESTED, REVIEWED = "ingested", "reviewed"
 
 
-def latest_reviews(run: StageRun) -> pd.DataFrame:
+def latest_reviews(layout: DataLayout) -> pd.DataFrame:
     """The latest `mask_reviews` row of every reviewed scan (empty when none)."""
-    if not table_exists(run.layout, "mask_reviews"):
+    if not table_exists(layout, "mask_reviews"):
         return pd.DataFrame(columns=MASK_REVIEWS.names)
-    reviews = read_table(run.layout, "mask_reviews").sort_values("reviewed_at", kind="stable")
+    reviews = read_table(layout, "mask_reviews").sort_values("reviewed_at", kind="stable")
     return reviews.groupby("scan_id", sort=True).tail(1).reset_index(drop=True)
 
 
-def truth_masks(run: StageRun) -> pd.DataFrame:
+def truth_masks(layout: DataLayout) -> pd.DataFrame:
     """scan_id, lung/infection paths and hashes, and `source` (ingested | reviewed), one
     row per scan with ground truth, sorted by scan id."""
-    ingested = (read_table(run.layout, "ground_truth") if table_exists(run.layout,
-                                                                        "ground_truth")
+    ingested = (read_table(layout, "ground_truth") if table_exists(layout, "ground_truth")
                 else pd.DataFrame(columns=GROUND_TRUTH.names))
-    reviewed = latest_reviews(run)[GROUND_TRUTH.names]
+    reviewed = latest_reviews(layout)[GROUND_TRUTH.names]
     ingested = ingested[~ingested["scan_id"].isin(set(reviewed["scan_id"]))]
     frames = [frame.assign(source=source) for frame, source in
               ((ingested, INGESTED), (reviewed, REVIEWED)) if len(frame)]

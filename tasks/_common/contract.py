@@ -29,8 +29,8 @@ from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.run_options import read_run_options
 from storage.stage_cache import CONFIG, INPUTS, ITEM, Manifest, StageCache, stage_key
 from storage.tables import table_exists
-from tasks.dask_map import WorkerError, map_on_dask
-from tasks.progress import StageProgress
+from tasks._common.dask_map import WorkerError, map_on_dask
+from tasks._common.progress import StageProgress
 
 
 @dataclass

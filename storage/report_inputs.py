@@ -4,22 +4,21 @@ nested per-fold weights and the final (shipped) weights."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
 
 from dsan_core.ensemble import EnsembleSearch, EnsembleWeights, NestedFold
 from dsan_core.evaluation.report import ReportProvenance
+from storage.layout import DataLayout
+from storage.registry import read_ensemble_weights
 from storage.tables import read_table, table_exists
-from tasks.contract import StageRun
 
 
-def provenance(run: StageRun, fingerprints: Mapping[str, str], profile: str,
+def provenance(layout: DataLayout, fingerprints: Mapping[str, str], profile: str,
                code: str, model_id: str = "") -> ReportProvenance:
     """Scan counts per set, the split version, every checkpoint's hash, the config
     fingerprints and the code version the numbers come from."""
-    splits = read_table(run.layout, "splits")
-    runs = read_table(run.layout, "training_runs")
+    splits = read_table(layout, "splits")
+    runs = read_table(layout, "training_runs")
     version = str(splits["split_version"].iloc[0]) if len(splits) else "-"
     counts = {str(name): int(n) for name, n in splits["set"].value_counts().sort_index().items()}
     checkpoints = {f"fold {r.fold} {r.branch} ({r.model_key})": str(r.checkpoint_hash)
@@ -28,39 +27,30 @@ def provenance(run: StageRun, fingerprints: Mapping[str, str], profile: str,
                             model_id)
 
 
-def ensemble_search(run: StageRun) -> EnsembleSearch | None:
+def ensemble_search(layout: DataLayout) -> EnsembleSearch | None:
     """The ensemble stage's search, rebuilt from its weights and surface (None when the
     weights were configured, not searched)."""
-    weights = run.layout.report("ensemble", "weights.json")
-    if not weights.exists() or not table_exists(run.layout, "ensemble_surface"):
+    record = read_ensemble_weights(layout)
+    if record is None or not table_exists(layout, "ensemble_surface"):
         return None
-    record = json.loads(weights.read_text())
     if not record.get("searched"):
         return None
     return EnsembleSearch(EnsembleWeights(record["w_extreme"], record["w_middle"]),
                           record["objective"], record["value"], record["paper_value"],
-                          read_table(run.layout, "ensemble_surface"), record["tv_scans"])
+                          read_table(layout, "ensemble_surface"), record["tv_scans"])
 
 
-def _weights_record(run: StageRun) -> dict[str, Any] | None:
-    path = run.layout.report("ensemble", "weights.json")
-    if not path.exists():
-        return None
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
-
-
-def ensemble_weights(run: StageRun) -> EnsembleWeights | None:
+def ensemble_weights(layout: DataLayout) -> EnsembleWeights | None:
     """The DS weights of the shipped model (searched on all TV, or configured)."""
-    record = _weights_record(run)
+    record = read_ensemble_weights(layout)
     if record is None:
         return None
     return EnsembleWeights(float(record["w_extreme"]), float(record["w_middle"]))
 
 
-def nested_folds(run: StageRun) -> tuple[NestedFold, ...]:
+def nested_folds(layout: DataLayout) -> tuple[NestedFold, ...]:
     """The ensemble stage's nested per-fold weights (empty before it recorded them)."""
-    record = _weights_record(run) or {}
+    record = read_ensemble_weights(layout) or {}
     return tuple(NestedFold(int(f["fold"]), EnsembleWeights(float(f["w_extreme"]),
                                                             float(f["w_middle"])),
                             float("nan") if f["value"] is None else float(f["value"]),
