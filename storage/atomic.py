@@ -49,20 +49,25 @@ def atomic_path(destination: Path) -> Iterator[Path]:
             temp.unlink()
 
 
-def write_bytes(destination: Path, data: bytes) -> None:
+def write_bytes(destination: Path, data: bytes, *, durable: bool = True) -> None:
+    """`durable`: fsync before the rename, so a power cut leaves the old bytes or the new
+    ones. Without it (~1 ms less per file here) a power cut may leave an empty file: only
+    for files whose loss is a recompute, such as the stage cache's manifests."""
     with atomic_path(destination) as temp:
         with open(temp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
 
 
-def write_text(destination: Path, text: str) -> None:
-    write_bytes(destination, text.encode("utf-8"))
+def write_text(destination: Path, text: str, *, durable: bool = True) -> None:
+    write_bytes(destination, text.encode("utf-8"), durable=durable)
 
 
-def write_json(destination: Path, payload: Any) -> None:
-    write_text(destination, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(destination: Path, payload: Any, *, durable: bool = True) -> None:
+    write_text(destination, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n",
+               durable=durable)
 
 
 def clean_temp_files(folder: Path) -> int:

@@ -1,5 +1,12 @@
 """Fan plain functions out over a Dask scheduler. Workers receive paths and small
-arguments and return small manifests; arrays never travel through the scheduler."""
+arguments and return small manifests; arrays never travel through the scheduler.
+
+Many small items go in batches of up to `MAX_BATCH` per Dask task: Dask costs about
+3 ms per task on the 2-core development box (scheduling, and in a threads-only cluster
+the scheduler's share of the GIL), which was 13 ms per scan of ingestion's orchestration
+overhead at the test profile's size (benchmarks/scale.py). Each worker thread still gets
+at least `TASKS_PER_THREAD` tasks, so a few slow items do not leave a thread idle.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,12 @@ from typing import Any
 from distributed import Client, as_completed
 
 from tasks._common.progress import StageProgress
+
+#: Items per Dask task at most (a killed run recomputes at most one batch per thread
+#: beyond the items already stored).
+MAX_BATCH = 8
+#: Batches only when every worker thread gets at least this many tasks.
+TASKS_PER_THREAD = 16
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ def map_on_dask(
     abstract worker resources, e.g. {"GPU": 1}) each item needs of its worker; the
     scheduler runs an item only where they are free, and reruns it elsewhere when its
     worker is lost. Dask keys start with `description` (readable in the dashboard).
+    Items that need `resources` go one per task; others in batches (`batch_size`), each
+    item's result handed over when its batch completes.
     """
     if not items:
         return []
@@ -50,18 +65,35 @@ def map_on_dask(
     with Client(address, set_as_default=False) as client, \
             StageProgress(description, len(items), unit=unit,
                           artifact_key=artifact_key) as progress:
-        futures = [client.submit(_capture, fn, *item, pure=False,
-                                 key=f"{prefix}-{i}-{uuid.uuid4().hex[:12]}",
+        size = 1 if resources else batch_size(len(items), _threads(client))
+        starts = range(0, len(items), size)
+        futures = [client.submit(_capture_batch, fn, list(items[start:start + size]),
+                                 pure=False, key=f"{prefix}-{start}-{uuid.uuid4().hex[:12]}",
                                  resources=dict(resources) if resources else None)
-                   for i, item in enumerate(items)]
-        index = {future.key: i for i, future in enumerate(futures)}
+                   for start in starts]
+        first = {future.key: start for future, start in zip(futures, starts, strict=True)}
         for future in as_completed(futures, loop=client.loop):
-            position = index[future.key]
-            results[position] = future.result()
-            if on_result is not None:
-                on_result(position, results[position])
-            progress.advance()
+            for offset, result in enumerate(future.result()):
+                position = first[future.key] + offset
+                results[position] = result
+                if on_result is not None:
+                    on_result(position, result)
+                progress.advance()
     return results
+
+
+def batch_size(n_items: int, threads: int) -> int:
+    """Items per Dask task: up to MAX_BATCH, keeping TASKS_PER_THREAD tasks per thread."""
+    return max(1, min(MAX_BATCH, n_items // (TASKS_PER_THREAD * max(threads, 1))))
+
+
+def _threads(client: Client) -> int:
+    """Worker threads the scheduler has now (at least 1: workers may still be joining)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+def _capture_batch(fn: Callable[..., Any], batch: list[tuple[Any, ...]]) -> list[Any]:
+    return [_capture(fn, *item) for item in batch]
 
 
 def _capture(fn: Callable[..., Any], *args: Any) -> Any:

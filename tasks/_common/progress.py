@@ -19,6 +19,10 @@ from typing import Any
 CONSOLE = logging.getLogger("dsan.progress")
 #: Up to this many steps every step gets a line; beyond it, every 10 %.
 EVERY_STEP_UP_TO = 20
+#: The Prefect progress artifact is updated at most this often (and at the end): each
+#: update is a call to the API, 7-19 ms measured, which per scan was a third of the
+#: orchestration overhead of ingestion and segmentation (benchmarks/scale.py).
+ARTIFACT_EVERY_S = 1.0
 
 
 def _run_logger() -> logging.Logger | logging.LoggerAdapter[Any] | None:
@@ -102,10 +106,12 @@ class StageProgress:
         self._task: Any = None
         self._next_line = 0
         self._started = 0.0
+        self._artifact_at = 0.0  # when the artifact was last updated (monotonic)
+        self.artifact_updates = 0
         self._run_logger = _run_logger()
 
     def __enter__(self) -> StageProgress:
-        self._started = time.monotonic()
+        self._started = self._artifact_at = time.monotonic()
         if self.total == 0:
             return self
         self._artifact = _artifact(self._artifact_key, self.description)
@@ -121,10 +127,14 @@ class StageProgress:
         if self._due() or note:
             self._line(note)
         if self._artifact is not None:
-            from prefect.artifacts import update_progress_artifact
+            now = time.monotonic()
+            if self.done == self.total or now - self._artifact_at >= ARTIFACT_EVERY_S:
+                from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(artifact_id=self._artifact,
-                                     progress=100.0 * self.done / self.total)
+                update_progress_artifact(artifact_id=self._artifact,
+                                         progress=100.0 * self.done / self.total)
+                self._artifact_at = now
+                self.artifact_updates += 1
 
     def _due(self) -> bool:
         if self.total <= EVERY_STEP_UP_TO or self.done == self.total:
