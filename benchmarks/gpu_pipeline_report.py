@@ -83,11 +83,11 @@ def _synchronize(device: Any) -> None:
 def _vbnet_inference(root: Path, config: Any, device: Any, n_scans: int) -> dict[str, Any]:
     import numpy as np
     import SimpleITK as sitk
+    from tasks.contract import StageRun
 
     from dsan_core.segmentation import load_vbnet, volume_probs
     from storage.checkpoints import load_checkpoint
     from storage.volumes import read_image
-    from tasks.contract import StageRun
     from tasks.segmentation import current_vbnet, ground_truth_cases
 
     with StageRun.open(root) as run:
@@ -112,10 +112,11 @@ def _vbnet_inference(root: Path, config: Any, device: Any, n_scans: int) -> dict
 
 
 def _classifier_inference(root: Path, config: Any, device: Any) -> dict[str, Any]:
+    from tasks.contract import StageRun
+
     from dsan_core.classifier import load_classifier, predict_probabilities
     from storage.checkpoints import load_checkpoint
     from storage.tables import read_table, table_exists
-    from tasks.contract import StageRun
     from tasks.training import fold_data
 
     found: dict[str, Any] = {}

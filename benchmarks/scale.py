@@ -71,7 +71,7 @@ STAGES = [
 
 #: Where the tasks and workers call the core science: module -> names.
 CORE = {
-    "tasks.workers": ["index_headers", "decode_series", "preprocess_scan"],
+    "tasks._common.workers": ["index_headers", "decode_series", "preprocess_scan"],
     "tasks.ingest": ["list_export", "plan_ingestion", "ingestion_tables", "read_labels",
                      "conform_mask", "merge_tables"],
     "tasks.segmentation": ["segment_scan", "train_vbnet", "segmentation_partition"],
@@ -83,20 +83,20 @@ CORE = {
 }
 #: Volume and figure reads and writes (the bytes a stage must move in any design).
 IO = {
-    "tasks.workers": ["read_image", "write_image", "write_npy", "write_geometry"],
+    "tasks._common.workers": ["read_image", "write_image", "write_npy", "write_geometry"],
     "tasks.ingest": ["read_image", "write_image"],
-    "tasks.segmentation": ["read_image", "write_image"],
-    "tasks.segmentation_eval": ["read_image", "write_figure"],
+    "tasks.segmentation": ["read_image", "read_array", "write_array"],
+    "tasks.segmentation_eval": ["read_image", "read_array", "write_figure"],
 }
 
 #: For the breakdown of the overhead: the functions Dask runs per item (their time minus
 #: the core and io inside is the worker side's share), and the fan-out itself.
-WORKER = {"tasks.workers": ["index_chunk", "decode_and_write", "preprocess_and_write"]}
+WORKER = {"tasks._common.workers": ["index_chunk", "decode_and_write", "preprocess_and_write"]}
 #: Modules that imported a worker function by name (they get the same wrapper, which
-#: Dask pickles by reference to tasks.workers).
+#: Dask pickles by reference to tasks._common.workers).
 WORKER_USERS = {"index_chunk": "tasks.ingest", "decode_and_write": "tasks.ingest",
                 "preprocess_and_write": "tasks.preprocess"}
-DASK = {"tasks.ingest": ["map_on_dask"], "tasks.contract": ["map_on_dask"]}
+DASK = {"tasks.ingest": ["map_on_dask"], "tasks._common.contract": ["map_on_dask"]}
 
 
 # --- the child: one size, flows timed in this process ---------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
-from tasks.dask_map import MAX_BATCH, WorkerError, batch_size, map_on_dask
+from tasks._common.dask_map import MAX_BATCH, WorkerError, batch_size, map_on_dask
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import tasks.progress as progress_module
-from tasks.progress import ARTIFACT_EVERY_S, StageProgress
+import tasks._common.progress as progress_module
+from tasks._common.progress import ARTIFACT_EVERY_S, StageProgress
 
 
 class _Clock:
