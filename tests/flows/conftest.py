@@ -1,9 +1,12 @@
-"""A synthetic test-profile cohort and its ingested data root, built once per session.
-Tests that change a data root work on a copy (`ingested_copy`)."""
+"""A synthetic test-profile cohort, its ingested data root and its whole pipeline run
+through the CLI, each built once per session. Tests that change a data root work on a
+copy (`ingested_copy`, `pipeline_copy`)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,18 +41,56 @@ def ingested_copy(ingested_root: Path, tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def pipeline_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_config,  # type: ignore[no-untyped-def]
-                  prefect_harness: None) -> Path:
-    """The whole pipeline (DICOM to report) on the test cohort, once per session."""
-    from flows.pipeline import pipeline_flow
-    from storage.inputs import ExportLocation
+@dataclass(frozen=True)
+class CliRun:
+    """One `dsan run` through the CLI: its arguments, exit code and output."""
 
-    root = tmp_path_factory.mktemp("pipeline")
-    export = ExportLocation(dicom_root=cohort / "dicom", labels=cohort / "labels.csv",
-                            masks=cohort / "masks")
-    pipeline_flow(export, test_config, root)
-    return root
+    root: Path
+    args: list[str]
+    exit_code: int
+    output: str
+
+    def args_for(self, root: Path) -> list[str]:
+        """The same command on another data root (a copy of this one, say)."""
+        at = self.args.index("--data-root")
+        return [*self.args[:at + 1], str(root), *self.args[at + 2:]]
+
+
+@pytest.fixture(scope="session")
+def pipeline_cli_run(tmp_path_factory: pytest.TempPathFactory, cohort: Path,
+                     prefect_harness: None) -> CliRun:
+    """The whole pipeline (DICOM to report) on the test cohort through the CLI (`dsan
+    run`), once per session. test_pipeline_cli asserts on its output; every other test
+    that needs a finished data root reads `pipeline_root` or changes a copy of it."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from storage.layout import DataLayout
+    from storage.lock import release
+
+    root = tmp_path_factory.mktemp("pipeline") / "data"
+    args = ["run", "--profile", "test", "--dicom-root", str(cohort / "dicom"), "--labels",
+            str(cohort / "labels.csv"), "--masks", str(cohort / "masks"), "--data-root",
+            str(root)]
+    # The CLI sets the embedded Prefect defaults in os.environ and keeps the data root
+    # locked for the life of the process: undone here, as after any other test.
+    saved = dict(os.environ)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        release(DataLayout(root))
+    return CliRun(root, args, result.exit_code, result.output)
+
+
+@pytest.fixture(scope="session")
+def pipeline_root(pipeline_cli_run: CliRun) -> Path:
+    """The data root of the session's `dsan run` (read it; change a `pipeline_copy`)."""
+    if pipeline_cli_run.exit_code != 0:
+        pytest.fail(f"dsan run failed ({pipeline_cli_run.exit_code}):\n"
+                    f"{pipeline_cli_run.output}")
+    return pipeline_cli_run.root
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""The whole pipeline through the CLI (`dsan run`), then a rerun that is all cache hits."""
+"""The whole pipeline through the CLI (`dsan run`, the session's `pipeline_cli_run`), then
+a rerun that is all cache hits; user errors exit with code 2."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,23 +14,26 @@ from flows.cli import app
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
+from tests.flows.conftest import CliRun
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.mark.slow
-def test_dsan_run_then_rerun_is_cached(cohort: Path, tmp_path: Path) -> None:
+def test_dsan_run_then_rerun_is_cached(pipeline_cli_run: CliRun, tmp_path: Path) -> None:
+    # The first run is the session's `dsan run` (conftest), shared with every test that
+    # reads its data root; the rerun goes to a copy of that root.
     runner = CliRunner()
-    root = tmp_path / "data"
-    args = ["run", "--profile", "test", "--dicom-root", str(cohort / "dicom"), "--labels",
-            str(cohort / "labels.csv"), "--masks", str(cohort / "masks"), "--data-root", str(root)]
-    first = runner.invoke(app, args)
+    first = pipeline_cli_run
     assert first.exit_code == 0, first.output
     for stage in ("[ingest]", "[segment]", "[split]", "[preprocess]"):
         assert stage in first.output
     # Progress of the long stages, and the wall time of every stage at the end.
     assert "segmenting scans: " in first.output and "pre-processing scans: " in first.output
     assert "wall time per stage" in first.output and "preprocess" in first.output
+    root = tmp_path / "data"
+    shutil.copytree(first.root, root)
+    args = first.args_for(root)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     lineage = read_lineage(DataLayout(root))
@@ -67,5 +72,5 @@ def test_paper_profile_refuses_without_a_key(cohort: Path, tmp_path: Path,
     result = CliRunner().invoke(app, [
         "ingest", "--profile", "paper", "--dicom-root", str(cohort / "dicom"), "--labels",
         str(cohort / "labels.csv"), "--data-root", str(tmp_path / "data")])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a user error, not a crash
     assert "key" in result.output.lower()
