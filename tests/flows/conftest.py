@@ -22,6 +22,18 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # ty
 
 
 @pytest.fixture(scope="session")
+def drop(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # type: ignore[no-untyped-def]
+    """A new drop for retraining: other patients (another seed), the same sites and dates.
+    Read only, like `cohort`."""
+    from dsan_core.synthetic import generate_cohort
+
+    out = tmp_path_factory.mktemp("drop")
+    generate_cohort(test_config.synth.model_copy(update={
+        "seed": 777, "n_patients": 8, "include_broken": False}), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ingested_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_config,  # type: ignore[no-untyped-def]
                   prefect_harness: None) -> Path:
     from flows.ingestion import ingestion_flow

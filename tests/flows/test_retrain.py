@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dsan_core.synthetic import generate_cohort
 from flows.cli import app
 from flows.pipeline import retrain_flow
 from storage.inputs import ExportLocation
@@ -18,7 +17,7 @@ from storage.tables import read_table
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
-def test_retrain_gate_promote_and_rollback(pipeline_copy: Path, tmp_path: Path,
+def test_retrain_gate_promote_and_rollback(pipeline_copy: Path, drop: Path,
                                            test_config) -> None:  # type: ignore[no-untyped-def]
     layout = DataLayout(pipeline_copy)
     before = read_table(layout, "splits").set_index("scan_id")
@@ -26,10 +25,7 @@ def test_retrain_gate_promote_and_rollback(pipeline_copy: Path, tmp_path: Path,
     assert first["status"].tolist() == ["promoted"]  # a data root's first ensemble
     champion = first["model_id"].iloc[0]
 
-    # A new drop: other patients (another seed), the same sites and dates.
-    drop = tmp_path / "drop"
-    generate_cohort(test_config.synth.model_copy(update={
-        "seed": 777, "n_patients": 8, "include_broken": False}), drop)
+    # A new drop (conftest): other patients (another seed), the same sites and dates.
     export = ExportLocation(dicom_root=drop / "dicom", labels=drop / "labels.csv",
                             masks=drop / "masks")
     result = retrain_flow(export, test_config, pipeline_copy)

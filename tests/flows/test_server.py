@@ -4,6 +4,13 @@ deployments/prefect.yaml, a process worker, then the pipeline and a retraining t
 by deployment; `dsan serve` and `dsan ui` on the same database. Every process started here
 runs in its own session and is stopped by its process group, also on failure.
 
+The data root starts as a copy of the session's finished pipeline (`pipeline_root`, on the
+same cohort), so the pipeline deployment finds every stage cached and the retraining on
+the drop is the one computation here. The runs happen once per module (fixtures
+`pipeline_run`, `retrain_run`) and the tests assert on what they saw then, and `dsan serve`
+hands the deployments back to the pool when its test ends: any test passes alone or in
+any order.
+
 Each process gets an environment with PREFECT_API_URL at the test server, telemetry off,
 and PREFECT_HOME, HOME and caches in temporary folders, so nothing is written elsewhere.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 import flows.cli.orchestration  # noqa: F401 - registers its commands (until COMMAND_GROUPS does)
 from flows.cli import app
 from storage.layout import DataLayout
+from storage.lineage import read_lineage
 from storage.tables import read_table, table_exists
 from tests.conftest import PROFILES, environment
 
@@ -38,6 +48,7 @@ DSAN = [sys.executable, "-c",
         "import flows.cli.orchestration; from flows.cli import app; app(prog_name='dsan')"]
 PREFECT = [sys.executable, "-m", "prefect"]
 RUN_TIMEOUT = 420.0  # seconds a flow run may take (the test profile needs ~40 s here)
+DEPLOYMENTS = ("dsan-pipeline/dsan-pipeline", "dsan-retrain/dsan-retrain")
 
 
 def free_port() -> int:
@@ -165,15 +176,26 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], processes: Process
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, test_config) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    from dsan_core.synthetic import generate_cohort
+def deploy_to_the_pool(stack: Stack) -> None:
+    """`prefect deploy` of deployments/prefect.yaml (into the work pool dsan-cpu), first
+    deleting deployments of the same names (those `dsan serve` registers, say)."""
+    from prefect.exceptions import ObjectNotFound
 
+    with stack.client() as client:
+        for name in DEPLOYMENTS:
+            with contextlib.suppress(ObjectNotFound):  # none of that name
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+    stack.prefect("--no-prompt", "deploy", "--all", "--prefect-file",
+                  "deployments/prefect.yaml")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, test_config, cohort: Path,  # type: ignore[no-untyped-def]
+          drop: Path, pipeline_root: Path) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("server")
-    root, cohort, drop = tmp / "data", tmp / "cohort", tmp / "drop"
-    generate_cohort(test_config.synth, cohort)
-    generate_cohort(test_config.synth.model_copy(update={
-        "seed": 777, "n_patients": 8, "include_broken": False}), drop)
+    root = tmp / "data"
+    shutil.copytree(pipeline_root, root)
+    shutil.rmtree(root / "prefect", ignore_errors=True)  # the database is the server's own
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     logs = tmp / "logs"
@@ -191,26 +213,66 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_config) -> Iterator[Sta
         wait_until_up(url, server, processes)
         stack.prefect("work-pool", "create", "dsan-cpu", "--type", "process")
         stack.prefect("work-pool", "set-concurrency-limit", "dsan-cpu", "1")
-        stack.prefect("--no-prompt", "deploy", "--all", "--prefect-file",
-                      "deployments/prefect.yaml")
-        processes.start("worker", [*PREFECT, "worker", "start", "--pool", "dsan-cpu",
-                                   "--name", "test-worker"], env, tmp)
         # The test process's own Prefect client (imported here at the latest) keeps its
         # home in tmp too.
         with environment(PREFECT_HOME=str(tmp / "prefect-client"), DO_NOT_TRACK="1",
                          PREFECT_SERVER_ANALYTICS_ENABLED="false"):
             import prefect.client.orchestration  # noqa: F401
+        deploy_to_the_pool(stack)
+        processes.start("worker", [*PREFECT, "worker", "start", "--pool", "dsan-cpu",
+                                   "--name", "test-worker"], env, tmp)
         yield stack
     finally:
         processes.stop_all()
 
 
+@dataclass(frozen=True)
+class Tables:
+    """What a deployment's run left in the data root, read as soon as it finished."""
+
+    models: pd.DataFrame
+    scans: pd.DataFrame
+    predictions: pd.DataFrame
+    decisions: pd.DataFrame | None
+    lineage: pd.DataFrame
+
+
+def read_tables(root: Path) -> Tables:
+    layout = DataLayout(root)
+    decisions = (read_table(layout, "model_decisions")
+                 if table_exists(layout, "model_decisions") else None)
+    return Tables(read_table(layout, "models"), read_table(layout, "scans"),
+                  read_table(layout, "predictions"), decisions, read_lineage(layout))
+
+
+@dataclass(frozen=True)
+class DeploymentRun:
+    run: Any
+    before: Tables
+    after: Tables
+
+    def new_lineage(self) -> pd.DataFrame:
+        """The lineage rows this run wrote (its dsan run ids are new to the data root)."""
+        new = set(self.after.lineage["run_id"]) - set(self.before.lineage["run_id"])
+        return self.after.lineage[self.after.lineage["run_id"].isin(new)]
+
+
 @pytest.fixture(scope="module")
-def pipeline_run(stack: Stack) -> Any:
+def pipeline_run(stack: Stack) -> DeploymentRun:
     cohort = stack.cohort
-    return stack.run_deployment("dsan-pipeline/dsan-pipeline", {
+    before = read_tables(stack.root)
+    run = stack.run_deployment("dsan-pipeline/dsan-pipeline", {
         "dicom_root": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
         "masks": str(cohort / "masks")})
+    return DeploymentRun(run, before, read_tables(stack.root))
+
+
+@pytest.fixture(scope="module")
+def retrain_run(stack: Stack, pipeline_run: DeploymentRun) -> DeploymentRun:
+    # The test profile segments with ground-truth masks: the drop's come with this run.
+    before = read_tables(stack.root)
+    run = stack.run_deployment("dsan-retrain/dsan-retrain", {"masks": str(stack.drop / "masks")})
+    return DeploymentRun(run, before, read_tables(stack.root))
 
 
 def test_server_prints_the_api_url_and_keeps_its_database_under_the_data_root(
@@ -235,30 +297,36 @@ def test_deployments_are_registered_from_prefect_yaml(stack: Stack) -> None:
     assert retrain.job_variables["env"]["DO_NOT_TRACK"] == "1"
 
 
-def test_pipeline_deployment_runs_on_a_worker(stack: Stack, pipeline_run: Any) -> None:
-    layout = DataLayout(stack.root)
-    models = read_table(layout, "models")
-    assert models["status"].tolist() == ["promoted"]
-    assert table_exists(layout, "predictions") and len(read_table(layout, "predictions")) > 0
+def test_pipeline_deployment_runs_on_a_worker(stack: Stack,
+                                              pipeline_run: DeploymentRun) -> None:
+    after = pipeline_run.after
+    assert after.models["status"].tolist() == ["promoted"]
+    assert table_exists(DataLayout(stack.root), "predictions") and len(after.predictions) > 0
+    # The worker's run went through every stage on this data root, all of them cached
+    # (the root is a copy of the session's finished pipeline on the same cohort).
+    rows = pipeline_run.new_lineage()
+    assert rows["run_id"].nunique() == 1, rows[["run_id", "stage"]].to_string()
+    assert {"ingest", "train-seg", "segment", "split", "preprocess", "train", "ensemble",
+            "evaluate"} <= set(rows["stage"]), sorted(set(rows["stage"]))
+    assert rows["cache_hit"].all(), rows[["stage", "cache_hit"]].to_string()
 
 
 def test_retrain_deployment_adds_the_drop_and_records_a_decision(
-        stack: Stack, pipeline_run: Any) -> None:
-    layout = DataLayout(stack.root)
-    before = read_table(layout, "models")
-    scans_before = len(read_table(layout, "scans"))
-    # The test profile segments with ground-truth masks: the drop's come with this run.
-    stack.run_deployment("dsan-retrain/dsan-retrain", {"masks": str(stack.drop / "masks")})
-    models = read_table(layout, "models")
-    assert len(models) == len(before) + 1
-    assert len(read_table(layout, "scans")) > scans_before
-    challenger = (set(models["model_id"]) - set(before["model_id"])).pop()
-    decisions = read_table(layout, "model_decisions")
+        retrain_run: DeploymentRun) -> None:
+    before, after = retrain_run.before, retrain_run.after
+    models = after.models
+    assert len(models) == len(before.models) + 1
+    assert len(after.scans) > len(before.scans)
+    challenger = (set(models["model_id"]) - set(before.models["model_id"])).pop()
+    decisions = after.decisions
+    assert decisions is not None
     assert decisions[decisions["model_id"] == challenger]["actor"].tolist() == ["gate"]
 
 
 def test_serve_takes_over_the_deployments_and_runs_them(
-        stack: Stack, pipeline_run: Any) -> None:
+        stack: Stack, retrain_run: DeploymentRun) -> None:
+    # After the module's retraining (retrain_run), as when it ran in file order: the
+    # served retraining finds the drop already in the data root.
     serve = [*DSAN, "serve", "--cron", "15 4 * * 1", "--profile", str(PROFILES / "test.yaml"),
              "--data-root", str(stack.root), "--dicom-root", str(stack.drop / "dicom"),
              "--labels", str(stack.drop / "labels.csv"), "--masks", str(stack.drop / "masks")]
@@ -270,30 +338,36 @@ def test_serve_takes_over_the_deployments_and_runs_them(
     stack.prefect("deployment", "delete", "dsan-retrain/dsan-retrain")
     stack.prefect("deployment", "delete", "dsan-pipeline/dsan-pipeline")
 
-    stack.processes.start("serve", serve, stack.env, stack.root.parent)
-    deadline = time.monotonic() + 120
-    with stack.client() as client:
-        while True:
-            served = {d.name: d for d in client.read_deployments()}
-            if {"dsan-retrain", "dsan-pipeline"} <= set(served):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"dsan serve did not register:\n{stack.processes.tail()}")
-            time.sleep(1.0)
-    retrain, pipeline = served["dsan-retrain"], served["dsan-pipeline"]
-    assert retrain.work_pool_name is None and pipeline.work_pool_name is None
-    assert [(s.schedule.cron, s.active) for s in retrain.schedules] == [("15 4 * * 1", True)]
-    assert retrain.parameters == {"profile": str(PROFILES / "test.yaml"),
-                                  "data_root": str(stack.root),
-                                  "dicom_root": str(stack.drop / "dicom"),
-                                  "labels": str(stack.drop / "labels.csv"),
-                                  "masks": str(stack.drop / "masks")}
-    # The serving process runs it (no worker polls a pool for it).
-    stack.run_deployment("dsan-retrain/dsan-retrain")
-    assert "serving on" in (stack.processes.logs / "serve.log").read_text()
+    served_by = stack.processes.start("serve", serve, stack.env, stack.root.parent)
+    try:
+        deadline = time.monotonic() + 120
+        with stack.client() as client:
+            while True:
+                served = {d.name: d for d in client.read_deployments()}
+                if {"dsan-retrain", "dsan-pipeline"} <= set(served):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"dsan serve did not register:\n{stack.processes.tail()}")
+                time.sleep(1.0)
+        retrain, pipeline = served["dsan-retrain"], served["dsan-pipeline"]
+        assert retrain.work_pool_name is None and pipeline.work_pool_name is None
+        assert [(s.schedule.cron, s.active) for s in retrain.schedules] == [("15 4 * * 1",
+                                                                             True)]
+        assert retrain.parameters == {"profile": str(PROFILES / "test.yaml"),
+                                      "data_root": str(stack.root),
+                                      "dicom_root": str(stack.drop / "dicom"),
+                                      "labels": str(stack.drop / "labels.csv"),
+                                      "masks": str(stack.drop / "masks")}
+        # The serving process runs it (no worker polls a pool for it).
+        stack.run_deployment("dsan-retrain/dsan-retrain")
+        assert "serving on" in (stack.processes.logs / "serve.log").read_text()
+    finally:
+        # The pool's deployments back, for the tests that come after this one.
+        stack.processes.stop(served_by)
+        deploy_to_the_pool(stack)
 
 
-def test_ui_serves_the_data_roots_past_runs(stack: Stack, pipeline_run: Any) -> None:
+def test_ui_serves_the_data_roots_past_runs(stack: Stack, pipeline_run: DeploymentRun) -> None:
     import httpx
 
     port = free_port()
