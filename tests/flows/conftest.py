@@ -1,6 +1,7 @@
-"""A synthetic test-profile cohort, its ingested data root and its whole pipeline run
-through the CLI, each built once per session. Tests that change a data root work on a
-copy (`ingested_copy`, `pipeline_copy`)."""
+"""A synthetic test-profile cohort, a drop for retraining, its ingested data root, that
+root prepared for classifier training, and its whole pipeline run through the CLI, each
+built once per session. Tests that change a data root work on a copy (`ingested_copy`,
+`prepared_copy`, `pipeline_copy`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,30 @@ def ingested_root(tmp_path_factory: pytest.TempPathFactory, cohort: Path, test_c
 def ingested_copy(ingested_root: Path, tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(ingested_root, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory: pytest.TempPathFactory, ingested_root: Path, test_config,  # type: ignore[no-untyped-def]
+                  prefect_harness: None) -> Path:
+    """The ingested root segmented (the profile's ground truth, and the predict-time VB-Net
+    trained), split and pre-processed: what classifier training starts from."""
+    from flows.preprocessing import preprocess_flow
+    from flows.segmentation import segmentation_flow
+    from flows.splits import split_flow
+
+    root = tmp_path_factory.mktemp("prepared") / "data"
+    shutil.copytree(ingested_root, root)
+    segmentation_flow(test_config.segmentation, test_config.groups, test_config.runtime, root)
+    split_flow(test_config.split, root)
+    preprocess_flow(test_config.preprocess, test_config.runtime, root)
+    return root
+
+
+@pytest.fixture
+def prepared_copy(prepared_root: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(prepared_root, target)
     return target
 
 

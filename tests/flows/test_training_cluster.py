@@ -17,9 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from flows.preprocessing import preprocess_flow
-from flows.segmentation import segmentation_flow
-from flows.splits import split_flow
 from flows.training import cluster_slots, training_flow
 from storage.layout import DataLayout
 from storage.tables import read_table
@@ -65,22 +62,15 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen[by
             process.wait()
 
 
-def _prepared(root: Path, config) -> None:  # type: ignore[no-untyped-def]
-    segmentation_flow(config.segmentation, config.groups, config.runtime, root)
-    split_flow(config.split, root)
-    preprocess_flow(config.preprocess, config.runtime, root)
-
-
 def _interval(manifest_data: dict[str, str]) -> tuple[datetime, datetime]:
     return (datetime.fromisoformat(manifest_data["started"]),
             datetime.fromisoformat(manifest_data["ended"]))
 
 
 def test_trainings_run_on_the_workers_and_survive_a_lost_worker(
-        ingested_copy: Path, test_config, cluster) -> None:  # type: ignore[no-untyped-def]
+        prepared_copy: Path, test_config, cluster) -> None:  # type: ignore[no-untyped-def]
     address, processes = cluster
-    root = ingested_copy
-    _prepared(root, test_config)
+    root = prepared_copy  # segmented, split and pre-processed (conftest)
     runtime = test_config.runtime.model_copy(update={"train_address": address})
     assert cluster_slots(address, {"GPU": 1.0}) == 2
 

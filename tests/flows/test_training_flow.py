@@ -11,9 +11,6 @@ import torch
 
 from dsan_core.branches import TRAINED
 from dsan_core.groups import LABEL_COVID
-from flows.preprocessing import preprocess_flow
-from flows.segmentation import segmentation_flow
-from flows.splits import split_flow
 from flows.training import training_flow
 from storage.layout import DataLayout
 from storage.tables import read_table
@@ -21,17 +18,10 @@ from storage.tables import read_table
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
-def _prepared(root: Path, config) -> None:  # type: ignore[no-untyped-def]
-    segmentation_flow(config.segmentation, config.groups, config.runtime, root)
-    split_flow(config.split, root)
-    preprocess_flow(config.preprocess, config.runtime, root)
-
-
-def test_training_writes_three_tables_and_reruns_from_cache(ingested_copy: Path,
+def test_training_writes_three_tables_and_reruns_from_cache(prepared_copy: Path,
                                                             test_config) -> None:  # type: ignore[no-untyped-def]
-    root = ingested_copy
+    root = prepared_copy  # segmented, split and pre-processed (conftest)
     layout = DataLayout(root)
-    _prepared(root, test_config)
     first = training_flow(test_config.train, test_config.split, test_config.runtime, root)
     n_folds = test_config.split.n_folds
     assert len(first.branches) == n_folds * 3 and all(b.trained for b in first.branches)
