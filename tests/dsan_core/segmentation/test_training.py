@@ -117,9 +117,17 @@ def _run(resume: dict[str, Any] | None, epochs: int, *, kill_after: int | None =
     return result, saved
 
 
+@pytest.fixture(scope="module")
+def trained() -> tuple[Any, list[dict[str, Any]]]:
+    """The tiny VB-Net trained for 2 epochs (its result and each epoch's checkpoint),
+    once for the tests that only read it."""
+    return _run(None, 2)
+
+
 @pytest.mark.slow
-def test_tiny_training_checkpoints_load_weights_only_and_resume_identically() -> None:
-    result, saved = _run(None, 2)
+def test_tiny_training_checkpoints_load_weights_only_and_resume_identically(
+        trained: tuple[Any, list[dict[str, Any]]]) -> None:
+    result, saved = trained
     assert [r.epoch for r in result.history] == [1, 2]
     assert len(saved) == 2 and saved[1]["epoch"] == 2
     assert saved[1]["optimizer"]["param_groups"][0]["weight_decay"] == CONFIG.weight_decay
@@ -233,10 +241,11 @@ def test_validation_calibrates_the_infection_threshold() -> None:
 
 
 @pytest.mark.slow
-def test_the_best_epochs_threshold_is_kept_and_used_when_asked() -> None:
+def test_the_best_epochs_threshold_is_kept_and_used_when_asked(
+        trained: tuple[Any, list[dict[str, Any]]]) -> None:
     from dsan_core.segmentation.training import THRESHOLD_GRID, infection_threshold_of
 
-    result, saved = _run(None, 2)
+    result, saved = trained
     best = result.history[result.best_epoch - 1]
     assert result.infection_threshold == best.infection_threshold
     assert result.infection_threshold in THRESHOLD_GRID
