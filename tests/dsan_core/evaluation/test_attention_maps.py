@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dsan_core.branches import ATT_SS, ATT_US, RN34_US
-from dsan_core.classifier.checkpoints import CHECKPOINT_FORMAT, build_classifier, model_state
+from dsan_core.classifier.checkpoints import CHECKPOINT_FORMAT, build_classifier
 from dsan_core.config import EvaluationConfig, TrainConfig
 from dsan_core.evaluation.attention_maps import (
     MapCase,
@@ -21,6 +21,7 @@ from dsan_core.evaluation.attention_maps import (
     map_scores,
 )
 from dsan_core.evaluation.faithfulness import SCORE_COLUMNS
+from dsan_core.training_loop import model_state
 from tests.dsan_core.classifier.cases import write_case
 
 CONFIG = TrainConfig(width=4, layers=(1, 1, 1, 1), mixed_precision=False)
