@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 
 from dsan_core.config import EnsembleConfig, EvaluationConfig, RuntimeConfig, TrainConfig
+from flows.runtime import off_main_thread
 from flows.segmentation import pick_device
 from tasks.baselines import baselines_task
 from tasks.ensemble import STAGE as ENSEMBLE
@@ -28,5 +29,5 @@ def evaluation_flow(config: EvaluationConfig, train: TrainConfig, runtime: Runti
     """The untrained baselines, then the evaluation. `fingerprints`
     (PipelineConfig.fingerprints) and `profile` go into the report's provenance."""
     baselines_task(data_root, config, run_id)
-    return evaluate_task(data_root, config, train, pick_device(runtime), fingerprints, profile,
-                         run_id)
+    return off_main_thread(evaluate_task, data_root, config, train, pick_device(runtime),
+                           fingerprints, profile, run_id)

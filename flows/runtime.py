@@ -21,6 +21,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dsan_core.config import DaskConfig
 from storage.layout import DataLayout
@@ -142,6 +143,22 @@ def _local_cluster(config: DaskConfig, scratch: Path | None) -> Iterator[str]:
         **network,
     ) as cluster:
         yield cluster.scheduler_address
+
+def off_main_thread(task: Any, *args: Any) -> Any:
+    """Run a torch-heavy task on a task-runner thread of the calling flow, which ends with
+    that flow, and return its result (its exception, if it fails).
+
+    torch's CPU kernels run on libgomp, whose worker pool belongs to the first thread
+    that runs a parallel op and lives as long as that thread. A pool left on the
+    process's main thread (the VB-Net trained there) stays for the whole run; with more
+    OpenMP threads than cores, libgomp stops spinning between parallel regions and
+    sleeps on a futex instead. Inside `dsan run` on 2 cores every later classifier epoch
+    then took 1.5x as long (30,000 context switches per model instead of 150;
+    benchmarks/README.md, "Demo candidates"). A flow's task-runner threads end with it,
+    and so do their pools.
+    """
+    return task.submit(*args).result()
+
 
 def run_name(stage: str, profile: str) -> str:
     """A flow run's name in the UI and the logs: stage, profile, local date and time."""

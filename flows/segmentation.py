@@ -11,6 +11,7 @@ from prefect import flow
 
 from dsan_core.config import GroupsConfig, RuntimeConfig, SegmentationConfig
 from dsan_core.errors import StageError
+from flows.runtime import off_main_thread
 from tasks.groups import GroupsOutcome, assign_groups_task
 from tasks.segmentation import (
     STAGE,
@@ -82,7 +83,7 @@ def pick_device(runtime: RuntimeConfig) -> str:
 @flow(name=TRAIN_STAGE, validate_parameters=False)
 def train_segmenter_flow(config: SegmentationConfig, runtime: RuntimeConfig, data_root: Path,
                          run_id: str | None = None) -> TrainSegOutcome | None:
-    return train_segmenter_task(data_root, config, pick_device(runtime), run_id)
+    return off_main_thread(train_segmenter_task, data_root, config, pick_device(runtime), run_id)
 
 
 @flow(name=STAGE, validate_parameters=False)
@@ -91,9 +92,11 @@ def segmentation_flow(config: SegmentationConfig, groups: GroupsConfig, runtime:
     device = pick_device(runtime)
     # Every method gets a VB-Net when there is ground truth to train it on: method vbnet
     # segments with it, the others hand it to `dsan predict` and `dsan masks export`.
-    model = train_segmenter_task(data_root, config, device, run_id)
-    masks = segment_scans_task(data_root, config, model, device, run_id)
+    # The VB-Net's training and inference off the main thread: see `off_main_thread`.
+    model = off_main_thread(train_segmenter_task, data_root, config, device, run_id)
+    masks = off_main_thread(segment_scans_task, data_root, config, model, device, run_id)
     grouped = assign_groups_task(data_root, groups, run_id)
     figures = segmentation_figures_task(data_root, config, run_id)
-    evaluation = evaluate_segmentation_task(data_root, config, model, device, run_id)
+    evaluation = off_main_thread(evaluate_segmentation_task, data_root, config, model, device,
+                                 run_id)
     return SegmentationResult(device, model, masks, grouped, figures, evaluation)
