@@ -154,8 +154,8 @@ def off_main_thread(task: Any, *args: Any) -> Any:
     OpenMP threads than cores, libgomp stops spinning between parallel regions and
     sleeps on a futex instead. Inside `dsan run` on 2 cores every later classifier epoch
     then took 1.5x as long (30,000 context switches per model instead of 150;
-    benchmarks/README.md, "Demo candidates"). A flow's task-runner threads end with it,
-    and so do their pools.
+    benchmarks/README.md, "The demo on the issue-24 cohort"). A flow's task-runner
+    threads end with it, and so do their pools.
     """
     return task.submit(*args).result()
 
