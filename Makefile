@@ -26,8 +26,10 @@ demo: install
 		--masks $(DATA_ROOT)/synthetic-cohort/masks --data-root $(DATA_ROOT)
 	$(BIN)/dsan report --data-root $(DATA_ROOT)
 
+# Two pytest-xdist workers; the tests sharing one session chain (pipeline_root,
+# prepared_root) stay on one worker (tests/conftest.py). Plain `pytest` works too.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check .

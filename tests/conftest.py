@@ -12,6 +12,22 @@ import pytest
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
+# `make test` runs the suite on two pytest-xdist workers. The tests that share one of
+# these session fixtures go to one worker together, so each chain is built once.
+SHARED_CHAINS = {
+    "pipeline": {"pipeline_root", "pipeline_copy", "pipeline_cli_run"},
+    "prepared": {"prepared_root", "prepared_copy"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for group, fixtures in SHARED_CHAINS.items():
+            if used & fixtures:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
 
 @contextlib.contextmanager
 def environment(**values: str) -> Iterator[None]:
