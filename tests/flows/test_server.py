@@ -75,12 +75,14 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGTERM to its process group, SIGKILL after a grace period; then SIGKILL to
+        """SIGINT (Ctrl-C, the stop the README gives for the server and `dsan serve`) to
+        its process group, SIGTERM and then SIGKILL after grace periods; then SIGKILL to
         whatever the group still holds (a flow run a worker started, say)."""
         if process.pid in self.stopped:
             return
         self.stopped.add(process.pid)
-        for sent, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        for sent, grace in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0),
+                            (signal.SIGKILL, 10.0)):
             if process.poll() is not None:
                 break
             with contextlib.suppress(ProcessLookupError):  # exited meanwhile
