@@ -196,42 +196,64 @@ def cached_map(
     every item still runs, then `ItemFailed`. `record` appends a lineage row per item
     (for a few expensive items, such as trained models; per-scan stages record tables).
     """
-    stage, config_hash, items = spec.stage, spec.config_hash, spec.items
     keys = spec.keys()
-    found = _cache_hits(run, stage, items, keys)
-    todo = [item for item in items if item.name not in found]
-    result = MapResult()
-    bugs: list[str] = []
-
-    def accept(position: int, outcome: Any) -> None:
-        item = todo[position]
-        if isinstance(outcome, WorkerError):
-            if isinstance(outcome.error, DsanError):
-                result.failures[item.name] = str(outcome.error)
-                result.reasons[item.name] = getattr(outcome.error, "reason", "invalid")
-                result.errors[item.name] = outcome.error
-                return
-            _log_bug(stage, item.name, outcome.trace)
-            bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")
-            return
-        manifest = finish(item, keys[item.name], outcome) if finish is not None else outcome
-        # Name, inputs and config stay with the manifest: `dsan status` says what changed.
-        manifest = replace(manifest, stage=stage, key=keys[item.name], data={
-            **manifest.data, ITEM: item.name, INPUTS: dict(item.inputs), CONFIG: config_hash})
-        run.cache.store(manifest)
-        found[item.name] = manifest
-
-    _run_each(todo, compute, accept, address=address, description=description or stage,
-              unit=unit, artifact_key=artifact_key, resources=resources)
-    if bugs:
-        raise ItemFailed(f"{stage}: {len(bugs)} item(s) failed with an unexpected error (a bug; "
-                         f"tracebacks in the log): {'; '.join(bugs[:5])}")
-    manifests = {item.name: found[item.name] for item in items if item.name in found}
+    found = _cache_hits(run, spec.stage, spec.items, keys)
+    todo = [item for item in spec.items if item.name not in found]
+    outcomes = _Outcomes(run, spec, keys, todo, finish, found)
+    _run_each(todo, compute, outcomes.accept, address=address,
+              description=description or spec.stage, unit=unit, artifact_key=artifact_key,
+              resources=resources)
+    if outcomes.bugs:
+        raise ItemFailed(f"{spec.stage}: {len(outcomes.bugs)} item(s) failed with an unexpected "
+                         f"error (a bug; tracebacks in the log): {'; '.join(outcomes.bugs[:5])}")
+    manifests = {item.name: found[item.name] for item in spec.items if item.name in found}
     if record:
-        _record_items(run, stage, items, keys, manifests, {item.name for item in todo},
-                      config_hash)
-    return replace(result, manifests=manifests, computed=len(todo) - len(result.failures),
-                   cached=len(items) - len(todo))
+        _record_items(run, spec.stage, spec.items, keys, manifests,
+                      {item.name for item in todo}, spec.config_hash)
+    return MapResult(manifests, outcomes.failures, outcomes.reasons, outcomes.errors,
+                     computed=len(todo) - len(outcomes.failures),
+                     cached=len(spec.items) - len(todo))
+
+
+@dataclass
+class _Outcomes:
+    """What `cached_map` collects as its items complete: each result's manifest, stored
+    at once (into `found`); each bad input's message, reason and error; each bug."""
+
+    run: StageRun
+    spec: StageItems
+    keys: Mapping[str, str]
+    todo: Sequence[MapItem]
+    finish: Callable[[MapItem, str, Any], Manifest] | None
+    found: dict[str, Manifest]
+    failures: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, DsanError] = field(default_factory=dict)
+    bugs: list[str] = field(default_factory=list)
+
+    def accept(self, position: int, outcome: Any) -> None:
+        item = self.todo[position]
+        if isinstance(outcome, WorkerError):
+            self._failed(item, outcome)
+            return
+        key = self.keys[item.name]
+        manifest = self.finish(item, key, outcome) if self.finish is not None else outcome
+        # Name, inputs and config stay with the manifest: `dsan status` says what changed.
+        manifest = replace(manifest, stage=self.spec.stage, key=key, data={
+            **manifest.data, ITEM: item.name, INPUTS: dict(item.inputs),
+            CONFIG: self.spec.config_hash})
+        self.run.cache.store(manifest)
+        self.found[item.name] = manifest
+
+    def _failed(self, item: MapItem, outcome: WorkerError) -> None:
+        """A DsanError (bad input) fails its item alone; anything else is a bug."""
+        if isinstance(outcome.error, DsanError):
+            self.failures[item.name] = str(outcome.error)
+            self.reasons[item.name] = getattr(outcome.error, "reason", "invalid")
+            self.errors[item.name] = outcome.error
+            return
+        _log_bug(self.spec.stage, item.name, outcome.trace)
+        self.bugs.append(f"{item.name} ({type(outcome.error).__name__}: {outcome.error})")
 
 
 def _run_each(todo: Sequence[MapItem], compute: Callable[..., Any],
