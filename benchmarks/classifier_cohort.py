@@ -10,7 +10,8 @@ For each seed (TrainConfig.seed, from which every (fold, branch) seed derives) a
 branch: train the five fold models, predict each fold's validation scans with its best
 (calibrated, where the profile says so) model and the test scans with every fold model.
 Prints one JSON line per (seed, branch): pooled out-of-fold AUC (what the demo's goal
-is measured on), the mean of the per-fold AUCs, the test AUC of the fold-averaged
+is measured on), the mean of the per-fold AUCs, the mean AUC of each fold model on its
+own training scans (does it fit them?), the test AUC of the fold-averaged
 probability, best epochs and seconds; then the mean and spread over the seeds. First,
 the evaluation stage's untrained baselines with the same folds (mean lung intensity of
 the input, the infection ratio, hand features; `dsan_core.evaluation.baselines`). An
@@ -119,7 +120,7 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
     folds = sorted(int(f) for f in splits["fold"].dropna().unique())
     oof_labels: list[int] = []
     oof_scores: list[float] = []
-    fold_aucs, best_epochs = [], []
+    fold_aucs, train_aucs, best_epochs = [], [], []
     test_probs: list[np.ndarray] = []
     test_labels: list[int] = []
     started = time.perf_counter()
@@ -141,6 +142,9 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
         oof_labels += labels
         oof_scores += [float(p) for p in probs]
         fold_aucs.append(_auc(labels, list(probs)))
+        # How well the kept model fits its own training scans: near 1 with a low
+        # out-of-fold AUC is over-fitting, near the out-of-fold AUC under-fitting.
+        train_aucs.append(_auc([c.label for c in train], list(predict(train))))
         best_epochs.append(result.best_epoch)
         if test:
             test_probs.append(predict(test))
@@ -149,6 +153,7 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
     line = {"pooled_oof_auc": round(_auc(oof_labels, oof_scores), 4),
             "mean_fold_auc": round(float(np.nanmean(fold_aucs)), 4),
             "fold_aucs": [round(a, 3) for a in fold_aucs],
+            "mean_train_auc": round(float(np.nanmean(train_aucs)), 4),
             "test_auc": round(_auc(test_labels, list(test_scores)), 4)
             if test_scores is not None else float("nan"),
             "best_epochs": best_epochs, "seconds": round(time.perf_counter() - started, 1),
