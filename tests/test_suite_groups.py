@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_CHAINS
+
 REPO = Path(__file__).resolve().parents[1]
+
+# One stand-in session fixture per chain, named like the chain's first real fixture
+# (sorted), so the grouping is checked against SHARED_CHAINS as it stands.
+CHAIN_FIXTURE = {chain: sorted(fixtures)[0] for chain, fixtures in SHARED_CHAINS.items()}
 
 CONFTEST = """
 import os
@@ -24,33 +30,22 @@ import pytest
 
 from tests.conftest import pytest_collection_modifyitems  # noqa: F401 - the hook under test
 
-@pytest.fixture(scope="session")
-def pipeline_root():
-    return "built"
-
-@pytest.fixture(scope="session")
-def prepared_root():
-    return "built"
-
 @pytest.fixture
 def record(request):
     yield
     Path("ran").mkdir(exist_ok=True)
-    name = request.node.name
-    Path("ran", name).write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
-"""
+    Path("ran", request.node.name).write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
+""" + "".join(f"""
+@pytest.fixture(scope="session")
+def {fixture}():
+    return "built"
+""" for fixture in CHAIN_FIXTURE.values())
 
-MODULE = """
-import pytest
-
+MODULE = "import pytest\n" + "".join(f"""
 @pytest.mark.parametrize("i", range(4))
-def test_pipeline_{m}(pipeline_root, record, i):
+def test_{chain}_{{m}}({fixture}, record, i):
     pass
-
-@pytest.mark.parametrize("i", range(4))
-def test_prepared_{m}(prepared_root, record, i):
-    pass
-
+""" for chain, fixture in CHAIN_FIXTURE.items()) + """
 @pytest.mark.parametrize("i", range(6))
 def test_alone_{m}(record, i):
     pass
@@ -63,15 +58,15 @@ def test_each_shared_chain_runs_on_one_worker(tmp_path: Path) -> None:
     for m in ("a", "b"):
         (tmp_path / f"test_{m}.py").write_text(MODULE.format(m=m))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), os.environ.get("PYTHONPATH", "")])}
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup",
-         "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
+         "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     ran = {p.name: p.read_text() for p in (tmp_path / "ran").iterdir()}
-    assert len(ran) == 28
-    for chain in ("pipeline", "prepared"):
+    assert len(ran) == 2 * (4 * len(CHAIN_FIXTURE) + 6)
+    for chain in CHAIN_FIXTURE:
         workers = {w for name, w in ran.items() if name.startswith(f"test_{chain}_")}
         assert len(workers) == 1, f"the {chain} chain ran on {sorted(workers)}"
     # The tests outside a chain are still shared out.
