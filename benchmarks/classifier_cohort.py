@@ -4,7 +4,8 @@ as the training stage, nothing cached, nothing written to the data root).
 
     .venv/bin/python benchmarks/classifier_cohort.py --data-root ./dsan-data \
         [--profile profiles/demo.yaml] [--seeds 0 1 2] [--branches att_us att_ss] \
-        [--device auto|cpu|cuda] [--epochs N] [--fp32] [--json results.json]
+        [--device auto|cpu|cuda] [--epochs N] [--set FIELD=VALUE ...] [--fp32] \
+        [--json results.json]
 
 For each seed (TrainConfig.seed, from which every (fold, branch) seed derives) and
 branch: train the five fold models, predict each fold's validation scans with its best
@@ -12,7 +13,12 @@ branch: train the five fold models, predict each fold's validation scans with it
 Prints one JSON line per (seed, branch): pooled out-of-fold AUC (what the demo's goal
 is measured on), the mean of the per-fold AUCs, the mean AUC of each fold model on its
 own training scans (does it fit them?), the test AUC of the fold-averaged
-probability, best epochs and seconds; then the mean and spread over the seeds. First,
+probability, best epochs and seconds; for the attention branches, the out-of-fold
+attention maps' lift over the lung-uniform chance on the validation COVID scans (mass
+inside the infection / the infection's share of the lung, `score_attention`, as the
+evaluation's faithfulness; 2x is the demo's goal). `--set` overrides TrainConfig
+fields for an experiment (YAML values: `--set layers=[2,2,2,2] attention_lambda=2`);
+then the mean and spread over the seeds. First,
 the evaluation stage's untrained baselines with the same folds (mean lung intensity of
 the input, the infection ratio, hand features; `dsan_core.evaluation.baselines`). An
 "ds_equal" line averages att_us and att_ss with equal weights (the ensemble stage
@@ -40,6 +46,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from dsan_core.classifier import (  # noqa: E402
@@ -49,8 +56,11 @@ from dsan_core.classifier import (  # noqa: E402
     predict_probabilities,
     train_classifier,
 )
+from dsan_core.classifier.data import COVID  # noqa: E402
+from dsan_core.classifier.inference import attention_map  # noqa: E402
 from dsan_core.config import EvaluationConfig, TrainConfig, load_profile  # noqa: E402
 from dsan_core.evaluation.baselines import FeatureCase, compute_baselines  # noqa: E402
+from dsan_core.evaluation.faithfulness import score_attention  # noqa: E402
 from dsan_core.groups import LABEL_COVID  # noqa: E402
 from dsan_core.splits import fold_scans  # noqa: E402
 
@@ -63,8 +73,10 @@ def _open(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
-def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]]:
-    """The split table and one case per pre-processed scan (as the training stage)."""
+def load_cases(data_root: Path
+               ) -> tuple[pd.DataFrame, dict[str, ClassifierCase], dict[str, Path]]:
+    """The split table, one case per pre-processed scan (as the training stage) and
+    each scan's lung mask on the input grid."""
     tables = data_root / "tables"
     splits = pd.read_parquet(tables / "splits.parquet")
     groups = pd.read_parquet(tables / "groups.parquet").set_index("scan_id")
@@ -73,7 +85,8 @@ def load_cases(data_root: Path) -> tuple[pd.DataFrame, dict[str, ClassifierCase]
                         strict=True))
     cases = cases_from_tables([str(s) for s in inputs.index], groups, inputs,
                               lambda path: partial(_open, data_root / path), patients)
-    return splits, cases
+    lungs = {str(scan): data_root / path for scan, path in inputs["lung_path"].items()}
+    return splits, cases, lungs
 
 
 def untrained_baselines(data_root: Path, splits: pd.DataFrame) -> list[dict[str, Any]]:
@@ -115,14 +128,32 @@ class BranchRun:
     test_scores: np.ndarray | None  # the fold models' mean probability
 
 
+def attention_lift(model: Any, cases: list[ClassifierCase], lungs: dict[str, Path],
+                   device: torch.device, config: TrainConfig) -> list[float]:
+    """Lift over the lung-uniform chance of each COVID case's attention map (NaN-free:
+    maps without an infection in the lung are left out)."""
+    lifts = []
+    for case in cases:
+        if case.label != COVID:
+            continue
+        attention = attention_map(model, case, device=device,
+                                  mixed_precision=config.mixed_precision)
+        score = score_attention(attention, np.asarray(case.infection()),
+                                np.asarray(_open(lungs[case.scan_id])), scan=case.scan_id)
+        if np.isfinite(score.lift):
+            lifts.append(score.lift)
+    return lifts
+
+
 def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: TrainConfig,
-               branch: str, device: torch.device) -> BranchRun:
+               branch: str, device: torch.device, lungs: dict[str, Path]) -> BranchRun:
     folds = sorted(int(f) for f in splits["fold"].dropna().unique())
     oof_labels: list[int] = []
     oof_scores: list[float] = []
     fold_aucs, train_aucs, best_epochs = [], [], []
     test_probs: list[np.ndarray] = []
     test_labels: list[int] = []
+    lifts: list[float] = []
     started = time.perf_counter()
     for fold in folds:
         scans = fold_scans(splits, fold)
@@ -146,6 +177,8 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
         # out-of-fold AUC is over-fitting, near the out-of-fold AUC under-fitting.
         train_aucs.append(_auc([c.label for c in train], list(predict(train))))
         best_epochs.append(result.best_epoch)
+        if branch != "rn34_us":
+            lifts += attention_lift(result.model, val, lungs, device, config)
         if test:
             test_probs.append(predict(test))
             test_labels = [c.label for c in test]
@@ -156,6 +189,8 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
             "mean_train_auc": round(float(np.nanmean(train_aucs)), 4),
             "test_auc": round(_auc(test_labels, list(test_scores)), 4)
             if test_scores is not None else float("nan"),
+            "attention_lift": round(float(np.mean(lifts)), 3) if lifts else float("nan"),
+            "n_lift_maps": len(lifts),
             "best_epochs": best_epochs, "seconds": round(time.perf_counter() - started, 1),
             "n_oof": len(oof_labels), "n_test": len(test_labels)}
     return BranchRun(line, oof_labels, np.asarray(oof_scores), test_labels, test_scores)
@@ -169,6 +204,8 @@ def main() -> None:
     parser.add_argument("--branches", nargs="+", default=["att_us", "att_ss"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override TrainConfig fields (YAML values)")
     parser.add_argument("--fp32", action="store_true",
                         help="no bf16 autocast on CUDA (what the CPU computes)")
     parser.add_argument("--json", type=Path, default=None, help="append each line here too")
@@ -176,9 +213,17 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     base = load_profile(args.profile).train
+    if args.set:
+        overrides = {}
+        for item in args.set:
+            field, sep, value = item.partition("=")
+            if not sep or field not in TrainConfig.model_fields:
+                parser.error(f"expected FIELD=VALUE with a TrainConfig field, found {item!r}")
+            overrides[field] = yaml.safe_load(value)
+        base = TrainConfig.model_validate({**base.model_dump(), **overrides})
     what = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU, {torch.get_num_threads()} threads")
-    splits, cases = load_cases(args.data_root)
+    splits, cases, lungs = load_cases(args.data_root)
 
     def emit(line: dict[str, Any]) -> None:
         text = json.dumps(line)
@@ -201,7 +246,7 @@ def main() -> None:
         config = base.model_copy(update=update)
         by_branch: dict[str, BranchRun] = {}
         for branch in args.branches:
-            run = run_branch(splits, cases, config, branch, device)
+            run = run_branch(splits, cases, config, branch, device, lungs)
             by_branch[branch] = run
             results.setdefault(branch, []).append(run.line["pooled_oof_auc"])
             emit({"seed": seed, "branch": branch, **run.line})

@@ -410,6 +410,14 @@ class TrainConfig(_Section):
         "channels_last_3d",
     )
 
+    def network_summary(self) -> str:
+        """The trained networks in words: '3D ResNet34 (BasicBlocks [3, 4, 6, 3] per
+        stage), width 64, feature stride 16, 20 epochs' for the defaults (the paper's).
+        The depth counts the weighted layers: two convs per BasicBlock, the stem, the FC."""
+        depth = 2 * sum(self.layers) + 2
+        return (f"3D ResNet{depth} (BasicBlocks {list(self.layers)} per stage), width "
+                f"{self.width}, feature stride {self.feature_stride}, {self.epochs} epochs")
+
     def training_fingerprint(self) -> str:
         """Fingerprint of the fields that change a trained model (not runtime-only ones)."""
         defaults = {name: type(self).model_fields[name].default for name in self.RUNTIME_FIELDS}

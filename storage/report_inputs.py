@@ -14,9 +14,9 @@ from storage.tables import read_table, table_exists
 
 
 def provenance(layout: DataLayout, fingerprints: Mapping[str, str], profile: str,
-               code: str, model_id: str = "") -> ReportProvenance:
+               code: str, model_id: str = "", network: str = "") -> ReportProvenance:
     """Scan counts per set, the split version, every checkpoint's hash, the config
-    fingerprints and the code version the numbers come from."""
+    fingerprints, the code version and the networks (in words) the numbers come from."""
     splits = read_table(layout, "splits")
     runs = read_table(layout, "training_runs")
     version = str(splits["split_version"].iloc[0]) if len(splits) else "-"
@@ -24,7 +24,7 @@ def provenance(layout: DataLayout, fingerprints: Mapping[str, str], profile: str
     checkpoints = {f"fold {r.fold} {r.branch} ({r.model_key})": str(r.checkpoint_hash)
                    for r in runs.itertuples(index=False)}
     return ReportProvenance(profile, version, counts, checkpoints, dict(fingerprints), code,
-                            model_id)
+                            model_id, network)
 
 
 def ensemble_search(layout: DataLayout) -> EnsembleSearch | None:

@@ -93,7 +93,7 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
         def compute(key: str) -> Manifest:
             return _evaluate(run, key, config, train, device, provenance(
                 run.layout, fingerprints, profile, code_version(),
-                current_model_id(run, fingerprints)), logger)
+                current_model_id(run, fingerprints), train.network_summary()), logger)
 
         stage = cached_stage(run, spec, compute=compute, logger=logger)
         markdown = stage.output_path(run.layout, "report").read_text()

@@ -62,6 +62,8 @@ class ReportProvenance:
     code_version: str
     #: The ensemble the numbers are of (dsan's model registry), "" when unknown.
     model_id: str = ""
+    #: The trained networks in words (`TrainConfig.network_summary`), "" when unknown.
+    network: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def _provenance(p: ReportProvenance) -> _Section:
     counts = ", ".join(f"{name}: {count} scans" for name, count in p.scan_counts.items())
     return _Section("Provenance", tables=[
         DisplayTable("Data and code", ["Item", "Value"], [
-            ["model", p.model_id or "n/a"], ["profile", p.profile], ["scans", counts],
+            ["model", p.model_id or "n/a"], ["profile", p.profile],
+            ["networks", p.network or "n/a"], ["scans", counts],
             ["split version", p.split_version], ["code version", p.code_version]]),
         DisplayTable("Model checkpoints", ["Model key", "Content hash"],
                      [[k, v] for k, v in sorted(p.checkpoints.items())]),
@@ -153,7 +156,8 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
     m, c = inputs.metrics, inputs.comparisons
     sections = [
         _Section("How to read this", paragraphs=how_to_read(
-            m, c, inputs.thresholds, inputs.nested, inputs.faithfulness)),
+            m, c, inputs.thresholds, inputs.nested, inputs.faithfulness,
+            inputs.provenance.network)),
         _Section("Results beside the paper", paragraphs=[
             "Ours beside the paper's published numbers (real data; a synthetic cohort is "
             "not expected to reach them). TV: the validation folds' out-of-fold "

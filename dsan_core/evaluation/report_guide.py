@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dsan_core.branches import ATT_DS, ATT_SS, ATT_US, RN34_US
+from dsan_core.config import TrainConfig
 from dsan_core.evaluation.comparisons import TEST_DELONG, TEST_PAIRED_T
 from dsan_core.evaluation.metrics import AUC
 from dsan_core.evaluation.report_tables import SIGNIFICANCE, model_name, number
@@ -188,13 +189,24 @@ def _faithfulness(faithfulness: pd.DataFrame | None) -> list[str]:
             "the chance level of a uniform lung map: " + "; ".join(parts) + "."]
 
 
+def _networks(network: str) -> list[str]:
+    if not network:
+        return []
+    paper = TrainConfig().network_summary()
+    if network == paper:
+        return [f"**Networks.** The paper's: {network}."]
+    return [f"**Networks.** The rows keep the paper's model names (RN34); the networks "
+            f"trained here are a {network}, where the paper trained a {paper} (the "
+            "profile's `train` section)."]
+
+
 def how_to_read(metrics: pd.DataFrame, comparisons: pd.DataFrame,
                 thresholds: pd.DataFrame | None, nested: Sequence[NestedFold],
-                faithfulness: pd.DataFrame | None) -> list[str]:
+                faithfulness: pd.DataFrame | None, network: str = "") -> list[str]:
     """The section's paragraphs (Markdown bold for the lead words)."""
     return [
-        *_in_sample(metrics, nested), *_test_rows(metrics), *_baselines(metrics),
-        *_sets(metrics), *_threshold(thresholds), *_tests(comparisons),
+        *_networks(network), *_in_sample(metrics, nested), *_test_rows(metrics),
+        *_baselines(metrics), *_sets(metrics), *_threshold(thresholds), *_tests(comparisons),
         *_faithfulness(faithfulness),
         "**Seeds.** This report is one run, trained with one seed; the spread of the same "
         "numbers over training seeds is in benchmarks/README.md (\"Does the demo learn?\"). "

@@ -54,6 +54,8 @@ def test_the_report_has_every_table_and_figure(pipeline_root: Path) -> None:
                   "not in the paper", "in-sample"):
         assert title in html and title in markdown, title
     assert markdown.index("How to read this") < markdown.index("Table II")
+    # The networks the run trained, from the profile it ran with, are named.
+    assert "**Networks.**" in markdown and "feature stride" in markdown
     for figure in ("roc", "reliability", "attention", "ensemble"):
         assert (layout.report("evaluation", f"figures/{figure}.png")).stat().st_size > 0
         assert f"figures/{figure}.png" in markdown

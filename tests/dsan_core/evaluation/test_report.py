@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dsan_core.branches import MODEL_NAMES
-from dsan_core.config import EnsembleConfig, EvaluationConfig
+from dsan_core.config import EnsembleConfig, EvaluationConfig, TrainConfig
 from dsan_core.ensemble import (
     EnsembleSearch,
     NestedEnsemble,
@@ -161,6 +162,31 @@ def test_optional_sections_can_be_left_out(inputs: ReportInputs) -> None:
     text = render_markdown(ReportInputs(inputs.metrics, inputs.comparisons, inputs.provenance))
     assert "Table II" in text and "Attention faithfulness" not in text
     assert "Dual-sampling ensemble weights" not in text
+
+
+@pytest.mark.parametrize("layers, name", [((1, 1, 1, 1), "ResNet10"),
+                                          ((2, 2, 2, 2), "ResNet18")])
+def test_how_to_read_names_networks_that_are_not_the_papers(
+        inputs: ReportInputs, layers: tuple[int, int, int, int], name: str) -> None:
+    train = TrainConfig(width=16, layers=layers, feature_stride=8, epochs=10)
+    provenance = dataclasses.replace(inputs.provenance, network=train.network_summary())
+    text = render_markdown(dataclasses.replace(inputs, provenance=provenance))
+    guide = text[text.index("How to read this"):text.index("Table II")]
+    assert (f"the networks trained here are a 3D {name} (BasicBlocks {list(layers)} per "
+            "stage), width 16, feature stride 8, 10 epochs") in guide
+    assert ("the paper trained a 3D ResNet34 (BasicBlocks [3, 4, 6, 3] per stage), width 64, "
+            "feature stride 16, 20 epochs") in guide
+    assert f"| networks | 3D {name} " in text  # and in the provenance table
+
+
+def test_how_to_read_says_when_the_networks_are_the_papers(inputs: ReportInputs) -> None:
+    provenance = dataclasses.replace(inputs.provenance,
+                                     network=TrainConfig().network_summary())
+    text = render_markdown(dataclasses.replace(inputs, provenance=provenance))
+    assert "**Networks.** The paper's: 3D ResNet34" in text
+    # Unknown networks (an older data root): no paragraph, "n/a" in the provenance.
+    assert "**Networks.**" not in render_markdown(inputs)
+    assert "| networks | n/a |" in render_markdown(inputs)
 
 
 @pytest.mark.parametrize("render", [render_html, render_markdown])
