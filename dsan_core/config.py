@@ -416,7 +416,8 @@ class TrainConfig(_Section):
         The depth counts the weighted layers: two convs per BasicBlock, the stem, the FC."""
         depth = 2 * sum(self.layers) + 2
         return (f"3D ResNet{depth} (BasicBlocks {list(self.layers)} per stage), width "
-                f"{self.width}, feature stride {self.feature_stride}, {self.epochs} epochs")
+                f"{self.width}, feature stride {self.feature_stride}, {self.epochs} "
+                f"epoch{'' if self.epochs == 1 else 's'}")
 
     def training_fingerprint(self) -> str:
         """Fingerprint of the fields that change a trained model (not runtime-only ones)."""
