@@ -13,8 +13,8 @@ branch: train the five fold models, predict each fold's validation scans with it
 Prints one JSON line per (seed, branch): pooled out-of-fold AUC (what the demo's goal
 is measured on), the mean of the per-fold AUCs, the mean AUC of each fold model on its
 own training scans (does it fit them?), the test AUC of the fold-averaged
-probability, best epochs and seconds; for the attention branches, the out-of-fold
-attention maps' lift over the lung-uniform chance on the validation COVID scans (mass
+probability, best epochs and seconds; the out-of-fold maps' (attention; Grad-CAM for
+RN34 + US) lift over the lung-uniform chance on the validation COVID scans (mass
 inside the infection / the infection's share of the lung, `score_attention`, as the
 evaluation's faithfulness; 2x is the demo's goal). `--set` overrides TrainConfig
 fields for an experiment (YAML values: `--set layers=[2,2,2,2] attention_lambda=2`);
@@ -59,6 +59,8 @@ from dsan_core.classifier import (  # noqa: E402
 from dsan_core.classifier.data import COVID  # noqa: E402
 from dsan_core.classifier.inference import attention_map  # noqa: E402
 from dsan_core.config import EvaluationConfig, TrainConfig, load_profile  # noqa: E402
+from dsan_core.errors import ConfigError  # noqa: E402
+from dsan_core.evaluation.attention_maps import MAP_KIND  # noqa: E402
 from dsan_core.evaluation.baselines import FeatureCase, compute_baselines  # noqa: E402
 from dsan_core.evaluation.faithfulness import score_attention  # noqa: E402
 from dsan_core.groups import LABEL_COVID  # noqa: E402
@@ -128,15 +130,18 @@ class BranchRun:
     test_scores: np.ndarray | None  # the fold models' mean probability
 
 
-def attention_lift(model: Any, cases: list[ClassifierCase], lungs: dict[str, Path],
-                   device: torch.device, config: TrainConfig) -> list[float]:
-    """Lift over the lung-uniform chance of each COVID case's attention map (NaN-free:
-    maps without an infection in the lung are left out)."""
+def attention_lift(model: Any, branch: str, cases: list[ClassifierCase],
+                   lungs: dict[str, Path], device: torch.device, config: TrainConfig
+                   ) -> list[float]:
+    """Lift over the lung-uniform chance of each COVID case's map, the kind the
+    evaluation judges the branch by (`MAP_KIND`: attention, Grad-CAM for the RN34
+    baseline); maps without an infection in the lung are left out."""
     lifts = []
     for case in cases:
         if case.label != COVID:
             continue
         attention = attention_map(model, case, device=device,
+                                  kind=MAP_KIND[branch],  # type: ignore[arg-type]
                                   mixed_precision=config.mixed_precision)
         score = score_attention(attention, np.asarray(case.infection()),
                                 np.asarray(_open(lungs[case.scan_id])), scan=case.scan_id)
@@ -177,8 +182,7 @@ def run_branch(splits: pd.DataFrame, cases: dict[str, ClassifierCase], config: T
         # out-of-fold AUC is over-fitting, near the out-of-fold AUC under-fitting.
         train_aucs.append(_auc([c.label for c in train], list(predict(train))))
         best_epochs.append(result.best_epoch)
-        if branch != "rn34_us":
-            lifts += attention_lift(result.model, val, lungs, device, config)
+        lifts += attention_lift(result.model, branch, val, lungs, device, config)
         if test:
             test_probs.append(predict(test))
             test_labels = [c.label for c in test]
@@ -212,15 +216,19 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
-    base = load_profile(args.profile).train
-    if args.set:
-        overrides = {}
-        for item in args.set:
-            field, sep, value = item.partition("=")
-            if not sep or field not in TrainConfig.model_fields:
-                parser.error(f"expected FIELD=VALUE with a TrainConfig field, found {item!r}")
-            overrides[field] = yaml.safe_load(value)
-        base = TrainConfig.model_validate({**base.model_dump(), **overrides})
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"expected FIELD=VALUE, found {item!r}")
+        overrides[field] = yaml.safe_load(value)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    # The profile loader merges and validates them (an unknown field fails naming it).
+    try:
+        base = load_profile(args.profile, {"train": overrides}).train
+    except ConfigError as error:
+        parser.error(str(error))
     what = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU, {torch.get_num_threads()} threads")
     splits, cases, lungs = load_cases(args.data_root)
@@ -239,8 +247,6 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for seed in args.seeds:
         update: dict[str, Any] = {"seed": seed}
-        if args.epochs is not None:
-            update["epochs"] = args.epochs
         if args.fp32:
             update["mixed_precision"] = False
         config = base.model_copy(update=update)
