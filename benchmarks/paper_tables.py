@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/paper_tables.py --data-root DIR          # an evaluated root
     .venv/bin/python benchmarks/paper_tables.py --profile demo [--patients N] [--root DIR]
-        [--seeds 0 1 2] [--json-out FILE]
+        [--seeds 0 1 2] [--cohort-seed N] [--json-out FILE]
 
 With `--profile`, generates that profile's synthetic cohort (`--patients` to resize it)
 and runs the whole protocol on it first (`dsan synth` + `dsan run`, the commands a user
@@ -26,6 +26,11 @@ search, evaluation). Then, from the data root's tables:
      the pipeline's folds, and trained on all TV and scored on the same test scans. The
      evaluation's own untrained baselines (`base_*` rows of the metrics table) are
      printed beside it.
+
+`--cohort-seed N` draws another cohort of the same profile (its `synth.seed`: other
+patients, lesions and scanners' noise, the same plan): a claim that holds on one draw
+only is a property of that draw. Each draw needs its own `--root` (a `cohort/` made by
+another profile, size or cohort seed is refused, not reused).
 
 With `--seeds`, the protocol runs once per classifier seed (`train.seed`) on the same
 cohort and data root: the stages before training come from the stage cache, so each
@@ -80,17 +85,38 @@ SMALL, LARGE, ALL = "<0.005", ">0.030", "all"
 TOLERANCE = 0.005
 
 
-def _seed_profile(profile: str, seed: int, root: Path) -> str:
-    """A copy of `profile` with train.seed = `seed` (same profile name, so the stages
-    before training keep their cache keys)."""
+def _derived_profile(profile: str, root: Path, *, train_seed: int | None = None,
+                     cohort_seed: int | None = None) -> str:
+    """A copy of `profile` with train.seed and / or synth.seed set (same profile name, so
+    the stages before training keep their cache keys across classifier seeds)."""
     source = Path(profile) if Path(profile).suffix in {".yaml", ".yml"} else (
         PROFILES / f"{profile}.yaml")
     raw = yaml.safe_load(source.read_text()) or {}
     raw.setdefault("profile", source.stem)
-    raw.setdefault("train", {})["seed"] = seed
-    path = root / f"{source.stem}-seed{seed}.yaml"
+    name = [source.stem]
+    if cohort_seed is not None:
+        raw.setdefault("synth", {})["seed"] = cohort_seed
+        name.append(f"cohort{cohort_seed}")
+    if train_seed is not None:
+        raw.setdefault("train", {})["seed"] = train_seed
+        name.append(f"seed{train_seed}")
+    path = root / ("-".join(name) + ".yaml")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(path)
+
+
+def _check_cohort(root: Path, made_by: dict[str, Any]) -> None:
+    """Refuse a `cohort/` under `root` that another profile, size or cohort seed made (it
+    would be reused silently); record what makes a new one."""
+    record = root / "cohort.json"
+    if record.exists():
+        found = json.loads(record.read_text())
+        if found != made_by:
+            sys.exit(f"error: {root / 'cohort'} was made with {found}, not {made_by}: "
+                     "give another --root")
+    elif not (root / "cohort" / "labels.csv").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(made_by))
 
 
 def _run_protocol(profile: str, patients: int | None, root: Path) -> float:
@@ -261,12 +287,23 @@ def main() -> None:
                         help="work folder with --profile (cohort/ and data/)")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="with --profile: run the protocol once per classifier seed")
+    parser.add_argument("--cohort-seed", type=int,
+                        help="with --profile: another draw of its cohort (synth.seed); "
+                             "each draw needs its own --root")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if (args.data_root is None) == (args.profile is None):
         parser.error("give --data-root (already evaluated) or --profile (run it first)")
     if args.seeds and not args.profile:
         parser.error("--seeds needs --profile (each seed re-runs the protocol)")
+    if args.cohort_seed is not None and not args.profile:
+        parser.error("--cohort-seed needs --profile (it generates the cohort)")
+    if args.profile:
+        _check_cohort(args.root, {"profile": args.profile, "patients": args.patients,
+                                  "cohort_seed": args.cohort_seed})
+        if args.cohort_seed is not None:
+            args.profile = _derived_profile(args.profile, args.root,
+                                            cohort_seed=args.cohort_seed)
     if not args.seeds:
         seconds = None
         if args.profile:
@@ -278,7 +315,8 @@ def main() -> None:
         per_seed = {}
         for seed in args.seeds:
             print(f"\n=== classifier seed {seed} ===", flush=True)
-            seconds = _run_protocol(_seed_profile(args.profile, seed, args.root),
+            seconds = _run_protocol(_derived_profile(args.profile, args.root,
+                                                     train_seed=seed),
                                     args.patients, args.root)
             per_seed[seed] = _one_root(DataLayout(args.root / "data"), seconds)
         summary = {"benchmark": "paper_tables", "per_seed": per_seed,
