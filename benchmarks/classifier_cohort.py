@@ -57,12 +57,10 @@ from dsan_core.classifier import (  # noqa: E402
     train_classifier,
 )
 from dsan_core.classifier.data import COVID  # noqa: E402
-from dsan_core.classifier.inference import attention_map  # noqa: E402
 from dsan_core.config import EvaluationConfig, TrainConfig, load_profile  # noqa: E402
 from dsan_core.errors import ConfigError  # noqa: E402
-from dsan_core.evaluation.attention_maps import MAP_KIND  # noqa: E402
+from dsan_core.evaluation.attention_maps import scored_map  # noqa: E402
 from dsan_core.evaluation.baselines import FeatureCase, compute_baselines  # noqa: E402
-from dsan_core.evaluation.faithfulness import score_attention  # noqa: E402
 from dsan_core.groups import LABEL_COVID  # noqa: E402
 from dsan_core.splits import fold_scans  # noqa: E402
 
@@ -140,11 +138,8 @@ def attention_lift(model: Any, branch: str, cases: list[ClassifierCase],
     for case in cases:
         if case.label != COVID:
             continue
-        attention = attention_map(model, case, device=device,
-                                  kind=MAP_KIND[branch],  # type: ignore[arg-type]
-                                  mixed_precision=config.mixed_precision)
-        score = score_attention(attention, np.asarray(case.infection()),
-                                np.asarray(_open(lungs[case.scan_id])), scan=case.scan_id)
+        _, score = scored_map(model, branch, case, np.asarray(case.infection()),
+                              np.asarray(_open(lungs[case.scan_id])), config, device)
         if np.isfinite(score.lift):
             lifts.append(score.lift)
     return lifts

@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from dsan_core.branches import ATT_SS, ATT_US, RN34_US
-from dsan_core.classifier import ClassifierCase, attention_map, load_classifier
+from dsan_core.classifier import ClassifierCase, DSANet, attention_map, load_classifier
 from dsan_core.classifier.faithfulness import deletion_test
 from dsan_core.config import EvaluationConfig, TrainConfig
-from dsan_core.evaluation.faithfulness import SCORE_COLUMNS, score_attention
+from dsan_core.evaluation.faithfulness import SCORE_COLUMNS, FaithfulnessScore, score_attention
 from dsan_core.plots.evaluation import AttentionCase, attention_panel_figure
 
 #: The map each branch is judged by: its online attention, or Grad-CAM for the baseline.
@@ -56,6 +56,17 @@ def control_rng(seed: int, scan_id: str, branch: str, fold: int) -> np.random.Ge
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
+def scored_map(model: DSANet, branch: str, case: ClassifierCase, infection: np.ndarray,
+               lung: np.ndarray, config: TrainConfig, device: torch.device,
+               ) -> tuple[np.ndarray, FaithfulnessScore]:
+    """The map `branch` is judged by (`MAP_KIND`) of one case, and its faithfulness
+    inside the lung."""
+    heat = attention_map(model, case, device=device,
+                         kind=MAP_KIND[branch],  # type: ignore[arg-type]
+                         mixed_precision=config.mixed_precision)
+    return heat, score_attention(heat, infection, lung, scan=case.scan_id)
+
+
 def map_scores(models: Sequence[MapModel], cases: Sequence[MapCase], config: TrainConfig,
                evaluation: EvaluationConfig, device: torch.device, keep: set[str],
                on_model: Callable[[], None] = lambda: None,
@@ -71,11 +82,9 @@ def map_scores(models: Sequence[MapModel], cases: Sequence[MapCase], config: Tra
         model = load_classifier(spec.checkpoint(), config, device)
         for map_case in cases:
             case = map_case.case
-            heat = attention_map(model, case, device=device,
-                                 kind=MAP_KIND[spec.branch],  # type: ignore[arg-type]
-                                 mixed_precision=config.mixed_precision)
             lung = lungs[case.scan_id]
-            score = score_attention(heat, masks[case.scan_id], lung, scan=case.scan_id)
+            heat, score = scored_map(model, spec.branch, case, masks[case.scan_id], lung,
+                                     config, device)
             deletion = deletion_test(
                 model, np.asarray(case.image(), dtype=np.float32), heat, lung,
                 fraction=evaluation.deletion_fraction,

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from dsan_core.branches import ATT_SS, ATT_US, RN34_US
 from dsan_core.classifier.checkpoints import CHECKPOINT_FORMAT, build_classifier
 from dsan_core.config import EvaluationConfig, TrainConfig
+from dsan_core.evaluation import attention_maps
 from dsan_core.evaluation.attention_maps import (
     MapCase,
     MapModel,
@@ -19,8 +21,9 @@ from dsan_core.evaluation.attention_maps import (
     attention_panel,
     control_rng,
     map_scores,
+    scored_map,
 )
-from dsan_core.evaluation.faithfulness import SCORE_COLUMNS
+from dsan_core.evaluation.faithfulness import SCORE_COLUMNS, score_attention
 from dsan_core.training_loop import model_state
 from tests.dsan_core.classifier.cases import write_case
 
@@ -63,3 +66,29 @@ def test_the_deletion_control_depends_on_the_map_only() -> None:
     a = control_rng(3, "S1", ATT_US, 0).integers(1 << 30, size=4)
     assert (a == control_rng(3, "S1", ATT_US, 0).integers(1 << 30, size=4)).all()
     assert (a != control_rng(3, "S1", ATT_US, 1).integers(1 << 30, size=4)).any()
+
+
+def test_a_branch_is_judged_by_its_own_kind_of_map(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The attention branches by their online attention, RN34 + US by Grad-CAM; the score
+    # is that map's inside the lung.
+    kinds: list[str] = []
+    heat = np.zeros(SHAPE, np.float32)
+    heat[:8] = 1.0
+
+    def fake_map(model: Any, case: Any, *, device: Any, kind: str,
+                 mixed_precision: bool) -> np.ndarray:
+        kinds.append(kind)
+        return heat
+
+    monkeypatch.setattr(attention_maps, "attention_map", fake_map)
+    case = _cases(tmp_path)[0].case
+    infection = np.asarray(case.infection())
+    lung = np.ones(SHAPE, np.uint8)
+    model = build_classifier(CONFIG).eval()
+    for branch in (ATT_US, ATT_SS, RN34_US):
+        got, score = scored_map(model, branch, case, infection, lung, CONFIG,
+                                torch.device("cpu"))
+        assert got is heat
+        assert score == score_attention(heat, infection, lung, scan=case.scan_id)
+    assert kinds == ["attention", "attention", "grad_cam"]
