@@ -377,11 +377,6 @@ class TrainConfig(_Section):
     #: uniformly from +-intensity_jitter (window units: 0.02 is 30 HU), so that a site's
     #: calibration offset is not a cue. Not in the paper.
     intensity_jitter: float = Field(default=0.0, ge=0.0, le=0.5)
-    #: With `augment`, also sharpen or soften each training scan's lung texture by
-    #: unsharp masking with a factor drawn uniformly from +-sharpness_jitter (-1 would be
-    #: a 3x3x3 mean), so that a site's reconstruction kernel is not a cue. Not in the
-    #: paper.
-    sharpness_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
     #: After training, shift and scale each model's logit so that 0 lies midway between
     #: the mean logits of its COVID and CAP training scans and 1 unit is their standard
     #: deviation (`dsan_core.classifier.training.calibrate_logits`): the fold models of a

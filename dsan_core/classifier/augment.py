@@ -8,7 +8,6 @@ the same flips and offsets as an uninterrupted one. Batches are (B, 1, z, y, x).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def mirror_left_right(x: torch.Tensor, infection: torch.Tensor | None
@@ -35,24 +34,3 @@ def shift_lung_intensity(x: torch.Tensor, amount: float) -> torch.Tensor:
     offsets = (torch.rand(x.shape[0]) * 2.0 - 1.0) * amount
     shifted = (x + offsets.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)).clamp(0.0, 1.0)
     return torch.where(x > 0, shifted, x)
-
-
-def lung_smoothed(x: torch.Tensor) -> torch.Tensor:
-    """The 3x3x3 mean of each lung voxel over its lung neighbours only (those above 0), so
-    the lung's border is not darkened by the zeros outside it; 0 outside the lung."""
-    lung = (x > 0).to(x.dtype)
-    total = F.avg_pool3d(x * lung, 3, stride=1, padding=1, count_include_pad=False)
-    count = F.avg_pool3d(lung, 3, stride=1, padding=1, count_include_pad=False)
-    return torch.where(lung > 0, total / count.clamp_min(1e-6), torch.zeros_like(x))
-
-
-def vary_lung_sharpness(x: torch.Tensor, amount: float) -> torch.Tensor:
-    """Each scan of a (B, 1, z, y, x) batch sharpened or softened inside its lung by
-    unsharp masking, x + k (x - lung_smoothed(x)) with one k from U(-amount, amount) per
-    scan (k = -1 is the 3x3x3 mean itself), clipped to [0, 1], the outside left at 0: a
-    site's reconstruction kernel (how much fine texture survives) is then not a cue.
-    Drawn from torch's global generator, reseeded every epoch."""
-    factors = (torch.rand(x.shape[0]) * 2.0 - 1.0) * amount
-    detail = x - lung_smoothed(x)
-    varied = (x + factors.to(x.device, x.dtype).view(-1, 1, 1, 1, 1) * detail).clamp(0.0, 1.0)
-    return torch.where(x > 0, varied, x)

@@ -43,11 +43,7 @@ from torch.utils.data import DataLoader
 
 from dsan_core.branches import ATT_SS, RN34_US, TRAINED
 from dsan_core.classifier.attention import attention_loss, soft_attention
-from dsan_core.classifier.augment import (
-    mirror_left_right,
-    shift_lung_intensity,
-    vary_lung_sharpness,
-)
+from dsan_core.classifier.augment import mirror_left_right, shift_lung_intensity
 from dsan_core.classifier.calibration import calibrate_logits, recalibrate_batch_norm
 from dsan_core.classifier.checkpoints import CHECKPOINT_FORMAT, build_classifier, check_format
 from dsan_core.classifier.data import ClassifierCase, check_cases, make_loader
@@ -162,8 +158,6 @@ def train_step(
     infection = batch["infection"].to(device, non_blocking=True) != 0 if attention else None
     if config.augment:
         x, infection = mirror_left_right(x, infection)
-        if config.sharpness_jitter > 0:
-            x = vary_lung_sharpness(x, config.sharpness_jitter)
         if config.intensity_jitter > 0:
             x = shift_lung_intensity(x, config.intensity_jitter)
     optimizer.zero_grad(set_to_none=True)

@@ -354,26 +354,6 @@ def test_intensity_jitter_shifts_each_scans_lung_only() -> None:
     assert float(out[2, 0, 0, 0, 0]) == pytest.approx(min(0.99 + float(expected[2]), 1.0))
 
 
-def test_sharpness_jitter_scales_each_scans_lung_detail_only() -> None:
-    from dsan_core.classifier.augment import lung_smoothed, vary_lung_sharpness
-
-    torch.manual_seed(0)
-    x = torch.zeros(3, 1, 6, 6, 6)
-    x[:, :, 1:5, 1:5, 1:5] = 0.3 + 0.2 * torch.rand(3, 1, 4, 4, 4)  # lung: a textured cube
-    x[2, :, 1:5, 1:5, 1:5] = 0.4  # no texture: nothing to sharpen, border included
-    torch.manual_seed(4)
-    factors = (torch.rand(3) * 2 - 1) * 0.5
-    torch.manual_seed(4)
-    out = vary_lung_sharpness(x, 0.5)
-    lung = x > 0
-    assert torch.equal(out[~lung], x[~lung])  # outside the lung stays 0
-    assert torch.allclose(out[2], x[2])  # a flat lung keeps its value up to its border
-    for i in range(2):
-        detail = x[i] - lung_smoothed(x[i:i + 1])[0]
-        want = (x[i] + float(factors[i]) * detail).clamp(0, 1)
-        assert torch.allclose(out[i][lung[i]], want[lung[i]], atol=1e-6)
-
-
 def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> None:
     from dsan_core.classifier.calibration import recalibrate_batch_norm
     from dsan_core.classifier.checkpoints import build_classifier
@@ -399,9 +379,8 @@ def test_precise_batch_norm_sets_the_training_sets_statistics(cases: Any) -> Non
     {"precise_batch_norm": True},
     {"augment": True},
     {"augment": True, "intensity_jitter": 0.05},
-    {"augment": True, "sharpness_jitter": 0.5},
     {"calibrate_logits": True},
-], ids=["precise_batch_norm", "mirror", "jitter", "sharpness", "calibrate_logits"])
+], ids=["precise_batch_norm", "mirror", "jitter", "calibrate_logits"])
 def test_training_options_keep_resume_identical(cases: Any, options: dict[str, Any]) -> None:
     train, val = cases
     config = CONFIG.model_copy(update=options)
