@@ -42,25 +42,25 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from dsan_core.branches import ATT_SS, ATT_US, RN34_US  # noqa: E402
 from dsan_core.groups import LABEL_COVID  # noqa: E402
+from storage.layout import DataLayout  # noqa: E402
+from storage.tables import read_table, table_exists  # noqa: E402
+from storage.volumes import open_npy  # noqa: E402
 
 BRANCHES = (RN34_US, ATT_US, ATT_SS)
 
 
-def scan_table(root: Path) -> pd.DataFrame:
-    """One row per pre-processed scan: set, site, label, infection ratio and the input's
-    lung median and detail SD."""
-    tables = root / "tables"
-    scans = pd.read_parquet(tables / "scans.parquet", columns=["scan_id", "site"])
-    groups = pd.read_parquet(tables / "groups.parquet",
-                             columns=["scan_id", "label", "infection_ratio"])
-    splits = pd.read_parquet(tables / "splits.parquet", columns=["scan_id", "set"])
-    inputs = pd.read_parquet(tables / "preprocessed.parquet", columns=["scan_id", "input_path"])
+def scan_table(layout: DataLayout) -> pd.DataFrame:
+    """One row per pre-processed scan: set (tv / test), site, label, infection ratio and
+    the input's lung median and detail SD."""
+    scans = read_table(layout, "scans")[["scan_id", "site"]]
+    groups = read_table(layout, "groups")[["scan_id", "label", "infection_ratio"]]
+    splits = read_table(layout, "splits")[["scan_id", "set"]]
+    inputs = read_table(layout, "preprocessed")[["scan_id", "input_path"]]
     frame = (inputs.merge(scans, on="scan_id").merge(groups, on="scan_id")
              .merge(splits, on="scan_id"))
-    looks = [_look(np.load(root / path, allow_pickle=False)) for path in frame["input_path"]]
+    looks = [_look(open_npy(layout.resolve(path))) for path in frame["input_path"]]
     frame["lung_median"] = [m for m, _ in looks]
     frame["detail_sd"] = [d for _, d in looks]
-    frame["set"] = frame["set"].replace({"train": "tv", "val": "tv"})
     return frame.drop(columns="input_path")
 
 
@@ -74,9 +74,9 @@ def _look(image: np.ndarray) -> tuple[float, float]:
     return float(np.median(x[lung])), float((x - mean)[lung].std())
 
 
-def branch_probabilities(root: Path) -> pd.DataFrame:
+def branch_probabilities(layout: DataLayout) -> pd.DataFrame:
     """P(COVID) per scan and branch: out-of-fold on TV, the fold models' mean on test."""
-    predictions = pd.read_parquet(root / "tables" / "predictions.parquet")
+    predictions = read_table(layout, "predictions")
     predictions = predictions[predictions["branch"].isin(BRANCHES)]
     return (predictions.groupby(["scan_id", "branch"])["probability"].mean()
             .unstack("branch").reset_index())
@@ -104,8 +104,9 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
             for site, at in rows.groupby("site"):
                 auc = _auc(at, score)
                 if auc is not None:
-                    counts = at["label"].value_counts().to_dict()
-                    line["within"][site] = {"auc": auc, "n": counts}
+                    n_covid = int((at["label"] == LABEL_COVID).sum())
+                    line["within"][site] = {"auc": auc, "n_covid": n_covid,
+                                            "n_cap": len(at) - n_covid}
             aucs.append(line)
     return {"benchmark": "site_shift", "per_site": looks.to_dict("records"), "auc": aucs}
 
@@ -115,17 +116,16 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, required=True, help="an evaluated data root")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    if not (args.data_root / "tables" / "predictions.parquet").is_file():
+    layout = DataLayout(args.data_root)
+    if not table_exists(layout, "predictions"):
         parser.error(f"no predictions table under {args.data_root}: run `dsan run` first")
-    frame = scan_table(args.data_root).merge(branch_probabilities(args.data_root),
-                                             on="scan_id", how="left")
+    frame = scan_table(layout).merge(branch_probabilities(layout), on="scan_id", how="left")
     summary = summarise(frame)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(summary["per_site"]).to_string(index=False))
     print("\nAUC over all sites, and within each site with both classes (COVID / CAP):")
     for line in summary["auc"]:
-        within = ", ".join(f"{site} {v['auc']} ({v['n'].get(LABEL_COVID, 0)}/"
-                           f"{sum(v['n'].values()) - v['n'].get(LABEL_COVID, 0)})"
+        within = ", ".join(f"{site} {v['auc']} ({v['n_covid']}/{v['n_cap']})"
                            for site, v in line["within"].items())
         print(f"  {line['set']:4s} {line['score']:16s} all {line['all_sites']}  "
               f"within: {within}")
