@@ -22,12 +22,14 @@ import torch
 from dsan_core.branches import ATT_SS, ATT_US, RN34_US
 from dsan_core.classifier import ClassifierCase, DSANet, attention_map, load_classifier
 from dsan_core.classifier.faithfulness import deletion_test
+from dsan_core.classifier.inference import MapKind
 from dsan_core.config import EvaluationConfig, TrainConfig
 from dsan_core.evaluation.faithfulness import SCORE_COLUMNS, FaithfulnessScore, score_attention
 from dsan_core.plots.evaluation import AttentionCase, attention_panel_figure
 
 #: The map each branch is judged by: its online attention, or Grad-CAM for the baseline.
-MAP_KIND = {ATT_US: "attention", ATT_SS: "attention", RN34_US: "grad_cam"}
+MAP_KIND: dict[str, MapKind] = {ATT_US: "attention", ATT_SS: "attention",
+                                 RN34_US: "grad_cam"}
 #: The models of the panel's columns.
 PANEL_BRANCHES: tuple[str, str, str] = (RN34_US, ATT_US, ATT_SS)
 
@@ -61,8 +63,7 @@ def scored_map(model: DSANet, branch: str, case: ClassifierCase, infection: np.n
                ) -> tuple[np.ndarray, FaithfulnessScore]:
     """The map `branch` is judged by (`MAP_KIND`) of one case, and its faithfulness
     inside the lung."""
-    heat = attention_map(model, case, device=device,
-                         kind=MAP_KIND[branch],  # type: ignore[arg-type]
+    heat = attention_map(model, case, device=device, kind=MAP_KIND[branch],
                          mixed_precision=config.mixed_precision)
     return heat, score_attention(heat, infection, lung, scan=case.scan_id)
 
