@@ -105,18 +105,18 @@ def _derived_profile(profile: str, root: Path, *, train_seed: int | None = None,
     return str(path)
 
 
-def _check_cohort(root: Path, made_by: dict[str, Any]) -> None:
-    """Refuse a `cohort/` under `root` that another profile, size or cohort seed made (it
-    would be reused silently); record what makes a new one."""
+def _cohort_conflict(root: Path, made_by: dict[str, Any]) -> str | None:
+    """Why the `cohort/` under `root` cannot be reused (another profile, size or cohort
+    seed made it), or None; records what makes a new one."""
     record = root / "cohort.json"
     if record.exists():
         found = json.loads(record.read_text())
-        if found != made_by:
-            sys.exit(f"error: {root / 'cohort'} was made with {found}, not {made_by}: "
-                     "give another --root")
-    elif not (root / "cohort" / "labels.csv").exists():
+        return (None if found == made_by else
+                f"{root / 'cohort'} was made with {found}, not {made_by}: give another --root")
+    if not (root / "cohort" / "labels.csv").exists():
         root.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(made_by))
+    return None
 
 
 def _run_protocol(profile: str, patients: int | None, root: Path) -> float:
@@ -299,8 +299,11 @@ def main() -> None:
     if args.cohort_seed is not None and not args.profile:
         parser.error("--cohort-seed needs --profile (it generates the cohort)")
     if args.profile:
-        _check_cohort(args.root, {"profile": args.profile, "patients": args.patients,
-                                  "cohort_seed": args.cohort_seed})
+        conflict = _cohort_conflict(args.root, {"profile": args.profile,
+                                                "patients": args.patients,
+                                                "cohort_seed": args.cohort_seed})
+        if conflict:
+            parser.error(conflict)
         if args.cohort_seed is not None:
             args.profile = _derived_profile(args.profile, args.root,
                                             cohort_seed=args.cohort_seed)
