@@ -12,13 +12,18 @@ by the user's own PREFECT_* variables:
   (storage/stage_cache.py) is what makes reruns cheap;
 - logs at INFO for the Prefect UI, but the terminal shows only warnings from Prefect
   plus dsan's own progress lines (flows.console);
-- no PREFECT_API_URL: the ephemeral API (a temporary server per process, ~5 s).
+- no PREFECT_API_URL: the ephemeral API (a temporary server per process, ~4 s to answer,
+  ~10 s on a new data root, whose database gets Prefect's migrations first). The CLI
+  starts it early (`EphemeralApi`), so that it comes up while the command imports its
+  flows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +78,48 @@ def prefect_environment(data_root: Path) -> dict[str, str]:
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
     layout.matplotlib_cache.mkdir(parents=True, exist_ok=True)
     return applied
+
+
+class EphemeralApi:
+    """Prefect's ephemeral API server, started in a background thread.
+
+    Without PREFECT_API_URL, Prefect's client starts a temporary API server (its own
+    process) when the first flow runs and waits until it answers. `start` begins that
+    wait early, right after the embedded environment is set. The server then boots while
+    the command imports its flows (~3-8 s). `wait` blocks until it answers.
+
+    There is one such server per process (Prefect keeps it per port), so the client
+    finds it running and starts no other. A failed start is left to the client, which
+    starts it again and reports its own error. With PREFECT_API_URL set (a `dsan
+    server`, a worker, the test harness) this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            return
+        # Imported here, on the calling thread: imports stay off the background thread.
+        from prefect.server.api.server import SubprocessASGIServer
+
+        def boot() -> None:
+            with contextlib.suppress(Exception):  # the client retries and reports
+                SubprocessASGIServer().start()
+
+        # The caller's settings context (Prefect's settings follow contextvars).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(boot,),
+                                        name="dsan-ephemeral-api", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 @contextlib.contextmanager

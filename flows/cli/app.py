@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from flows.runtime import check_data_root, prefect_environment, resolve_data_root
+from flows.runtime import EphemeralApi, check_data_root, prefect_environment, resolve_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dsan: chest-CT DICOM to a COVID-19 vs CAP classifier (DSAN), "
@@ -24,6 +24,8 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
+# Started by `stage_setup` for a command that runs a flow; `run_flow` waits for it.
+EPHEMERAL_API = EphemeralApi()
 
 ProfileOpt = Annotated[
     str, typer.Option("--profile", "-p", help="test | demo | paper, or a path to a YAML profile")
@@ -88,6 +90,7 @@ def run_flow(flow_fn: Any, *args: Any, name: str | None = None, **kwargs: Any) -
 
     if name is not None:
         flow_fn = flow_fn.with_options(flow_run_name=name)
+    EPHEMERAL_API.wait()
     with quiet_flow_settings(), user_errors_as_one_line():
         return call(flow_fn, *args, **kwargs)
 
@@ -99,11 +102,13 @@ def print_lines(lines: list[str]) -> None:
 
 
 def stage_setup(profile: str, data_root: Path | None,
-                overrides: dict[str, Any] | None = None) -> tuple[Path, Any]:
+                overrides: dict[str, Any] | None = None, *,
+                runs_flow: bool = True) -> tuple[Path, Any]:
     """The data root (checked, locked for this process, leftovers of killed runs removed,
     with the embedded Prefect environment set for it) and the config; progress lines on
     the terminal. The lock comes first: a second run must not even start Prefect on the
-    data root's database."""
+    data root's database. A command that `runs_flow` has the ephemeral API started here,
+    to boot while the command imports its flow."""
     from flows.console import configure_console
     from storage.atomic import clean_temp_files
     from storage.layout import DataLayout
@@ -116,6 +121,8 @@ def stage_setup(profile: str, data_root: Path | None,
     clean_temp_files(root)
     prefect_environment(root)
     configure_console()
+    if runs_flow:
+        EPHEMERAL_API.start()
     return root, config
 
 

@@ -88,7 +88,7 @@ def promote(model: Annotated[str, typer.Argument(help="a model id (or a unique p
             reason: ReasonOpt = "promoted by hand", profile: ProfileOpt = "demo",
             data_root: DataRootOpt = None) -> None:
     """Promote a model by hand, overruling the gate (recorded)."""
-    root, _ = stage_setup(profile, data_root)
+    root, _ = stage_setup(profile, data_root, runs_flow=False)
     from tasks._common.contract import StageRun
     from tasks.models import promote as promote_model
 
@@ -101,7 +101,7 @@ def promote(model: Annotated[str, typer.Argument(help="a model id (or a unique p
 def rollback(reason: ReasonOpt = "rolled back by hand", profile: ProfileOpt = "demo",
              data_root: DataRootOpt = None) -> None:
     """Promote again the model promoted before the current one (recorded)."""
-    root, _ = stage_setup(profile, data_root)
+    root, _ = stage_setup(profile, data_root, runs_flow=False)
     from tasks._common.contract import StageRun
     from tasks.models import rollback as rollback_model
 

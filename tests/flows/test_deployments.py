@@ -15,3 +15,30 @@ def test_unfilled_placeholder_is_refused_naming_the_parameter(entry, tmp_path) -
     with pytest.raises(ConfigError, match="parameter labels was not filled in"):
         entry.fn(profile="test", data_root=str(tmp_path), dicom_root=str(tmp_path),
                  labels="{{ $DSAN_DROP_LABELS }}")
+
+
+@pytest.mark.parametrize(("entry", "stages"), [(pipeline_deployment, "pipeline_flow"),
+                                               (retrain_deployment, "retrain_flow")])
+def test_the_stages_of_a_deployment_send_no_heartbeats(entry, stages, tmp_path,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each stage subflow with heartbeats on waits up to 1 s for its thread when it ends.
+    from prefect.settings import get_current_settings
+
+    import flows.entrypoints
+
+    seen: list[int | None] = []
+
+    class Done:
+        def summary(self) -> list[str]:
+            return ["done"]
+
+    def stage_flow(*_args: object) -> Done:
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+        return Done()
+
+    monkeypatch.setattr(flows.entrypoints, stages, stage_flow)
+    outside = get_current_settings().flows.heartbeat_frequency
+    assert entry.fn(profile="test", data_root=str(tmp_path / "data"),
+                    dicom_root=str(tmp_path), labels=str(tmp_path / "labels.csv")) == ["done"]
+    assert seen == [None]
+    assert get_current_settings().flows.heartbeat_frequency == outside

@@ -1,0 +1,57 @@
+"""`EphemeralApi`: the CLI starts Prefect's temporary API server early, in a thread, and
+Prefect's client then finds that server instead of starting its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows.runtime import EphemeralApi
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """SubprocessASGIServer.start without a process: it records the instance started."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    started: list[Any] = []
+
+    def start(self: Any, timeout: int | None = None) -> None:
+        if not self.running:
+            self.port, self.running, self.server_process = 18765, True, object()
+            started.append(self)
+
+    monkeypatch.setattr(SubprocessASGIServer, "_instances", {})
+    monkeypatch.setattr(SubprocessASGIServer, "start", start)
+    return started
+
+
+def test_the_client_uses_the_server_started_early(fake_server: list[Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        temporary_settings,
+    )
+
+    # No API URL (the session's test harness may have set one): the CLI's default.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value()
+        api = EphemeralApi()
+        api.start()
+        api.wait()
+        assert len(fake_server) == 1
+        client = get_client(sync_client=True)
+    assert str(client.api_url).rstrip("/") == "http://127.0.0.1:18765/api"
+    assert len(fake_server) == 1  # the client started no second server
+
+
+def test_nothing_starts_when_an_api_url_is_set(fake_server: list[Any]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        api = EphemeralApi()
+        api.start()
+        api.wait()
+    assert fake_server == []
