@@ -139,7 +139,7 @@ class Stack:
                 if time.monotonic() > deadline:
                     pytest.fail(f"{name} did not finish within {timeout:.0f} s (state "
                                 f"{run.state and run.state.name}):\n{self.processes.tail()}")
-                time.sleep(2.0)
+                time.sleep(0.5)
         assert run.state.is_completed(), (f"{name} ended {run.state.name}: "
                                           f"{run.state.message}\n{self.processes.tail()}")
         return run
@@ -350,7 +350,7 @@ def test_serve_takes_over_the_deployments_and_runs_them(
                     break
                 if time.monotonic() > deadline:
                     pytest.fail(f"dsan serve did not register:\n{stack.processes.tail()}")
-                time.sleep(1.0)
+                time.sleep(0.5)
         retrain, pipeline = served["dsan-retrain"], served["dsan-pipeline"]
         assert retrain.work_pool_name is None and pipeline.work_pool_name is None
         assert [(s.schedule.cron, s.active) for s in retrain.schedules] == [("15 4 * * 1",
