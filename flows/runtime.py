@@ -20,10 +20,12 @@ by the user's own PREFECT_* variables:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,10 @@ class EphemeralApi:
     finds it running and starts no other. A failed start is left to the client, which
     starts it again and reports its own error. With PREFECT_API_URL set (a `dsan
     server`, a worker, the test harness) this does nothing.
+
+    A command that ends before its flow (a user's mistake found after the set-up) may end
+    while the server is still being started: at exit the server is stopped all the same,
+    never left running on the data root's database.
     """
 
     def __init__(self) -> None:
@@ -107,19 +113,39 @@ class EphemeralApi:
         # Imported here, on the calling thread: imports stay off the background thread.
         from prefect.server.api.server import SubprocessASGIServer
 
+        server = SubprocessASGIServer()  # the one the client will find (no side effects)
+
         def boot() -> None:
             with contextlib.suppress(Exception):  # the client retries and reports
-                SubprocessASGIServer().start()
+                server.start()
 
         # The caller's settings context (Prefect's settings follow contextvars).
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(boot,),
                                         name="dsan-ephemeral-api", daemon=True)
+        # Registered before the thread starts, so it runs after Prefect's own exit hook
+        # (which its start registers once the server process exists).
+        atexit.register(self._stop_at_exit, server, self._thread)
         self._thread.start()
 
     def wait(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+    @staticmethod
+    def _stop_at_exit(server: Any, thread: threading.Thread) -> None:
+        """Stop a server whose start is still under way. Prefect's hook (run before this
+        one) stops a server it registered; a start that has not yet made the process is
+        waited for (milliseconds: choosing a port), then stopped."""
+        instances = type(server)._instances
+        deadline = time.monotonic() + 10.0
+        while (thread.is_alive() and server.server_process is None
+               and time.monotonic() < deadline):
+            if instances.get(server._instance_key) is not server:
+                return  # stopped by Prefect's exit hook already
+            time.sleep(0.005)
+        with contextlib.suppress(Exception):
+            server.stop()
 
 
 @contextlib.contextmanager

@@ -3,6 +3,14 @@ Prefect's client then finds that server instead of starting its own."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +63,42 @@ def test_nothing_starts_when_an_api_url_is_set(fake_server: list[Any]) -> None:
         api.start()
         api.wait()
     assert fake_server == []
+
+
+_EXIT_EARLY = r"""
+import sys
+from pathlib import Path
+from flows.runtime import EphemeralApi, prefect_environment
+prefect_environment(Path(sys.argv[1]))
+EphemeralApi().start()
+# The command fails right after its set-up (a user's mistake): the process exits while
+# the server is still being started.
+"""
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_command_that_ends_before_its_flow_leaves_no_server_running(tmp_path: Path) -> None:
+    marker = f"dsan-test-{uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["DSAN_TEST_MARKER"] = marker  # inherited by the server process, if one starts
+    done = subprocess.run([sys.executable, "-c", _EXIT_EARLY, str(tmp_path / "data")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 10
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:  # leave nothing behind, then fail
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], "the ephemeral API server outlived the command"
