@@ -93,9 +93,12 @@ class _Section(BaseModel):
 
     def fingerprint(self) -> str:
         """A stable hash of this section's values, for cache keys and lineage."""
-        payload = self.model_dump(mode="json")
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _hash(self.model_dump(mode="json"))
+
+
+def _hash(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class SynthConfig(_Section):
@@ -322,8 +325,21 @@ class PreprocessConfig(_Section):
     lung_margin_mm: float = Field(default=8.0, ge=0.0)
     window_width: float = CT_WINDOW_WIDTH
     window_level: float = CT_WINDOW_LEVEL
+    #: Not in the paper (None: off). Shift each scan's HU, before the window, so that the
+    #: median inside its lung mask (on the final grid) is this value: a site's calibration
+    #: offset then does not move the whole input. Measured in benchmarks/README.md, "Per-
+    #: scan lung reference".
+    lung_reference_hu: float | None = Field(default=None, ge=-1000.0, le=0.0)
     antialias: bool = True
     dtype: Literal["float16", "float32"] = "float16"
+
+    def fingerprint(self) -> str:
+        """As every section's; an option that is off leaves the fingerprint it had before
+        the option existed, so data roots made then stay cached."""
+        payload = self.model_dump(mode="json")
+        if payload["lung_reference_hu"] is None:
+            del payload["lung_reference_hu"]
+        return _hash(payload)
 
     @model_validator(mode="after")
     def _positive(self) -> PreprocessConfig:

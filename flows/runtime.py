@@ -143,7 +143,7 @@ class EphemeralApi:
                and time.monotonic() < deadline):
             if instances.get(server._instance_key) is not server:
                 return  # stopped by Prefect's exit hook already
-            time.sleep(0.005)
+            time.sleep(0.01)
         with contextlib.suppress(Exception):
             server.stop()
 

@@ -16,7 +16,7 @@ from dsan_core.preprocessing.geometry import (
     final_grid,
     map_to_original,
 )
-from dsan_core.preprocessing.intensity import AIR_HU, window_normalise
+from dsan_core.preprocessing.intensity import AIR_HU, shift_lung_median_, window_normalise
 from dsan_core.preprocessing.resample import resample_image, resample_mask, resample_two_step
 from dsan_core.preprocessing.scan import PreprocessedScan, preprocess_arrays, preprocess_scan
 
@@ -32,5 +32,6 @@ __all__ = [
     "resample_image",
     "resample_mask",
     "resample_two_step",
+    "shift_lung_median_",
     "window_normalise",
 ]

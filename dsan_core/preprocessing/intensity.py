@@ -7,7 +7,8 @@ import torch
 
 from dsan_core.hounsfield import AIR_HU
 
-__all__ = ["AIR_HU", "mask_outside_lung_", "window_bounds", "window_normalise", "window_normalise_"]
+__all__ = ["AIR_HU", "mask_outside_lung_", "shift_lung_median_", "window_bounds",
+           "window_normalise", "window_normalise_"]
 
 
 def window_bounds(width: float, level: float) -> tuple[float, float]:
@@ -40,3 +41,16 @@ def window_normalise_(hu: torch.Tensor, width: float, level: float) -> torch.Ten
 def mask_outside_lung_(image: torch.Tensor, lung: np.ndarray) -> torch.Tensor:
     """Set voxels outside the lung mask to 0, in place (the network input)."""
     return image.mul_(torch.from_numpy(lung != 0))
+
+
+def shift_lung_median_(hu: torch.Tensor, lung: np.ndarray, reference_hu: float) -> float:
+    """Shift a CT (HU, float tensor) in place so that the median inside the lung mask is
+    `reference_hu`; return the shift (HU). A scanner's calibration offset (tens of HU
+    between sites) then no longer moves the whole input; contrasts inside the scan are
+    kept. An empty lung mask leaves the CT as it is (shift 0; the input is all masked)."""
+    inside = torch.from_numpy(lung != 0)
+    if not bool(inside.any()):
+        return 0.0
+    shift = float(reference_hu) - float(torch.quantile(hu[inside].double(), 0.5))
+    hu.add_(shift)
+    return shift

@@ -16,7 +16,12 @@ from dsan_core.config import PreprocessConfig
 from dsan_core.errors import InputError, MaskError
 from dsan_core.grid import ScanGeometry, check_same_grid
 from dsan_core.preprocessing.geometry import GridGeometry, final_grid, lung_region
-from dsan_core.preprocessing.intensity import AIR_HU, mask_outside_lung_, window_normalise_
+from dsan_core.preprocessing.intensity import (
+    AIR_HU,
+    mask_outside_lung_,
+    shift_lung_median_,
+    window_normalise_,
+)
 from dsan_core.preprocessing.resample import resample_image, resample_mask
 
 
@@ -94,6 +99,8 @@ def preprocess_arrays(hu_array: np.ndarray, lung_array: np.ndarray, infection_ar
     image = resample_image(hu_array, geometry, pad=AIR_HU, antialias=config.antialias)
     lung_final = (resample_mask(lung_array, geometry) != 0).astype(np.uint8)
     infection_final = (resample_mask(infection_array, geometry) != 0).astype(np.uint8)
+    if config.lung_reference_hu is not None:
+        shift_lung_median_(image, lung_final, config.lung_reference_hu)
     window_normalise_(image, config.window_width, config.window_level)
     mask_outside_lung_(image, lung_final)
     return PreprocessedScan(input=image.numpy().astype(config.dtype), lung=lung_final,

@@ -24,6 +24,7 @@ from dsan_core.preprocessing import (
     resample_image,
     resample_mask,
     resample_two_step,
+    shift_lung_median_,
     window_normalise,
 )
 
@@ -281,3 +282,47 @@ def test_lung_crop_frames_the_lungs_and_fits_them(direction: tuple[float, ...]) 
     empty = preprocess_arrays(hu, np.zeros_like(lung), infection, SPACING, (0.0, 0.0, 0.0),
                               direction, config, scan_id="s-empty")
     assert empty.geometry == whole.geometry
+
+
+def test_lung_median_shift_moves_the_scan_to_the_reference() -> None:
+    hu = torch.tensor([[[-900.0, -850.0, -700.0, 40.0]]])
+    lung = np.array([[[1, 1, 1, 0]]], dtype=np.uint8)
+    assert shift_lung_median_(hu, lung, -800.0) == pytest.approx(50.0)
+    # The median inside the lung is the reference; every voxel moved by the same shift.
+    assert hu.tolist() == [[[-850.0, -800.0, -650.0, 90.0]]]
+    empty = torch.tensor([[[-900.0, 40.0]]])
+    assert shift_lung_median_(empty, np.zeros((1, 1, 2), np.uint8), -800.0) == 0.0
+    assert empty.tolist() == [[[-900.0, 40.0]]]
+
+
+def test_a_sites_calibration_offset_is_gone_with_a_lung_reference() -> None:
+    hu, lung, infection = _phantom()
+    hu = hu.astype(np.float32)
+    brighter = hu + np.float32(28.0)  # a site whose scanner reads 28 HU brighter
+    geometry = ((0.0, 0.0, 0.0), IDENTITY)
+
+    def inputs(ct: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+        return preprocess_arrays(ct, lung, infection, SPACING, *geometry, config,
+                                 scan_id="s-005").input
+
+    referenced = CONFIG.model_copy(update={"lung_reference_hu": -850.0})
+    np.testing.assert_allclose(inputs(brighter, referenced), inputs(hu, referenced), atol=1e-5)
+    assert not np.allclose(inputs(brighter, CONFIG), inputs(hu, CONFIG), atol=1e-3)
+    # The lung's median sits at the reference: (-850 + 1350) / 1500 in window units.
+    ready = preprocess_arrays(hu, lung, infection, SPACING, *geometry, referenced,
+                              scan_id="s-005")
+    inside = ready.input[ready.lung != 0]
+    assert float(np.median(inside)) == pytest.approx(500.0 / 1500.0, abs=1e-4)
+
+
+def test_the_lung_reference_off_keeps_the_fingerprint_it_had_before() -> None:
+    import hashlib
+
+    payload = CONFIG.model_dump(mode="json")
+    del payload["lung_reference_hu"]
+    before = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                            .encode()).hexdigest()[:16]
+    assert CONFIG.fingerprint() == before
+    assert CONFIG.model_copy(update={"lung_reference_hu": -850.0}).fingerprint() != before
+    with pytest.raises(ValueError, match="lung_reference_hu"):
+        PreprocessConfig(lung_reference_hu=40.0)
