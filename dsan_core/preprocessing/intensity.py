@@ -48,9 +48,10 @@ def shift_lung_median_(hu: torch.Tensor, lung: np.ndarray, reference_hu: float) 
     `reference_hu`; return the shift (HU). A scanner's calibration offset (tens of HU
     between sites) then no longer moves the whole input; contrasts inside the scan are
     kept. An empty lung mask leaves the CT as it is (shift 0; the input is all masked)."""
-    inside = torch.from_numpy(lung != 0)
-    if not bool(inside.any()):
+    inside = hu.numpy()[lung != 0]
+    if inside.size == 0:
         return 0.0
-    shift = float(reference_hu) - float(torch.quantile(hu[inside].double(), 0.5))
+    # numpy's median: torch.quantile refuses more than 2**24 values (a large lung).
+    shift = float(reference_hu) - float(np.median(inside.astype(np.float64)))
     hu.add_(shift)
     return shift

@@ -290,6 +290,10 @@ def test_lung_median_shift_moves_the_scan_to_the_reference() -> None:
     assert shift_lung_median_(hu, lung, -800.0) == pytest.approx(50.0)
     # The median inside the lung is the reference; every voxel moved by the same shift.
     assert hu.tolist() == [[[-850.0, -800.0, -650.0, 90.0]]]
+    # More lung voxels than torch.quantile takes (2**24): 200 x 512 x 512 lungs exist.
+    big = torch.full((1, 1, 2 ** 24 + 2), -700.0)
+    big[..., ::2] = -900.0
+    assert shift_lung_median_(big, np.ones(big.shape, np.uint8), -850.0) == pytest.approx(-50.0)
     empty = torch.tensor([[[-900.0, 40.0]]])
     assert shift_lung_median_(empty, np.zeros((1, 1, 2), np.uint8), -800.0) == 0.0
     assert empty.tolist() == [[[-900.0, 40.0]]]
