@@ -91,14 +91,18 @@ PUBLISHED_DEMO_KEY = "dsan-demo-key-PUBLIC-do-not-use-for-real-data"
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: Options added after data roots were made with this section, off when None: left out
+    #: of the fingerprint while off, so that those roots stay cached.
+    LATER_OPTIONS: ClassVar[frozenset[str]] = frozenset()
+
     def fingerprint(self) -> str:
         """A stable hash of this section's values, for cache keys and lineage."""
-        return _hash(self.model_dump(mode="json"))
-
-
-def _hash(payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        payload = self.model_dump(mode="json")
+        for name in self.LATER_OPTIONS:
+            if payload[name] is None:
+                del payload[name]
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class SynthConfig(_Section):
@@ -333,13 +337,7 @@ class PreprocessConfig(_Section):
     antialias: bool = True
     dtype: Literal["float16", "float32"] = "float16"
 
-    def fingerprint(self) -> str:
-        """As every section's; an option that is off leaves the fingerprint it had before
-        the option existed, so data roots made then stay cached."""
-        payload = self.model_dump(mode="json")
-        if payload["lung_reference_hu"] is None:
-            del payload["lung_reference_hu"]
-        return _hash(payload)
+    LATER_OPTIONS: ClassVar[frozenset[str]] = frozenset({"lung_reference_hu"})
 
     @model_validator(mode="after")
     def _positive(self) -> PreprocessConfig:
