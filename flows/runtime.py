@@ -134,15 +134,13 @@ class EphemeralApi:
 
     @staticmethod
     def _stop_at_exit(server: Any, thread: threading.Thread) -> None:
-        """Stop a server whose start is still under way. Prefect's hook (run before this
-        one) stops a server it registered; a start that has not yet made the process is
-        waited for (milliseconds: choosing a port), then stopped."""
-        instances = type(server)._instances
+        """Stop a server whose start is still under way. A start that has not yet made
+        the process is waited for (milliseconds: choosing a port). One that Prefect's
+        hook (run before this one) stopped ends its thread at its next health check.
+        `stop` is Prefect's own, a no-op on a stopped server."""
         deadline = time.monotonic() + 10.0
         while (thread.is_alive() and server.server_process is None
                and time.monotonic() < deadline):
-            if instances.get(server._instance_key) is not server:
-                return  # stopped by Prefect's exit hook already
             time.sleep(0.01)
         with contextlib.suppress(Exception):
             server.stop()
