@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from dsan_core.config import KEY_ENV, SynthConfig, VBNetConfig, load_profile  # noqa: E402
 from dsan_core.dicom.pseudonym import pseudonymise, resolve_pseudonym_key  # noqa: E402
@@ -75,16 +75,6 @@ def _volume(args: tuple[SynthConfig, bytes, Any]) -> tuple[str, SegVolume]:
     volume = SegVolume(np.round(phantom.hu).astype(np.float32), phantom.lung.astype(np.uint8),
                        phantom.infection.astype(np.uint8), phantom.spacing)
     return pseudonymise("series", study.series_uid(2), key), volume
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 class Loop:
@@ -193,7 +183,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else
-               f"{_cpu()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+               f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     print(f"machine: {machine}; torch {torch.__version__}; load average at start "
           f"{os.getloadavg()[0]:.2f}", flush=True)
 

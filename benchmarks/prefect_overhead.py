@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 
 _PROCESS = r"""
@@ -87,22 +89,12 @@ def _python(code: str, *args: str) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), platform.machine())
-    return f"{model} ({'AVX-512' if 'avx512f' in info else 'no AVX-512'})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--subflows", type=int, default=10)
     args = parser.parse_args()
-    print(f"device: {_cpu()}, Python {platform.python_version()}")
+    print(f"device: {cpu_name()}, Python {platform.python_version()}")
 
     rows: dict[str, list[dict[str, float]]] = {"client starts the API": [],
                                                "EphemeralApi.start first": []}

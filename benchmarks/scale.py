@@ -40,7 +40,6 @@ import functools
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,6 +50,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DSAN = [sys.executable, "-c", "from flows.cli import main; main()"]
@@ -367,16 +368,6 @@ def summarise(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _print_table(sizes: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     ns = [s["scans"] for s in sizes]
     head = ("stage", *[f"{n} scans s/scan" for n in ns], "growth", "b", "marginal s/scan",
@@ -425,7 +416,7 @@ def main() -> None:
         if not args.keep and args.root is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = summarise(sizes)
-    report = {"benchmark": "scale", "cpu": _cpu_model(), "cores": os.cpu_count(),
+    report = {"benchmark": "scale", "cpu": cpu_name(), "cores": os.cpu_count(),
               "load_average_1min_end": round(os.getloadavg()[0], 2),
               "dask_workers": args.dask_workers, "sizes": sizes, "summary": summary}
     _print_table(sizes, summary)
