@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dsan_core.errors import SchemaError, StorageError
+from dsan_core.errors import SchemaError, StageError, StorageError
 from storage.atomic import atomic_path
 from storage.layout import DataLayout
 from storage.schemas import SCHEMAS
@@ -122,6 +122,13 @@ def read_split_version(layout: DataLayout, prefix: str) -> tuple[str, pd.DataFra
 
 def table_exists(layout: DataLayout, name: str) -> bool:
     return layout.table(name).exists()
+
+
+def require_tables(layout: DataLayout, *names: str) -> None:
+    """Raise StageError naming the first of the tables `names` that is not written yet."""
+    for name in names:
+        if not table_exists(layout, name):
+            raise StageError(f"table {name!r} is missing: run the stage that writes it first")
 
 
 def _types_mapper(arrow_type: pa.DataType) -> object | None:

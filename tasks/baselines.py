@@ -21,9 +21,9 @@ from dsan_core.config import EvaluationConfig
 from dsan_core.evaluation.baselines import FeatureCase, compute_baselines
 from dsan_core.evaluation.metrics import pooled_auc
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, write_table, write_table_file
+from storage.tables import read_table, require_tables, write_table, write_table_file
 from storage.volumes import open_npy
-from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 
 STAGE = "baselines"
 VERSION = "1"

@@ -34,9 +34,15 @@ from dsan_core.errors import StageError
 from dsan_core.plots.evaluation import ensemble_surface_figure
 from storage.atomic import write_json
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, read_table_file, write_table, write_table_file
+from storage.tables import (
+    read_table,
+    read_table_file,
+    require_tables,
+    write_table,
+    write_table_file,
+)
 from storage.volumes import write_figure
-from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 
 STAGE = "ensemble"
 VERSION = "2"

@@ -58,9 +58,9 @@ from storage.lineage import code_version
 from storage.report_inputs import ensemble_search, ensemble_weights, nested_folds, provenance
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, read_table_file, write_table
+from storage.tables import read_table, read_table_file, require_tables, write_table
 from storage.volumes import open_npy, read_geometry
-from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 from tasks._common.progress import StageProgress
 from tasks.models import current_model_id
 

@@ -12,8 +12,8 @@ from dsan_core.config import GroupsConfig
 from dsan_core.groups import assign_groups
 from storage.schemas import GROUPS
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, write_table
-from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from storage.tables import read_table, require_tables, write_table
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 
 STAGE = "groups"
 VERSION = "1"

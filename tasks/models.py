@@ -24,7 +24,8 @@ from dsan_core import registry
 from dsan_core.config import PipelineConfig
 from storage import registry as records
 from storage.lineage import code_version
-from tasks._common.contract import StageRun, require_tables
+from storage.tables import require_tables
+from tasks._common.contract import StageRun
 
 PROMOTED, REJECTED = registry.PROMOTED, registry.REJECTED
 

@@ -64,7 +64,7 @@ from storage.inputs import ReviewFolder
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.schemas import MASK_PROPOSALS, MASK_REVIEWS
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table, table_exists, write_table
+from storage.tables import read_table, require_tables, table_exists, write_table
 from storage.truth import INGESTED, REVIEWED, latest_reviews, truth_masks
 from storage.volumes import (
     image_array,
@@ -74,7 +74,7 @@ from storage.volumes import (
     write_array,
     write_segmentation,
 )
-from tasks._common.contract import MapItem, StageItems, StageRun, cached_map, require_tables
+from tasks._common.contract import MapItem, StageItems, StageRun, cached_map
 from tasks.segmentation import current_vbnet
 
 SCORE_STAGE = "review-score"

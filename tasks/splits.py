@@ -26,8 +26,8 @@ from dsan_core.splits.audit import audit_splits, audit_summary_lines
 from storage.atomic import write_bytes, write_json, write_text
 from storage.layout import DataLayout
 from storage.stage_cache import CONFIG, INPUTS, Manifest, artifact
-from storage.tables import read_split_version, read_table, table_exists, write_table
-from tasks._common.contract import StageInputs, StageRun, cached_stage, require_tables
+from storage.tables import read_split_version, read_table, require_tables, table_exists, write_table
+from tasks._common.contract import StageInputs, StageRun, cached_stage
 
 STAGE = "split"
 AUDIT_STAGE = "audit-splits"

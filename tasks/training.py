@@ -42,9 +42,9 @@ from dsan_core.config import TrainConfig
 from dsan_core.splits import FoldScans, fold_scans
 from storage.hashing import hash_json
 from storage.stage_cache import Manifest, artifact
-from storage.tables import read_table
+from storage.tables import read_table, require_tables
 from storage.volumes import open_npy
-from tasks._common.contract import MapItem, StageItems, StageRun, cached_map, require_tables
+from tasks._common.contract import MapItem, StageItems, StageRun, cached_map
 from tasks._common.progress import StageProgress
 from tasks._common.workers import CLASSIFIER_MODEL, predict_and_save, train_and_save
 

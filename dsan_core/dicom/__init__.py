@@ -11,6 +11,7 @@ from dsan_core.dicom.headers import HeaderRecord, read_header
 from dsan_core.dicom.index import (
     RECORD_COLUMNS,
     FileFailure,
+    check_export,
     discover_files,
     index_headers,
     list_export,
@@ -54,6 +55,7 @@ __all__ = [
     "LabelsReconciliation",
     "SeriesPlan",
     "Volume",
+    "check_export",
     "check_geometry",
     "choose_series",
     "decode_series",

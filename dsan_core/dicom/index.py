@@ -26,6 +26,7 @@ import pandas as pd
 
 from dsan_core.dicom import reasons
 from dsan_core.dicom.headers import HeaderRecord, read_header
+from dsan_core.dicom.labels import read_labels
 from dsan_core.errors import DicomError, InputError
 
 _TUPLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -72,12 +73,29 @@ def discover_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _require_folder(path: Path, expected: str, reason: str) -> None:
+    if not path.is_dir():
+        raise InputError(f"expected {expected}, found "
+                         + ("a file" if path.exists() else "nothing there"), reason=reason)
+
+
+def check_export(dicom_root: Path, labels: Path | None = None, masks: Path | None = None,
+                 *, dicom_option: str = "--dicom-root") -> None:
+    """What can be checked of an export before any work (a command calls it before it
+    starts Prefect, so a mistyped path costs no server start and no header scan): the
+    DICOM root and the masks are folders, the labels manifest (when given) is a readable
+    CSV with the required columns (`read_labels`). InputError otherwise."""
+    _require_folder(dicom_root, f"a folder as the DICOM root ({dicom_option})", "no_export")
+    if labels is not None:
+        read_labels(labels)
+    if masks is not None:
+        _require_folder(masks, "a folder of masks (--masks)", "no_masks")
+
+
 def list_export(root: Path) -> list[Path]:
     """`discover_files` of a DICOM export folder; InputError when it is not a folder or
     holds no file at all (nothing to ingest is the user's mistake, not an empty run)."""
-    if not root.is_dir():
-        raise InputError("expected a folder as the DICOM root (--dicom-root), found "
-                         + ("a file" if root.exists() else "nothing there"), reason="no_export")
+    _require_folder(root, "a folder as the DICOM root (--dicom-root)", "no_export")
     files = discover_files(root)
     if not files:
         raise InputError("no DICOM files under the DICOM root: the folder is empty",

@@ -9,6 +9,7 @@ Prefect settings for the data root (Prefect reads them at import time)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,12 +104,15 @@ def print_lines(lines: list[str]) -> None:
 
 def stage_setup(profile: str, data_root: Path | None,
                 overrides: dict[str, Any] | None = None, *,
-                runs_flow: bool = True) -> tuple[Path, Any]:
+                runs_flow: bool = True,
+                check_inputs: Callable[[Any, Any], object] | None = None) -> tuple[Path, Any]:
     """The data root (checked, locked for this process, leftovers of killed runs removed,
     with the embedded Prefect environment set for it) and the config; progress lines on
     the terminal. The lock comes first: a second run must not even start Prefect on the
-    data root's database. A command that `runs_flow` has the ephemeral API started here,
-    to boot while the command imports its flow."""
+    data root's database (nor read tables another run is writing). `check_inputs(config,
+    layout)` then checks the command's own inputs (an export, the tables it reads) before
+    Prefect starts: a user's mistake there is one line in a second. A command that
+    `runs_flow` has the ephemeral API started here, to boot while it imports its flow."""
     from flows.console import configure_console
     from storage.atomic import clean_temp_files
     from storage.layout import DataLayout
@@ -117,13 +121,25 @@ def stage_setup(profile: str, data_root: Path | None,
     root = resolve_data_root(data_root)
     config = call(load_config, profile, overrides)
     call(check_data_root, root)
-    call(acquire, DataLayout(root), command=" ".join(sys.argv[:2]) or "dsan")
+    layout = DataLayout(root)
+    call(acquire, layout, command=" ".join(sys.argv[:2]) or "dsan")
     clean_temp_files(root)
+    if check_inputs is not None:
+        call(check_inputs, config, layout)
     prefect_environment(root)
     configure_console()
     if runs_flow:
         EPHEMERAL_API.start()
     return root, config
+
+
+def ingested(_config: Any, layout: Any) -> None:
+    """`check_inputs` of the commands after ingestion: they all read the scans table, so
+    a data root without it (a mistyped --data-root, say) is refused in a second rather
+    than after Prefect's server has started on it."""
+    from storage.tables import require_tables
+
+    require_tables(layout, "scans")
 
 
 def print_stage_times(root: Path, run_id: str, total_seconds: float | None = None) -> None:

@@ -12,6 +12,7 @@ from flows.cli.app import (
     app,
     console,
     fail,
+    ingested,
     print_lines,
     run_flow,
     stage_setup,
@@ -22,7 +23,7 @@ from flows.runtime import resolve_data_root, run_name
 @app.command(rich_help_panel="Stages")
 def ensemble(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Search the dual-sampling weights on TV; add the att_ds predictions."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.evaluation import ensemble_flow
 
     result = run_flow(ensemble_flow, config.ensemble, root, name=run_name("ensemble",
@@ -33,7 +34,7 @@ def ensemble(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> Non
 @app.command(rich_help_panel="Stages")
 def evaluate(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Metrics, statistics, calibration, attention faithfulness, figures and the report."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.evaluation import evaluation_flow
 
     result = run_flow(evaluation_flow, config.evaluation, config.train, config.runtime, root,

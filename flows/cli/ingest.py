@@ -24,7 +24,10 @@ def ingest(
     data_root: DataRootOpt = None,
 ) -> None:
     """Index, choose, validate, decode and pseudonymise DICOM series."""
-    root, config = stage_setup(profile, data_root)
+    from dsan_core.dicom.index import check_export
+
+    root, config = stage_setup(profile, data_root,
+                               check_inputs=lambda *_: check_export(dicom_root, labels, masks))
     from flows.ingestion import ingestion_flow
     from flows.runtime import run_name
     from storage.inputs import ExportLocation

@@ -38,17 +38,15 @@ def retrain(
     data_root: DataRootOpt = None,
 ) -> None:
     """Add a drop of new studies, retrain what changed, promote only past the gate."""
+    from dsan_core.dicom.index import check_export
+
     started = time.perf_counter()
-    root, config = stage_setup(profile, data_root)
-    from dsan_core.errors import ConfigError
+    root, config = stage_setup(profile, data_root, check_inputs=lambda config, _: check_export(
+        *config.retrain.drop(dicom_root, labels, masks)))
     from flows.pipeline import retrain_flow
     from storage.inputs import ExportLocation
 
-    try:
-        drop, drop_labels, drop_masks = config.retrain.drop(dicom_root, labels, masks)
-    except ConfigError as error:
-        fail(error)
-        return
+    drop, drop_labels, drop_masks = config.retrain.drop(dicom_root, labels, masks)  # checked
     export = ExportLocation(dicom_root=drop, labels=drop_labels, masks=drop_masks)
     result = run_flow(retrain_flow, export, config, root, name=run_name("retrain",
                                                                        config.profile))

@@ -40,8 +40,11 @@ def run(
     train_address: TrainAddressOpt = None,
 ) -> None:
     """Run the whole pipeline (every stage) with caching: only what changed recomputes."""
+    from dsan_core.dicom.index import check_export
+
     started = time.perf_counter()
-    root, config = stage_setup(profile, data_root, train_overrides(train_address))
+    root, config = stage_setup(profile, data_root, train_overrides(train_address),
+                               check_inputs=lambda *_: check_export(dicom_root, labels, masks))
     from flows.pipeline import pipeline_flow
     from flows.runtime import run_name
     from storage.inputs import ExportLocation

@@ -35,7 +35,10 @@ def predict(
     data_root: DataRootOpt = None,
 ) -> None:
     """P(COVID) of new studies with the trained ensemble, and their attention maps."""
-    root, config = stage_setup(profile, data_root)
+    from dsan_core.dicom.index import check_export
+
+    root, config = stage_setup(profile, data_root, check_inputs=lambda *_: check_export(
+        dicom, masks=masks, dicom_option="--dicom"))
     from flows.predict import predict_flow
     from storage.inputs import PredictRequest
 

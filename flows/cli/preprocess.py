@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
+from flows.cli.app import DataRootOpt, ProfileOpt, app, ingested, print_lines, run_flow, stage_setup
 
 DaskAddressOpt = Annotated[
     str | None,
@@ -24,7 +24,8 @@ def preprocess(
 ) -> None:
     """Resample, window and lung-mask every segmented scan onto the network's grid."""
     overrides = {"runtime": {"dask": {"address": dask_address}}} if dask_address else None
-    root, config = stage_setup(profile, data_root, overrides)
+    root, config = stage_setup(profile, data_root, overrides,
+                               check_inputs=ingested)
     from flows.preprocessing import preprocess_flow
     from flows.runtime import run_name
 

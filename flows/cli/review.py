@@ -13,6 +13,7 @@ from flows.cli.app import (
     app,
     call,
     console,
+    ingested,
     print_lines,
     run_flow,
     stage_setup,
@@ -47,7 +48,7 @@ def export(
     if strategy not in STRATEGIES:
         call(_raise, ConfigError(f"--strategy: expected one of {list(STRATEGIES)}, found "
                                  f"{strategy!r}"))
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.review import export_masks_flow
     from storage.inputs import ReviewFolder
 
@@ -68,7 +69,7 @@ def import_(
     data_root: DataRootOpt = None,
 ) -> None:
     """Import corrected masks as ground truth (checked; recorded in mask_reviews, lineage)."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.review import import_masks_flow
     from storage.inputs import ReviewFolder
 
@@ -84,7 +85,8 @@ def status(data_root: DataRootOpt = None) -> None:
 
     root = resolve_data_root(data_root)
     prefect_environment(root)
-    from tasks._common.contract import StageRun, require_tables
+    from storage.tables import require_tables
+    from tasks._common.contract import StageRun
     from tasks.review import review_status
 
     with StageRun.open(root) as run:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from flows.cli.app import DataRootOpt, ProfileOpt, app, console, print_lines, run_flow, stage_setup
+from flows.cli.app import (
+    DataRootOpt,
+    ProfileOpt,
+    app,
+    console,
+    ingested,
+    print_lines,
+    run_flow,
+    stage_setup,
+)
 
 
 @app.command("train-seg", rich_help_panel="Stages")
 def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Train the VB-Net on ingested scans with ground-truth masks (cached; resumes)."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.runtime import run_name
     from flows.segmentation import train_segmenter_flow
 
@@ -26,7 +35,7 @@ def train_seg(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> No
 @app.command(rich_help_panel="Stages")
 def segment(profile: ProfileOpt = "demo", data_root: DataRootOpt = None) -> None:
     """Segment every scan, then the infection, groups and evaluation tables and figures."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.runtime import run_name
     from flows.segmentation import segmentation_flow
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import DataRootOpt, ProfileOpt, app, print_lines, run_flow, stage_setup
+from flows.cli.app import DataRootOpt, ProfileOpt, app, ingested, print_lines, run_flow, stage_setup
 
 ReshuffleOpt = Annotated[
     bool, typer.Option("--reshuffle", help="redraw every assignment: a NEW split version")
@@ -21,7 +21,7 @@ AgainstOpt = Annotated[
 def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
           data_root: DataRootOpt = None) -> None:
     """Patient-level TV/test split and CV folds; known patients never move."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.runtime import run_name
     from flows.splits import split_flow
 
@@ -34,7 +34,7 @@ def split(reshuffle: ReshuffleOpt = False, profile: ProfileOpt = "demo",
 def audit_splits(against: AgainstOpt = None, profile: ProfileOpt = "demo",
                  data_root: DataRootOpt = None) -> None:
     """Check the current split for leakage; exit 1 when any id crosses partitions."""
-    root, config = stage_setup(profile, data_root)
+    root, config = stage_setup(profile, data_root, check_inputs=ingested)
     from flows.runtime import run_name
     from flows.splits import audit_splits_flow
 

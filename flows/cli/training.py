@@ -11,6 +11,7 @@ from flows.cli.app import (
     ProfileOpt,
     TrainAddressOpt,
     app,
+    ingested,
     print_lines,
     run_flow,
     stage_setup,
@@ -30,7 +31,8 @@ def train(
     train_address: TrainAddressOpt = None,
 ) -> None:
     """Train the classifier: one task per fold x branch, cached; the tables of every model."""
-    root, config = stage_setup(profile, data_root, train_overrides(train_address))
+    root, config = stage_setup(profile, data_root, train_overrides(train_address),
+                               check_inputs=ingested)
     from flows.training import training_flow
 
     result = run_flow(training_flow, config.train, config.split, config.runtime, root,

@@ -22,13 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dsan_core.errors import DsanError, ItemFailed, StageError
+from dsan_core.errors import DsanError, ItemFailed
 from storage.hashing import FileHashMemo
 from storage.layout import DataLayout
 from storage.lineage import LineageRow, new_run_id, record_lineage, utcnow
 from storage.run_options import read_run_options
 from storage.stage_cache import CONFIG, INPUTS, ITEM, Manifest, StageCache, stage_key
-from storage.tables import table_exists
 from tasks._common.dask_map import WorkerError, map_on_dask
 from tasks._common.progress import StageProgress
 
@@ -111,13 +110,6 @@ class StageItems:
     def keys(self) -> dict[str, str]:
         """Item name -> the item's cache key."""
         return {item.name: self.of(item).key for item in self.items}
-
-
-def require_tables(layout: DataLayout, *names: str) -> None:
-    """Raise StageError naming the first of the tables `names` that is not written yet."""
-    for name in names:
-        if not table_exists(layout, name):
-            raise StageError(f"table {name!r} is missing: run the stage that writes it first")
 
 
 def cached_stage(

@@ -3,6 +3,7 @@ Prefect's client then finds that server instead of starting its own."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from flows.runtime import EphemeralApi
 
 
 @pytest.fixture
-def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     """SubprocessASGIServer.start without a process: it records the instance started."""
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -32,7 +34,10 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(SubprocessASGIServer, "_instances", {})
     monkeypatch.setattr(SubprocessASGIServer, "start", start)
-    return started
+    yield started
+    # The exit hook of a fake start would stop a server that never existed (Prefect's
+    # `stop` then logs to a closed terminal at the end of the session).
+    atexit.unregister(EphemeralApi._stop_at_exit)
 
 
 def test_the_client_uses_the_server_started_early(fake_server: list[Any]) -> None:
@@ -67,6 +72,7 @@ def test_nothing_starts_when_an_api_url_is_set(fake_server: list[Any]) -> None:
 
 _EXIT_EARLY = r"""
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from flows.runtime import EphemeralApi, prefect_environment
 prefect_environment(Path(sys.argv[1]))

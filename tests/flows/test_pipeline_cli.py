@@ -3,6 +3,7 @@ a rerun that is all cache hits; user errors exit with code 2."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,46 @@ def test_paper_profile_refuses_without_a_key(cohort: Path, tmp_path: Path,
         str(cohort / "labels.csv"), "--data-root", str(tmp_path / "data")])
     assert result.exit_code == 2, result.output  # a user error, not a crash
     assert "key" in result.output.lower()
+
+
+@pytest.mark.parametrize(("command", "mistake", "expected"), [
+    ("run", "labels", "labels manifest lacks required column 'patient_id' (found ['a', 'b'])"),
+    ("ingest", "masks", "expected a folder of masks (--masks), found nothing there"),
+    ("ingest", "dicom", "expected a folder as the DICOM root (--dicom-root), found a file"),
+    ("retrain", "labels", "labels manifest not found"),
+    ("predict", "dicom", "expected a folder as the DICOM root (--dicom), found a file"),
+])
+def test_a_mistyped_export_is_one_line_before_anything_starts(
+        cohort: Path, tmp_path: Path, command: str, mistake: str, expected: str) -> None:
+    bad_labels = tmp_path / "labels.csv"
+    bad_labels.write_text("a,b\n1,2\n")
+    paths = {"dicom": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
+             "masks": str(cohort / "masks")}
+    paths[mistake] = {"labels": str(bad_labels) if command == "run" else str(tmp_path / "x.csv"),
+                      "masks": str(tmp_path / "typo"),
+                      "dicom": str(bad_labels)}[mistake]
+    root = tmp_path / "data"
+    if command == "predict":
+        args = ["--dicom", paths["dicom"]]
+    else:
+        args = ["--dicom-root", paths["dicom"], "--labels", paths["labels"], "--masks",
+                paths["masks"]]
+    result = CliRunner().invoke(app, [command, *args, "--profile", "test", "--data-root",
+                                      str(root)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {expected}"
+    assert "prefect" not in os.listdir(root)  # refused before Prefect started
+
+
+@pytest.mark.parametrize("command", [
+    ["train-seg"], ["segment"], ["split"], ["audit-splits"], ["preprocess"], ["train"],
+    ["ensemble"], ["evaluate"], ["masks", "export", "--n", "2"],
+])
+def test_a_stage_on_a_data_root_without_scans_is_one_line_before_anything_starts(
+        tmp_path: Path, command: list[str]) -> None:
+    root = tmp_path / "mistyped"
+    result = CliRunner().invoke(app, [*command, "--profile", "test", "--data-root", str(root)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("error: table 'scans' is missing: run the stage that "
+                                     "writes it first")
+    assert "prefect" not in os.listdir(root)

@@ -90,6 +90,7 @@ def test_bad_labels_print_one_line_and_no_raw_path_reaches_prefects_database(
     errors = [line for line in refused.stderr.splitlines() if "error" in line.lower()]
     assert errors == ["error: labels manifest lacks required column 'patient_id' "
                       "(found ['a', 'b'])"]
+    assert "prefect" not in os.listdir(root)  # refused before Prefect's server
 
     done = subprocess.run(_dsan("ingest", *common, "--labels", str(export / "labels.csv"),
                                 "--masks", str(export / "masks")),
