@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from dsan_core.errors import RegistryError
+from dsan_core.errors import RegistryError, StageError
 from dsan_core.registry import PROMOTE, ROLLBACK, RegistryTables, champion
 from storage.atomic import write_json
 from storage.layout import DataLayout
@@ -120,4 +120,13 @@ def promoted_record(layout: DataLayout) -> dict[str, Any] | None:
     """The promoted model's record (None before the first registration)."""
     current = champion(statuses(read_models(layout)))
     return None if current is None else read_record(layout, current)
+
+
+def require_promoted(layout: DataLayout) -> dict[str, Any]:
+    """The promoted model's record; StageError naming what to run when there is none."""
+    record = promoted_record(layout)
+    if record is None:
+        raise StageError("no trained ensemble in this data root: run dsan run (DICOM to a "
+                         "promoted model) first")
+    return record
 

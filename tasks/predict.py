@@ -52,7 +52,7 @@ from dsan_core.segmentation import load_vbnet, segment_scan
 from dsan_core.segmentation.external import conform_mask
 from storage.checkpoints import load_checkpoint
 from storage.inputs import PredictRequest
-from storage.registry import promoted_record
+from storage.registry import require_promoted
 from storage.schemas import PREDICTIONS_NEW
 from storage.tables import read_table, table_exists, write_table
 from storage.volumes import image_array, read_image, write_array, write_figure, write_image
@@ -252,10 +252,7 @@ class TrainedModels:
 
 def load_trained_models(run: StageRun, threshold: float, device: str) -> TrainedModels:
     """The promoted ensemble; StageError naming what to run when there is none."""
-    record = promoted_record(run.layout)
-    if record is None:
-        raise StageError("no trained ensemble in this data root: run dsan run (DICOM to a "
-                         "promoted model) first")
+    record = require_promoted(run.layout)
     configs = record["configs"]
     train = TrainConfig.model_validate(configs["train"])
     segmentation = SegmentationConfig.model_validate(configs["segmentation"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from flows.cli.app import (
     stage_setup,
 )
 from flows.runtime import run_name
+
+if TYPE_CHECKING:
+    from storage.layout import DataLayout
 
 
 @app.command(rich_help_panel="Pipeline")
@@ -36,9 +39,13 @@ def predict(
 ) -> None:
     """P(COVID) of new studies with the trained ensemble, and their attention maps."""
     from dsan_core.dicom.index import check_export
+    from storage.registry import require_promoted
 
-    root, config = stage_setup(profile, data_root, check_inputs=lambda *_: check_export(
-        dicom, masks=masks, dicom_option="--dicom"))
+    def check_inputs(_config: object, layout: DataLayout) -> None:
+        check_export(dicom, masks=masks, dicom_option="--dicom")
+        require_promoted(layout)
+
+    root, config = stage_setup(profile, data_root, check_inputs=check_inputs)
     from flows.predict import predict_flow
     from storage.inputs import PredictRequest
 

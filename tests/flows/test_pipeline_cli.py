@@ -118,3 +118,14 @@ def test_a_stage_on_a_data_root_without_scans_is_one_line_before_anything_starts
     assert result.output.strip() == ("error: table 'scans' is missing: run the stage that "
                                      "writes it first")
     assert "prefect" not in os.listdir(root)
+
+
+def test_predict_on_a_data_root_without_a_model_is_one_line_before_anything_starts(
+        cohort: Path, tmp_path: Path) -> None:
+    root = tmp_path / "no-model"
+    result = CliRunner().invoke(app, ["predict", "--dicom", str(cohort / "dicom"), "--profile",
+                                      "test", "--data-root", str(root)])
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == ("error: no trained ensemble in this data root: "
+                                               "run dsan run (DICOM to a promoted model) first")
+    assert "prefect" not in os.listdir(root)
