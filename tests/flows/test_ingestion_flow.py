@@ -91,7 +91,8 @@ def test_ingest_rerun_and_single_file_change(cohort: Path, tmp_path: Path, test_
         # for in text only (the full name, ids and UIDs are looked for everywhere).
         pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
         for text, is_text in texts:
-            if is_text or len(secret) >= 4:
+            # `in` first: the same verdict (the pattern needs the substring), ~10x faster.
+            if (is_text or len(secret) >= 4) and secret in text:
                 assert not pattern.search(text), f"a raw identifier leaked: {secret[:3]}..."
 
 
