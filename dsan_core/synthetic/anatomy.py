@@ -85,6 +85,24 @@ class Anatomy:
     z0: int = 0
 
 
+@dataclass(frozen=True)
+class LungSlab:
+    """The lungs of a run of slices, without the rest of the chest (what placing and
+    sizing lesions needs): `lung`, `side`, `rim` and the axes as in `Anatomy`, plus the
+    airways' lumen (`airway`) and wall (`wall`, which holds the lumen), cut out of
+    `lung`."""
+
+    lung: BoolArray
+    side: NDArray[np.int8]
+    rim: FloatArray
+    airway: BoolArray
+    wall: BoolArray
+    z_mm: FloatArray
+    y_mm: FloatArray
+    x_mm: FloatArray
+    z0: int = 0
+
+
 def voxel_axes(
     shape: tuple[int, int, int], spacing: tuple[float, float, float]
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -245,8 +263,30 @@ def lung_field(layout: ChestLayout, z: FloatArray, y: FloatArray, x: FloatArray
     return side, rim
 
 
+def lung_slab(layout: ChestLayout, z0: int, z1: int) -> LungSlab:
+    """The lungs of slices z0..z1-1 (see `LungSlab`): the lung field less the airway
+    walls. `render_slab` paints the chest around them."""
+    z_all, y, x = voxel_axes(layout.shape, layout.spacing)
+    z = z_all[z0:z1]
+    shape = (len(z), layout.shape[1], layout.shape[2])
+    side, rim = lung_field(layout, z[:, None, None], y[None, :, None], x[None, None, :])
+    # Trachea and main bronchi: air lumen with a soft-tissue wall, not part of the lungs.
+    axes = (z, y, x)
+    airway = np.zeros(shape, dtype=bool)
+    wall = np.zeros(shape, dtype=bool)
+    for start, end, radius in layout.airways:
+        paint_tube(wall, axes, np.array(start), np.array(end), radius + layout.airway_wall)
+        paint_tube(airway, axes, np.array(start), np.array(end), radius)
+    lung = (side > 0) & ~wall
+    side[~lung] = 0
+    rim[~lung] = 0.0
+    return LungSlab(lung=lung, side=side, rim=rim, airway=airway, wall=wall, z_mm=z,
+                    y_mm=y, x_mm=x, z0=z0)
+
+
 def render_slab(layout: ChestLayout, z0: int, z1: int) -> Anatomy:
     """Slices z0..z1-1 of the chest (see `Anatomy`)."""
+    lungs = lung_slab(layout, z0, z1)
     z_all, y, x = voxel_axes(layout.shape, layout.spacing)
     z = z_all[z0:z1]
     shape = (len(z), layout.shape[1], layout.shape[2])
@@ -295,8 +335,7 @@ def render_slab(layout: ChestLayout, z0: int, z1: int) -> Anatomy:
     hu[heart & (heart_r < heart_size * 0.8)] = BLOOD_HU
     hu[heart & (heart_r >= heart_size * 0.8)] = FAT_HU * 0.6
 
-    side, rim = lung_field(layout, z[:, None, None], y[None, :, None], x[None, None, :])
-    lung = side > 0
+    lung = lungs.lung
     # Parenchyma is a little denser posteriorly (gravity-dependent).
     gradient = LUNG_HU + 50.0 * np.clip((y2 - bcy) / bay + 0.5, 0.0, 1.0)
     hu[lung] = np.broadcast_to(gradient[None], shape)[lung]
@@ -308,15 +347,7 @@ def render_slab(layout: ChestLayout, z0: int, z1: int) -> Anatomy:
     vessels &= lung
     hu[vessels] = BLOOD_HU
 
-    # Trachea and main bronchi: air lumen with a soft-tissue wall, not part of the lungs.
-    airway = np.zeros(shape, dtype=bool)
-    wall = np.zeros(shape, dtype=bool)
-    for start, end, radius in layout.airways:
-        paint_tube(wall, axes, np.array(start), np.array(end), radius + layout.airway_wall)
-        paint_tube(airway, axes, np.array(start), np.array(end), radius)
-    hu[wall & ~airway] = SOFT_TISSUE_HU * 0.5
-    hu[airway] = AIR_HU
-    lung &= ~wall
-    side[~lung] = 0
-    rim[~lung] = 0.0
-    return Anatomy(hu=hu, lung=lung, side=side, rim=rim, z_mm=z, y_mm=y, x_mm=x, z0=z0)
+    hu[lungs.wall & ~lungs.airway] = SOFT_TISSUE_HU * 0.5
+    hu[lungs.airway] = AIR_HU
+    return Anatomy(hu=hu, lung=lung, side=lungs.side, rim=lungs.rim, z_mm=z, y_mm=y, x_mm=x,
+                   z0=z0)

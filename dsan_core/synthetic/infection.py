@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from dsan_core.synthetic.anatomy import Anatomy
+from dsan_core.synthetic.anatomy import Anatomy, LungSlab
 from dsan_core.synthetic.lesions import Lesion
 
 FloatArray = NDArray[np.float32]
@@ -43,7 +43,7 @@ class LesionCut:
     ties: int
 
 
-def lung_points(anatomy: Anatomy
+def lung_points(anatomy: Anatomy | LungSlab
                 ) -> tuple[NDArray[np.intp], tuple[FloatArray, ...], NDArray[np.int8]]:
     """Flat indices of the slab's lung voxels (C order), their (z, y, x) mm and lung codes."""
     idx = np.flatnonzero(anatomy.lung)

@@ -31,6 +31,7 @@ from dsan_core.synthetic.anatomy import (
     ChestLayout,
     check_geometry,
     draw_layout,
+    lung_slab,
     render_slab,
     voxel_axes,
 )
@@ -179,8 +180,7 @@ def plan_phantom(
     lesions = plan_lesions(layout, rng, diagnosis, target_ratio, pattern=pattern)
     parts = []
     for z0 in range(0, shape[0], SLAB):
-        anatomy = render_slab(layout, z0, min(z0 + SLAB, shape[0]))
-        _, points, sides = lung_points(anatomy)
+        _, points, sides = lung_points(lung_slab(layout, z0, min(z0 + SLAB, shape[0])))
         parts.append(scaled_distance(lesions, points, sides)[0])
     distances = np.concatenate(parts)
     if distances.size == 0:
