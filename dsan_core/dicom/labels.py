@@ -67,6 +67,12 @@ def read_labels(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise LabelsError("labels manifest not found") from None
+    except IsADirectoryError:
+        raise LabelsError("labels manifest is a folder, not a CSV file",
+                          reason="bad_csv") from None
+    except PermissionError:
+        raise LabelsError("labels manifest cannot be read by this user",
+                          reason="bad_csv") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise LabelsError(f"labels manifest is not a readable CSV ({type(error).__name__})",
                           reason="bad_csv") from None
