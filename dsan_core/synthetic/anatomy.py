@@ -287,9 +287,8 @@ def lung_slab(layout: ChestLayout, z0: int, z1: int) -> LungSlab:
 def render_slab(layout: ChestLayout, z0: int, z1: int) -> Anatomy:
     """Slices z0..z1-1 of the chest (see `Anatomy`)."""
     lungs = lung_slab(layout, z0, z1)
-    z_all, y, x = voxel_axes(layout.shape, layout.spacing)
-    z = z_all[z0:z1]
-    shape = (len(z), layout.shape[1], layout.shape[2])
+    z, y, x = lungs.z_mm, lungs.y_mm, lungs.x_mm
+    shape = lungs.lung.shape
     sx, sy, sz = layout.spacing
     bax, bay, bcy = layout.body
     t = relative_height(layout, z)[:, None, None]
@@ -308,7 +307,7 @@ def render_slab(layout: ChestLayout, z0: int, z1: int) -> Anatomy:
 
     # Ribs: oblique bony bands in the chest wall, higher at the back than at the front.
     posterior = np.clip(((y2 - bcy) / bay + 1.0) / 2.0, 0.0, 1.0)  # 0 front .. 1 back
-    z_abs = (z - z_all[0])[:, None, None]
+    z_abs = (z - voxel_axes(layout.shape, layout.spacing)[0][0])[:, None, None]
     phase = np.mod(z_abs + 40.0 * (1.0 - posterior[None]), layout.rib_pitch)
     front = (np.abs(x2) < 0.2 * bax) & (y2 < bcy)
     ring = (body_r > 0.85) & (body_r < 0.91) & ~front[None]
