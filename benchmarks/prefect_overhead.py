@@ -55,7 +55,7 @@ print(json.dumps({"imported_s": imported, "flow_done_s": time.perf_counter() - s
 """
 
 _SUBFLOWS = r"""
-import json, sys, time
+import contextlib, json, sys, time
 from pathlib import Path
 from flows.runtime import prefect_environment, quiet_flow_settings
 prefect_environment(Path(sys.argv[1]))
@@ -68,11 +68,7 @@ def stage() -> int:
 @flow
 def parent(n: int, quiet: bool) -> float:
     started = time.perf_counter()
-    if quiet:
-        with quiet_flow_settings():
-            for _ in range(n):
-                stage()
-    else:
+    with quiet_flow_settings() if quiet else contextlib.nullcontext():
         for _ in range(n):
             stage()
     return time.perf_counter() - started

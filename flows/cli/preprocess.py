@@ -24,8 +24,7 @@ def preprocess(
 ) -> None:
     """Resample, window and lung-mask every segmented scan onto the network's grid."""
     overrides = {"runtime": {"dask": {"address": dask_address}}} if dask_address else None
-    root, config = stage_setup(profile, data_root, overrides,
-                               check_inputs=ingested)
+    root, config = stage_setup(profile, data_root, overrides, check_inputs=ingested)
     from flows.preprocessing import preprocess_flow
     from flows.runtime import run_name
 
