@@ -77,28 +77,29 @@ def test_paper_profile_refuses_without_a_key(cohort: Path, tmp_path: Path,
     assert "key" in result.output.lower()
 
 
-@pytest.mark.parametrize(("command", "mistake", "expected"), [
-    ("run", "labels", "labels manifest lacks required column 'patient_id' (found ['a', 'b'])"),
-    ("ingest", "masks", "expected a folder of masks (--masks), found nothing there"),
-    ("ingest", "dicom", "expected a folder as the DICOM root (--dicom-root), found a file"),
-    ("retrain", "labels", "labels manifest not found"),
-    ("predict", "dicom", "expected a folder as the DICOM root (--dicom), found a file"),
+@pytest.mark.parametrize(("command", "option", "given", "expected"), [
+    ("run", "labels", "a CSV without the columns",
+     "labels manifest lacks required column 'patient_id' (found ['a', 'b'])"),
+    ("ingest", "masks", "nothing", "expected a folder of masks (--masks), found nothing there"),
+    ("ingest", "dicom", "a file",
+     "expected a folder as the DICOM root (--dicom-root), found a file"),
+    ("retrain", "labels", "nothing", "labels manifest not found"),
+    ("predict", "dicom", "a file", "expected a folder as the DICOM root (--dicom), found a file"),
 ])
 def test_a_mistyped_export_is_one_line_before_anything_starts(
-        cohort: Path, tmp_path: Path, command: str, mistake: str, expected: str) -> None:
-    bad_labels = tmp_path / "labels.csv"
-    bad_labels.write_text("a,b\n1,2\n")
-    paths = {"dicom": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
-             "masks": str(cohort / "masks")}
-    paths[mistake] = {"labels": str(bad_labels) if command == "run" else str(tmp_path / "x.csv"),
-                      "masks": str(tmp_path / "typo"),
-                      "dicom": str(bad_labels)}[mistake]
-    root = tmp_path / "data"
+        cohort: Path, tmp_path: Path, command: str, option: str, given: str,
+        expected: str) -> None:
+    bad_csv = tmp_path / "labels.csv"
+    bad_csv.write_text("a,b\n1,2\n")
+    paths = {"dicom": cohort / "dicom", "labels": cohort / "labels.csv", "masks": cohort / "masks"}
+    paths[option] = {"a CSV without the columns": bad_csv, "a file": bad_csv,
+                     "nothing": tmp_path / "typo"}[given]
     if command == "predict":
-        args = ["--dicom", paths["dicom"]]
+        args = ["--dicom", str(paths["dicom"])]
     else:
-        args = ["--dicom-root", paths["dicom"], "--labels", paths["labels"], "--masks",
-                paths["masks"]]
+        args = ["--dicom-root", str(paths["dicom"]), "--labels", str(paths["labels"]),
+                "--masks", str(paths["masks"])]
+    root = tmp_path / "data"
     result = CliRunner().invoke(app, [command, *args, "--profile", "test", "--data-root",
                                       str(root)])
     assert result.exit_code == 2, result.output
