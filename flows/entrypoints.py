@@ -12,6 +12,10 @@ A deployment's own flow run sends Prefect's heartbeats (how the server tells a c
 run from a long one); its stage subflows, in the same process, do not: each would wait
 up to a second for its heartbeat thread on exit, ~15 s per run for nothing, since the
 process they share is the one the parent's heartbeat vouches for.
+
+The pipeline (and with it torch, scikit-learn, matplotlib: ~5 s) is imported when a flow
+runs, not with this module: `prefect deploy` and `dsan serve` import it only to read the
+two flows' names and parameters.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from pathlib import Path
 from prefect import flow
 
 from dsan_core.errors import ConfigError
-from flows.pipeline import PipelineResult, pipeline_flow, retrain_flow
 from flows.runtime import check_data_root, prefect_environment, quiet_flow_settings
 from storage.inputs import ExportLocation
 
@@ -71,9 +74,11 @@ def _inputs(profile: str, data_root: str, dicom_root: str | None, labels: str | 
 def pipeline_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                         labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan run` as a deployment: the export (default: the profile's drop) to the report."""
+    from flows.pipeline import pipeline_flow
+
     root, config, export = _inputs(profile, data_root, dicom_root, labels, masks)
     with quiet_flow_settings():  # the stages ride on this run's heartbeat
-        result: PipelineResult = pipeline_flow(export, config, root)
+        result = pipeline_flow(export, config, root)
     return result.summary()
 
 
@@ -81,6 +86,8 @@ def pipeline_deployment(profile: str, data_root: str, dicom_root: str | None = N
 def retrain_deployment(profile: str, data_root: str, dicom_root: str | None = None,
                        labels: str | None = None, masks: str | None = None) -> list[str]:
     """`dsan retrain` as a deployment (scheduled): add the drop, retrain, gate."""
+    from flows.pipeline import retrain_flow
+
     root, config, export = _inputs(profile, data_root, dicom_root, labels, masks)
     with quiet_flow_settings():  # the stages ride on this run's heartbeat
         result = retrain_flow(export, config, root)

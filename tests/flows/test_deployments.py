@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from deployments.entrypoints import pipeline_deployment, retrain_deployment
@@ -24,7 +27,7 @@ def test_the_stages_of_a_deployment_send_no_heartbeats(entry, stages, tmp_path, 
     # Each stage subflow with heartbeats on waits up to 1 s for its thread when it ends.
     from prefect.settings import get_current_settings
 
-    import flows.entrypoints
+    import flows.pipeline
 
     seen: list[int | None] = []
 
@@ -36,9 +39,19 @@ def test_the_stages_of_a_deployment_send_no_heartbeats(entry, stages, tmp_path, 
         seen.append(get_current_settings().flows.heartbeat_frequency)
         return Done()
 
-    monkeypatch.setattr(flows.entrypoints, stages, stage_flow)
+    monkeypatch.setattr(flows.pipeline, stages, stage_flow)  # imported when run
     outside = get_current_settings().flows.heartbeat_frequency
     assert entry.fn(profile="test", data_root=str(tmp_path / "data"),
                     dicom_root=str(tmp_path), labels=str(tmp_path / "labels.csv")) == ["done"]
     assert seen == [None]
     assert get_current_settings().flows.heartbeat_frequency == outside
+
+
+def test_deploying_imports_no_pipeline() -> None:
+    # `prefect deploy` and `dsan serve` import the entry points to read the flows' names
+    # and parameters: the pipeline (torch, scikit-learn, matplotlib: ~5 s) waits for a run.
+    heavy = "{'flows.pipeline', 'torch', 'sklearn', 'matplotlib'}"
+    probe = f"import sys, deployments.entrypoints; print(sorted({heavy} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
