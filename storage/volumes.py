@@ -6,6 +6,7 @@ spacing, direction)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,18 @@ def open_npy(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+def figure_png(figure: Any, *, dpi: int = 110) -> bytes:
+    """A matplotlib Figure as PNG bytes (no pyplot global state). The figures are laid out
+    by matplotlib's constrained layout, which keeps every artist on the canvas: no
+    `bbox_inches="tight"`, which would draw each figure twice."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
+    return buffer.getvalue()
+
+
 def write_figure(figure: Any, destination: Path, *, dpi: int = 110) -> None:
-    """Save a matplotlib Figure as PNG atomically (no pyplot global state)."""
-    with atomic_path(destination) as temp:
-        figure.savefig(temp, dpi=dpi, format="png", bbox_inches="tight")
+    """Save a matplotlib Figure as PNG atomically."""
+    write_bytes(destination, figure_png(figure, dpi=dpi))
 
 
 def write_geometry(destination: Path, geometry: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ figures beside it), also published as Prefect artifacts.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,7 +58,7 @@ from storage.report_inputs import ensemble_search, ensemble_weights, nested_fold
 from storage.schemas import FAITHFULNESS
 from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, read_table_file, require_tables, write_table
-from storage.volumes import open_npy, read_geometry
+from storage.volumes import figure_png, open_npy, read_geometry
 from tasks._common.contract import StageInputs, StageRun, cached_stage
 from tasks._common.progress import StageProgress
 from tasks.models import current_model_id
@@ -216,25 +215,20 @@ def _panel_scans(run: StageRun, chosen: list[str], preprocessed: pd.DataFrame,
             for scan_id in chosen]
 
 
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.DataFrame,
              panel: Any, search: Any) -> list[ReportFigure]:
     from dsan_core.plots.evaluation import ensemble_surface_figure
 
+    roc = figure_png(roc_figure(predictions, groups))
     figures = [ReportFigure("roc", "ROC curves per fold model, TV (out-of-fold) and test "
-                                   "(the paper's Fig. 4)", _png(roc_figure(predictions, groups))),
+                                   "(the paper's Fig. 4)", roc),
                ReportFigure("reliability", "Reliability diagrams on test (per fold model) "
-                                           "and TV", _png(reliability_figure(reliability)))]
+                                           "and TV", figure_png(reliability_figure(reliability)))]
     if panel is not None:
         figures.append(ReportFigure("attention", "COVID test scans per analysis bin: CT, "
                                                  "masks, Grad-CAM and attention (Fig. 5)",
-                                    _png(panel)))
+                                    figure_png(panel)))
     if search is not None:
         figures.append(ReportFigure("ensemble", "Ensemble weight search on TV",
-                                    _png(ensemble_surface_figure(search))))
+                                    figure_png(ensemble_surface_figure(search))))
     return figures
