@@ -15,30 +15,42 @@ from dsan_core.errors import SchemaError
 from storage.layout import DataLayout
 from storage.tables import read_table, write_table
 
+UMASKS = {"022": 0o644, "002": 0o664, "077": 0o600}
+
+# One process writes every kind of output once per umask, each set in its own folder:
+# the umask is process-wide, so it is changed here, not in the test process.
 _WRITE_ALL = """
 import os, sys
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-os.umask(int(sys.argv[2], 8))
 from storage.atomic import write_text
 from storage.checkpoints import save_checkpoint
 from storage.layout import DataLayout
 from storage.tables import write_table
 from storage.volumes import write_npy
-root = Path(sys.argv[1])
-write_text(root / "a.txt", "x")
-write_npy(root / "b.npy", np.zeros(3))
-save_checkpoint({"w": torch.zeros(2)}, root / "c.pt")
-write_table(DataLayout(root), "lineage", pd.DataFrame(columns=[
-    "run_id", "stage", "key", "cache_hit", "input_hashes", "output_hashes", "config_hash",
-    "code_version", "started_at", "ended_at"]))
+for umask in sys.argv[2:]:
+    os.umask(int(umask, 8))
+    root = Path(sys.argv[1]) / umask
+    write_text(root / "a.txt", "x")
+    write_npy(root / "b.npy", np.zeros(3))
+    save_checkpoint({"w": torch.zeros(2)}, root / "c.pt")
+    write_table(DataLayout(root), "lineage", pd.DataFrame(columns=[
+        "run_id", "stage", "key", "cache_hit", "input_hashes", "output_hashes",
+        "config_hash", "code_version", "started_at", "ended_at"]))
 """
 
 
-@pytest.mark.parametrize(("umask", "mode"), [("022", 0o644), ("002", 0o664), ("077", 0o600)])
-def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path, umask: str, mode: int) -> None:
-    subprocess.run([sys.executable, "-c", _WRITE_ALL, str(tmp_path), umask], check=True)
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+@pytest.fixture(scope="module")
+def written_under_each_umask(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("umasks")
+    subprocess.run([sys.executable, "-c", _WRITE_ALL, str(root), *UMASKS], check=True)
+    return root
+
+
+@pytest.mark.parametrize(("umask", "mode"), UMASKS.items())
+def test_outputs_get_the_mode_the_umask_gives(written_under_each_umask: Path, umask: str,
+                                              mode: int) -> None:
+    written = [p for p in (written_under_each_umask / umask).rglob("*") if p.is_file()]
     assert len(written) == 4
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(mode)}
 
