@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +66,30 @@ def test_config():  # type: ignore[no-untyped-def]
     from dsan_core.config import load_profile
 
     return load_profile(PROFILES / "test.yaml")
+
+
+@dataclass(frozen=True)
+class GeneratedCohort:
+    """The test profile's synthetic export, what `generate_cohort` returned, and the
+    progress it reported as (done, total) pairs. Read only."""
+
+    root: Path
+    summary: Any
+    progress: list[tuple[int, int]]
+
+
+@pytest.fixture(scope="session")
+def generated_cohort(tmp_path_factory: pytest.TempPathFactory, test_config  # type: ignore[no-untyped-def]
+                     ) -> GeneratedCohort:
+    """Written once per session (per worker): the export tests check it, the flow tests
+    ingest it (`cohort` in tests/flows)."""
+    from dsan_core.synthetic import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    calls: list[tuple[int, int]] = []
+    summary = generate_cohort(test_config.synth, out,
+                              progress=lambda done, total: calls.append((done, total)))
+    return GeneratedCohort(out, summary, calls)
 
 
 @pytest.fixture(autouse=True)

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import GeneratedCohort
+
 
 @pytest.fixture(scope="session")
-def cohort(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # type: ignore[no-untyped-def]
-    from dsan_core.synthetic import generate_cohort
-
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(test_config.synth, out)
-    return out
+def cohort(generated_cohort: GeneratedCohort) -> Path:
+    return generated_cohort.root
 
 
 @pytest.fixture(scope="session")

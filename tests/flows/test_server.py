@@ -6,7 +6,9 @@ runs in its own session and is stopped by its process group, also on failure.
 
 The data root starts as a copy of the session's finished pipeline (`pipeline_root`, on the
 same cohort), so the pipeline deployment finds every stage cached and the retraining on
-the drop is the one computation here. The runs happen once per module (fixtures
+the drop is the one computation here; what a retraining promises (known patients keep their
+place, the champion / challenger gate, people overruling it) is checked on that run. The
+runs happen once per module (fixtures
 `pipeline_run`, `retrain_run`) and the tests assert on what they saw then, and `dsan serve`
 hands the deployments back to the pool when its test ends: any test passes alone or in
 any order.
@@ -38,6 +40,7 @@ import flows.cli.orchestration  # noqa: F401 - registers its commands (until COM
 from flows.cli import app
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
+from storage.lock import release
 from storage.tables import read_table, table_exists
 from tests.conftest import PROFILES, environment
 
@@ -234,6 +237,7 @@ class Tables:
 
     models: pd.DataFrame
     scans: pd.DataFrame
+    splits: pd.DataFrame
     predictions: pd.DataFrame
     decisions: pd.DataFrame | None
     lineage: pd.DataFrame
@@ -244,7 +248,8 @@ def read_tables(root: Path) -> Tables:
     decisions = (read_table(layout, "model_decisions")
                  if table_exists(layout, "model_decisions") else None)
     return Tables(read_table(layout, "models"), read_table(layout, "scans"),
-                  read_table(layout, "predictions"), decisions, read_lineage(layout))
+                  read_table(layout, "splits"), read_table(layout, "predictions"), decisions,
+                  read_lineage(layout))
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,63 @@ def test_retrain_deployment_adds_the_drop_and_records_a_decision(
     decisions = after.decisions
     assert decisions is not None
     assert decisions[decisions["model_id"] == challenger]["actor"].tolist() == ["gate"]
+
+
+def _dsan(layout: DataLayout, *args: str) -> Any:
+    """A dsan command in this process. It keeps the data root locked for the life of the
+    process, as a command does: released here, for the deployments' runs that follow."""
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        release(layout)
+
+
+def test_retrain_gate_promote_and_rollback(stack: Stack, retrain_run: DeploymentRun) -> None:
+    """What a retraining promises, on the deployment's run: the data root grows, known
+    patients stay where they were, the new ensemble meets the champion / challenger gate,
+    and people can overrule it (`dsan promote`, `dsan rollback`), all on the record."""
+    before, after = retrain_run.before, retrain_run.after
+    old, new = (t.splits.set_index("scan_id") for t in (before, after))
+    assert len(new) > len(old)
+    kept = new.loc[old.index]
+    assert (kept["set"] == old["set"]).all()
+    assert (kept["fold"].fillna(-1) == old["fold"].fillna(-1)).all()
+    worker_log = (stack.processes.logs / "worker.log").read_text()
+    assert f"added to {len(old)} scans of earlier drops" in worker_log
+
+    assert before.models["status"].tolist() == ["promoted"]  # the data root's first ensemble
+    champion = before.models["model_id"].iloc[0]
+    models = after.models.set_index("model_id")
+    challenger = (set(models.index) - {champion}).pop()
+    assert after.decisions is not None
+    gate = after.decisions[after.decisions["model_id"] == challenger].iloc[-1]
+    assert gate["actor"] == "gate" and gate["champion_id"] == champion
+    assert '"auc"' in gate["numbers"] and gate["n_scans"] > 0
+    promoted = models.index[models["status"] == "promoted"].tolist()
+    assert promoted == [challenger if gate["action"] == "promote" else champion]
+
+    # People overrule the gate; both are recorded. (No run is under way now: the module's
+    # runs end before their fixtures return, and `dsan serve` stops with its test.)
+    layout = DataLayout(stack.root)
+    root = str(layout.root)
+    common = ["--profile", str(PROFILES / "test.yaml"), "--data-root", root]
+    current = read_table(layout, "models").set_index("model_id")
+    serving = current.index[current["status"] == "promoted"].tolist()
+    other = champion if serving == [challenger] else challenger
+    result_promote = _dsan(layout, "promote", other[:8], "--reason", "radiologist", *common)
+    assert result_promote.exit_code == 0, result_promote.output
+    assert read_table(layout, "models").set_index("model_id").loc[other, "status"] == "promoted"
+    back = _dsan(layout, "rollback", *common)
+    assert back.exit_code == 0 and f"to {serving[0]}" in back.output, back.output
+    actions = read_table(layout, "model_decisions")["action"].tolist()
+    assert actions[-2:] == ["promote", "rollback"]
+    listing = _dsan(layout, "models", "--data-root", root)
+    assert "radiologist" in listing.output and "promoted" in listing.output
+    lineage = _dsan(layout, "lineage", challenger, "--data-root", root)
+    assert lineage.exit_code == 0, lineage.output
+    assert "split version" in lineage.output and "volume sha256" in lineage.output
+    via_report = _dsan(layout, "lineage", "reports/evaluation/report.md", "--data-root", root)
+    assert f"model {challenger}" in via_report.output
 
 
 def test_serve_takes_over_the_deployments_and_runs_them(

@@ -28,6 +28,7 @@ from dsan_core.synthetic import (
 from dsan_core.synthetic.dicom_export import stored_pixels
 from dsan_core.synthetic.ratios import expected_weights
 from dsan_core.synthetic.sites import site_profiles
+from tests.conftest import GeneratedCohort
 
 PROFILES = Path(__file__).resolve().parents[3] / "profiles"
 TEST_CONFIG: SynthConfig = load_profile(PROFILES / "test.yaml").synth
@@ -48,13 +49,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CohortSummary]:
-    out = tmp_path_factory.mktemp("cohort")
-    calls: list[tuple[int, int]] = []
-    summary = generate_cohort(TEST_CONFIG, out, progress=lambda d, t: calls.append((d, t)))
+def cohort(generated_cohort: GeneratedCohort) -> tuple[Path, CohortSummary]:
+    """The session's test-profile export (tests/conftest.py), written with a progress
+    callback that reached every study."""
     total = len(plan_cohort(TEST_CONFIG).studies)
-    assert calls[-1] == (total, total)
-    return out, summary
+    assert generated_cohort.progress[-1] == (total, total)
+    return generated_cohort.root, generated_cohort.summary
 
 
 def test_stored_pixels_follow_site_representation() -> None:
