@@ -219,16 +219,14 @@ def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.Da
              panel: Any, search: Any) -> list[ReportFigure]:
     from dsan_core.plots.evaluation import ensemble_surface_figure
 
-    roc = figure_png(roc_figure(predictions, groups))
-    figures = [ReportFigure("roc", "ROC curves per fold model, TV (out-of-fold) and test "
-                                   "(the paper's Fig. 4)", roc),
-               ReportFigure("reliability", "Reliability diagrams on test (per fold model) "
-                                           "and TV", figure_png(reliability_figure(reliability)))]
+    drawn = [("roc", "ROC curves per fold model, TV (out-of-fold) and test (the paper's "
+                     "Fig. 4)", roc_figure(predictions, groups)),
+             ("reliability", "Reliability diagrams on test (per fold model) and TV",
+              reliability_figure(reliability))]
     if panel is not None:
-        figures.append(ReportFigure("attention", "COVID test scans per analysis bin: CT, "
-                                                 "masks, Grad-CAM and attention (Fig. 5)",
-                                    figure_png(panel)))
+        drawn.append(("attention", "COVID test scans per analysis bin: CT, masks, Grad-CAM "
+                                   "and attention (Fig. 5)", panel))
     if search is not None:
-        figures.append(ReportFigure("ensemble", "Ensemble weight search on TV",
-                                    figure_png(ensemble_surface_figure(search))))
-    return figures
+        drawn.append(("ensemble", "Ensemble weight search on TV",
+                      ensemble_surface_figure(search)))
+    return [ReportFigure(name, caption, figure_png(figure)) for name, caption, figure in drawn]

@@ -8,9 +8,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from dsan_core.synthetic import CohortSummary
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -74,7 +77,7 @@ class GeneratedCohort:
     progress it reported as (done, total) pairs. Read only."""
 
     root: Path
-    summary: Any
+    summary: CohortSummary
     progress: list[tuple[int, int]]
 
 

@@ -1,6 +1,8 @@
 """Figures as `matplotlib.figure.Figure` objects (no pyplot, no global backend).
 
-Save them with `figure.savefig(path)`; the Agg canvas is attached on creation.
+The Agg canvas is attached on creation; the tasks save them with
+`storage.volumes.write_figure` (or `figure_png` for the bytes), at one draw each: the
+figures use constrained layout, so no `bbox_inches="tight"` re-draw is needed.
 """
 
 from __future__ import annotations
