@@ -33,6 +33,7 @@ from storage.stage_cache import Manifest, artifact
 from storage.tables import read_table, write_table
 from storage.volumes import image_array, read_array, read_image, write_figure
 from tasks._common.contract import StageInputs, StageRun, cached_stage
+from tasks._common.progress import StageProgress
 from tasks.segmentation import (
     TrainSegOutcome,
     ground_truth_cases,
@@ -106,21 +107,11 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     """Score every held-out scan; write `seg_eval`, the Markdown summary and the card of
     the segmenter `dsan predict` uses for studies without masks."""
     rows = []
-    for case in held.itertuples(index=False):
-        image = read_image(run.layout.resolve(case.volume_path))
-        hu = image_array(image, np.float32)
-        truth = _arrays(run, case.lung_path, case.infection_path)
-        masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
-        candidates = {config.method: (masks[0], masks[1])}
-        if standin is not None:  # the predict-time VB-Net, on the same held-out scans
-            probs = volume_probs(standin.network, hu, image.GetSpacing(), config.vbnet,
-                                 standin.device)
-            candidates["vbnet"] = masks_at(probs, standin.threshold)
-        found, problem = compare_with_truth(case.scan_id, hu, image.GetSpacing(),
-                                            (truth[0], truth[1]), candidates, config)
-        rows += found
-        if problem:
-            logger.warning("classical baseline failed: %s", problem)
+    with StageProgress("evaluating segmenters on the held-out scans", len(held),
+                       unit="scans") as progress:
+        for case in held.itertuples(index=False):
+            rows += _score_case(run, case, predicted, config, standin, logger)
+            progress.advance()
     table = pd.DataFrame(rows, columns=SEG_EVAL.names)
     write_table(run.layout, "seg_eval", table)
     summary = summarise(table)
@@ -136,6 +127,26 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
         "scans": int(table["scan_id"].nunique()),
         "summary": {method: asdict(s) for method, s in summary.items()},
         "predict_segmenter": card})
+
+
+def _score_case(run: StageRun, case: Any, predicted: pd.DataFrame, config: SegmentationConfig,
+                standin: _StandIn | None, logger: Any) -> list[Any]:
+    """One held-out scan's rows: the configured method's masks and (where it stands in)
+    the VB-Net's, against the ground truth, beside the classical baseline."""
+    image = read_image(run.layout.resolve(case.volume_path))
+    hu = image_array(image, np.float32)
+    truth = _arrays(run, case.lung_path, case.infection_path)
+    masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
+    candidates = {config.method: (masks[0], masks[1])}
+    if standin is not None:  # the predict-time VB-Net, on the same held-out scans
+        probs = volume_probs(standin.network, hu, image.GetSpacing(), config.vbnet,
+                             standin.device)
+        candidates["vbnet"] = masks_at(probs, standin.threshold)
+    found, problem = compare_with_truth(case.scan_id, hu, image.GetSpacing(),
+                                        (truth[0], truth[1]), candidates, config)
+    if problem:
+        logger.warning("classical baseline failed: %s", problem)
+    return list(found)
 
 
 @dataclass(frozen=True)
