@@ -77,8 +77,8 @@ CORE = {
                      "conform_mask", "merge_tables"],
     "tasks.segmentation": ["segment_scan", "train_vbnet", "segmentation_partition"],
     "tasks.groups": ["assign_groups"],
-    "tasks.segmentation_eval": ["compare_with_truth", "volume_probs", "masks_at",
-                                "overlay_figure", "ratio_histogram_figure", "summarise",
+    "tasks.segmentation_eval": ["score_held_out_scan", "overlay_figure",
+                                "ratio_histogram_figure", "summarise",
                                 "evaluation_scans"],
     "tasks.splits": ["make_splits", "audit_splits"],
 }

@@ -17,11 +17,12 @@ from prefect.cache_policies import NO_CACHE
 
 from dsan_core.config import SegmentationConfig
 from dsan_core.plots.segmentation import overlay_figure, ratio_histogram_figure
-from dsan_core.segmentation import load_vbnet, masks_at, volume_probs
+from dsan_core.segmentation import load_vbnet
 from dsan_core.segmentation.reporting import (
     MethodSummary,
-    compare_with_truth,
+    StandInSegmenter,
     evaluation_scans,
+    score_held_out_scan,
     summarise,
     summary_markdown,
 )
@@ -102,7 +103,7 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
 
 def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFrame,
               config: SegmentationConfig, thresholds: list[float],
-              model: TrainSegOutcome | None, standin: _StandIn | None,
+              model: TrainSegOutcome | None, standin: StandInSegmenter | None,
               logger: Any) -> Manifest:
     """Score every held-out scan; write `seg_eval`, the Markdown summary and the card of
     the segmenter `dsan predict` uses for studies without masks."""
@@ -110,7 +111,15 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
     with StageProgress("evaluating segmenters on the held-out scans", len(held),
                        unit="scans") as progress:
         for case in held.itertuples(index=False):
-            rows += _score_case(run, case, predicted, config, standin, logger)
+            image = read_image(run.layout.resolve(case.volume_path))
+            truth = _arrays(run, case.lung_path, case.infection_path)
+            masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
+            found, problem = score_held_out_scan(
+                case.scan_id, image_array(image, np.float32), image.GetSpacing(),
+                (truth[0], truth[1]), (masks[0], masks[1]), config, standin)
+            rows += found
+            if problem:
+                logger.warning("classical baseline failed: %s", problem)
             progress.advance()
     table = pd.DataFrame(rows, columns=SEG_EVAL.names)
     write_table(run.layout, "seg_eval", table)
@@ -127,36 +136,6 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
         "scans": int(table["scan_id"].nunique()),
         "summary": {method: asdict(s) for method, s in summary.items()},
         "predict_segmenter": card})
-
-
-def _score_case(run: StageRun, case: Any, predicted: pd.DataFrame, config: SegmentationConfig,
-                standin: _StandIn | None, logger: Any) -> list[Any]:
-    """One held-out scan's rows: the configured method's masks and (where it stands in)
-    the VB-Net's, against the ground truth, beside the classical baseline."""
-    image = read_image(run.layout.resolve(case.volume_path))
-    hu = image_array(image, np.float32)
-    truth = _arrays(run, case.lung_path, case.infection_path)
-    masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
-    candidates = {config.method: (masks[0], masks[1])}
-    if standin is not None:  # the predict-time VB-Net, on the same held-out scans
-        probs = volume_probs(standin.network, hu, image.GetSpacing(), config.vbnet,
-                             standin.device)
-        candidates["vbnet"] = masks_at(probs, standin.threshold)
-    found, problem = compare_with_truth(case.scan_id, hu, image.GetSpacing(),
-                                        (truth[0], truth[1]), candidates, config)
-    if problem:
-        logger.warning("classical baseline failed: %s", problem)
-    return list(found)
-
-
-@dataclass(frozen=True)
-class _StandIn:
-    """The VB-Net that stands in for imported masks at predict time, loaded."""
-
-    model: TrainSegOutcome
-    network: torch.nn.Module
-    threshold: float
-    device: torch.device
 
 
 def predict_segmenter_card(config: SegmentationConfig, model: TrainSegOutcome | None,
@@ -209,9 +188,9 @@ def evaluate_segmentation_task(data_root: Path, config: SegmentationConfig,
             standin = None
             if standin_model is not None:
                 weights = load_checkpoint(standin_model.stage.output_path(run.layout, "model"))
-                standin = _StandIn(standin_model, load_vbnet(weights, config.vbnet,
-                                                             torch.device(device)),
-                                   vbnet_threshold(config, standin_model), torch.device(device))
+                standin = StandInSegmenter(
+                    load_vbnet(weights, config.vbnet, torch.device(device)),
+                    vbnet_threshold(config, standin_model), torch.device(device))
             return _evaluate(run, key, held, predicted, config, thresholds, model, standin,
                              logger)
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from dsan_core.config import SegmentationConfig
 from dsan_core.errors import DsanError
 from dsan_core.segmentation.classical import segment_classical
+from dsan_core.segmentation.inference import masks_at, volume_probs
 from dsan_core.segmentation.metrics import evaluate_segmentation
 from dsan_core.segmentation.partition import HOLDOUT, partition_cases
 
@@ -38,6 +40,34 @@ def evaluation_scans(scan_ids: Sequence[str], config: SegmentationConfig,
     partition = segmentation_partition(ids, config, patients)
     held = [scan_id for scan_id in ids if partition[scan_id] == HOLDOUT]
     return held or ids
+
+
+@dataclass(frozen=True)
+class StandInSegmenter:
+    """The VB-Net that stands in at predict time for masks made elsewhere (methods
+    ground_truth, external), loaded, with its infection threshold."""
+
+    network: torch.nn.Module
+    threshold: float
+    device: torch.device
+
+
+def score_held_out_scan(
+    scan_id: str,
+    hu: np.ndarray,
+    spacing: Sequence[float],
+    truth: tuple[np.ndarray, np.ndarray],
+    masks: tuple[np.ndarray, np.ndarray],
+    config: SegmentationConfig,
+    standin: StandInSegmenter | None = None,
+) -> tuple[list[dict[str, object]], str | None]:
+    """`compare_with_truth` of one held-out scan: the configured method's `masks` and,
+    with a `standin`, that VB-Net's masks of the same scan."""
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {config.method: masks}
+    if standin is not None:
+        probs = volume_probs(standin.network, hu, spacing, config.vbnet, standin.device)
+        candidates["vbnet"] = masks_at(probs, standin.threshold)
+    return compare_with_truth(scan_id, hu, spacing, truth, candidates, config)
 
 
 def compare_with_truth(

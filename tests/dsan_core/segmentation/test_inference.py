@@ -153,3 +153,31 @@ def test_masks_from_probs_thresholds_infection_inside_the_lung() -> None:
     # Voxel 3 has p_infection 0.3 > 0.25 but is background-majority: not infection.
     assert infection[:, 0, 0].tolist() == [False, False, True, False]
     assert masks_from_probs(probs)[1].sum() == 0  # 0.5: the majority rule
+
+
+def test_a_held_out_scan_is_scored_for_its_method_the_standin_and_the_baseline() -> None:
+    from dsan_core.config import SegmentationConfig
+    from dsan_core.segmentation.reporting import StandInSegmenter, score_held_out_scan
+
+    spacing = (3.0, 3.0, 2.0)
+    hu, lung, infection = phantom((48, 64, 64), spacing, body=False)
+    config = SegmentationConfig(method="ground_truth", vbnet=CONFIG)
+    rows, problem = score_held_out_scan("scan", hu, spacing, (lung, infection),
+                                        (lung, infection), config,
+                                        StandInSegmenter(IntensityOracle(), 0.5, CPU))
+    scores = {row["method"]: row for row in rows}
+    # The classical baseline finds no body in this phantom: reported, not fatal.
+    assert set(scores) == {"ground_truth", "vbnet"} and problem
+    assert scores["ground_truth"]["lung_dice"] == 1.0
+    assert float(scores["vbnet"]["lung_dice"]) > 0.95  # type: ignore[arg-type]
+    assert float(scores["vbnet"]["infection_dice"]) > 0.9  # type: ignore[arg-type]
+    # Without a stand-in only the method and the baseline are scored.
+    alone, again = score_held_out_scan("scan", hu, spacing, (lung, infection),
+                                       (lung, infection), config)
+    assert [row["method"] for row in alone] == ["ground_truth"] and again == problem
+    # In a body the baseline runs and is scored beside the method.
+    hu, lung, infection = phantom((48, 64, 64), spacing)
+    with_body, none = score_held_out_scan("scan", hu, spacing, (lung, infection),
+                                          (lung, infection), config)
+    assert [row["method"] for row in with_body] == ["ground_truth", "classical"]
+    assert none is None
