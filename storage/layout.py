@@ -116,6 +116,10 @@ class DataLayout:
         """The ensemble stage's DS weights (searched or configured) and nested folds."""
         return self.report("ensemble", "weights.json")
 
+    def ensemble_search_figure(self) -> Path:
+        """The ensemble stage's weight-search surface (PNG; the evaluation report shows it)."""
+        return self.figure("ensemble", "search_surface.png")
+
     def predict_segmenter(self) -> Path:
         """The card of the segmenter `dsan predict` uses for studies without masks."""
         return self.report("segmentation", "predict_segmenter.json")

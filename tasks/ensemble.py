@@ -141,7 +141,7 @@ def _ensemble(run: StageRun, key: str, config: EnsembleConfig,
         ("ensemble_part", layout.prediction_part("ensemble")))}
     if search is not None:
         write_table(layout, "ensemble_surface", search.surface)
-        figure = layout.figure(STAGE, "search_surface.png")
+        figure = layout.ensemble_search_figure()
         write_figure(ensemble_surface_figure(search), figure)
         outputs["surface"] = artifact(layout, layout.table("ensemble_surface"), run.memo)
         outputs["figure"] = artifact(layout, figure, run.memo)

@@ -109,11 +109,13 @@ def evaluate_task(data_root: Path, config: EvaluationConfig, train: TrainConfig,
 
 def evaluation_inputs(run: StageRun, config: EvaluationConfig,
                       train: TrainConfig) -> StageInputs:
-    """The stage's key: its tables', the baselines' and the ensemble weights' content
-    hashes ('-' for one not written), the config and the training fingerprint."""
+    """The stage's key: its tables', the baselines', the ensemble weights' and the ensemble
+    search figure's (shown in the report) content hashes ('-' for one not written), the
+    config and the training fingerprint."""
     require_tables(run.layout, *INPUT_TABLES)
     inputs = {name: run.memo.hash_file(run.layout.table(name)) for name in INPUT_TABLES}
     for name, path in (("ensemble", run.layout.ensemble_weights()),
+                       ("ensemble_figure", run.layout.ensemble_search_figure()),
                        ("baselines", run.layout.prediction_part("baselines"))):
         inputs[name] = run.memo.hash_file(path) if path.exists() else "-"
     return StageInputs(STAGE, VERSION, config.fingerprint() + train.training_fingerprint(),
@@ -162,7 +164,8 @@ def _evaluate(run: StageRun, key: str, config: EvaluationConfig, train: TrainCon
         outputs[name] = artifact(layout, layout.table(name), run.memo)
     search = ensemble_search(run.layout)
     panel = attention_panel(_panel_scans(run, chosen, preprocessed, groups), maps)
-    figures = _figures(predictions, groups, reliability, panel, search)
+    figures = _figures(predictions, groups, reliability, panel,
+                       layout.ensemble_search_figure() if search is not None else None)
     for figure in figures:
         for path in (layout.figure(REPORT, f"{figure.name}.png"),
                      layout.report(REPORT, f"figures/{figure.name}.png")):
@@ -216,9 +219,9 @@ def _panel_scans(run: StageRun, chosen: list[str], preprocessed: pd.DataFrame,
 
 
 def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.DataFrame,
-             panel: Any, search: Any) -> list[ReportFigure]:
-    from dsan_core.plots.evaluation import ensemble_surface_figure
-
+             panel: Any, ensemble_figure: Path | None) -> list[ReportFigure]:
+    """The report's figures as PNG bytes; the ensemble search's is the one its stage saved
+    (`ensemble_figure`), not drawn again."""
     drawn = [("roc", "ROC curves per fold model, TV (out-of-fold) and test (the paper's "
                      "Fig. 4)", roc_figure(predictions, groups)),
              ("reliability", "Reliability diagrams on test (per fold model) and TV",
@@ -226,7 +229,8 @@ def _figures(predictions: pd.DataFrame, groups: pd.DataFrame, reliability: pd.Da
     if panel is not None:
         drawn.append(("attention", "COVID test scans per analysis bin: CT, masks, Grad-CAM "
                                    "and attention (Fig. 5)", panel))
-    if search is not None:
-        drawn.append(("ensemble", "Ensemble weight search on TV",
-                      ensemble_surface_figure(search)))
-    return [ReportFigure(name, caption, figure_png(figure)) for name, caption, figure in drawn]
+    figures = [ReportFigure(name, caption, figure_png(figure)) for name, caption, figure in drawn]
+    if ensemble_figure is not None:
+        figures.append(ReportFigure("ensemble", "Ensemble weight search on TV",
+                                    ensemble_figure.read_bytes()))
+    return figures
