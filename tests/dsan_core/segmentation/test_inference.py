@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsan_core.config import VBNetConfig
+from dsan_core.config import SegmentationConfig, VBNetConfig
 from dsan_core.plots import overlay_figure
 from dsan_core.segmentation.inference import (
     HU_WINDOW,
@@ -14,6 +14,7 @@ from dsan_core.segmentation.inference import (
     sliding_window_probs,
 )
 from dsan_core.segmentation.metrics import dice
+from dsan_core.segmentation.reporting import StandInSegmenter, score_held_out_scan
 from dsan_core.segmentation.vbnet import build_vbnet
 
 torch.set_num_threads(1)
@@ -156,9 +157,6 @@ def test_masks_from_probs_thresholds_infection_inside_the_lung() -> None:
 
 
 def test_a_held_out_scan_is_scored_for_its_method_the_standin_and_the_baseline() -> None:
-    from dsan_core.config import SegmentationConfig
-    from dsan_core.segmentation.reporting import StandInSegmenter, score_held_out_scan
-
     spacing = (3.0, 3.0, 2.0)
     hu, lung, infection = phantom((48, 64, 64), spacing, body=False)
     config = SegmentationConfig(method="ground_truth", vbnet=CONFIG)
