@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/segmentation.py [--device auto|cpu|cuda] [--sizes demo paper]
         [--threads N] [--window-only] [--amp on|off] [--train-steps N]
+        [--overlaps 0.125 0.25]
 
 Random weights (timing does not depend on them). Each size runs in its own
 subprocess so its peak RSS is its own; on CUDA the peak allocated memory is
 reported too, and `--amp` picks mixed precision (default on, as in VBNetConfig;
 it only applies on CUDA). `--train-steps N` also times N training steps (batch of
 2 patches, Dice + CE loss, Adam; after 2 warm-up steps) and their peak memory.
-Prints the device, then one line per size.
+`--overlaps A B ...` runs each size at each sliding-window overlap (default: the
+size's own, as in its profile) and prints the per-scan ratio of each to the first.
+Prints the device, then one line per size (and overlap).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ SIZES = {
     # (z, y, x) input, spacing (x, y, z) mm, VBNetConfig overrides (from the profiles).
     "demo": ((96, 128, 128), (2.8125, 2.8125, 1.25),
              {"base_width": 16, "depth": 4, "spacing_mm": (3.0, 3.0, 3.0),
-              "patch_size": (48, 64, 64)}),
+              "patch_size": (48, 64, 64), "overlap": 0.125}),
     "demo-gpu": ((96, 128, 128), (2.8125, 2.8125, 1.25),
                  {"base_width": 16, "depth": 4, "spacing_mm": (2.8125, 2.8125, 1.5),
                   "patch_size": (64, 96, 96)}),
@@ -72,8 +75,8 @@ def _train_timing(model: Any, config: Any, device: Any, use_amp: bool,
     return result
 
 
-def _run_one(size: str, device_name: str, threads: int | None,
-             window_only: bool, amp: bool, train_steps: int = 0) -> dict[str, object]:
+def _run_one(size: str, device_name: str, threads: int | None, window_only: bool, amp: bool,
+             train_steps: int = 0, overlap: float | None = None) -> dict[str, object]:
     import numpy as np
     import torch
 
@@ -85,6 +88,8 @@ def _run_one(size: str, device_name: str, threads: int | None,
         torch.set_num_threads(threads)
     device = torch.device(device_name)
     shape, spacing, overrides = SIZES[size]
+    if overlap is not None:
+        overrides = {**overrides, "overlap": overlap}
     config = VBNetConfig(**overrides, mixed_precision=amp)  # type: ignore[arg-type]
     use_amp = device.type == "cuda" and amp
     torch.manual_seed(0)
@@ -119,6 +124,7 @@ def _run_one(size: str, device_name: str, threads: int | None,
         "amp": use_amp,
         "input_zyx": shape,
         "network_grid_zyx": grid,
+        "overlap": config.overlap,
         "windows": n_windows,
         "seconds_per_window": round(per_window, 3),
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
@@ -143,11 +149,14 @@ def main() -> None:
                         help="mixed precision on CUDA (ignored on CPU)")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="also time this many training steps")
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[None],
+                        help="sliding-window overlaps to time (ratios to the first)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(_run_one(args.one, args.device, args.threads, args.window_only,
-                                  args.amp == "on", args.train_steps)))
+                                  args.amp == "on", args.train_steps, args.overlap)))
         return
     import torch
 
@@ -158,17 +167,28 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({threads} threads)"
     print(f"device: {name}; torch {torch.__version__}")
     for size in args.sizes:
-        command = [sys.executable, __file__, "--one", size, "--device", device,
-                   "--amp", args.amp, "--train-steps", str(args.train_steps)]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        if args.window_only:
-            command.append("--window-only")
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"{size}: failed: {done.stderr.strip().splitlines()[-1:]}")
-            continue
-        print(done.stdout.strip().splitlines()[-1])
+        seconds: list[float] = []
+        for overlap in args.overlaps:
+            command = [sys.executable, __file__, "--one", size, "--device", device,
+                       "--amp", args.amp, "--train-steps", str(args.train_steps)]
+            if overlap is not None:
+                command += ["--overlap", str(overlap)]
+            if args.threads:
+                command += ["--threads", str(args.threads)]
+            if args.window_only:
+                command.append("--window-only")
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(f"{size}: failed: {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            line = done.stdout.strip().splitlines()[-1]
+            print(line)
+            result = json.loads(line)
+            seconds.append(float(result.get("seconds", result.get("estimated_seconds", 0))))
+        if len(seconds) == len(args.overlaps) > 1:
+            ratios = ", ".join(f"{args.overlaps[i]}: {seconds[i] / seconds[0]:.2f}x"
+                               for i in range(1, len(seconds)))
+            print(f"{size}: per scan against overlap {args.overlaps[0]}: {ratios}")
 
 
 if __name__ == "__main__":
