@@ -41,14 +41,18 @@ def {fixture}():
     return "built"
 """ for fixture in CHAIN_FIXTURE.values())
 
-MODULE = "import pytest\n" + "".join(f"""
+# The tests outside a chain take a moment each, so that one worker cannot run them all
+# while the other is still on its chains' (instant) tests: whether both workers get
+# some is then up to the scheduler, not to which worker started first (it failed
+# once, with instant tests, on a loaded machine).
+MODULE = "import time\n\nimport pytest\n" + "".join(f"""
 @pytest.mark.parametrize("i", range(4))
 def test_{chain}_{{m}}({fixture}, record, i):
     pass
 """ for chain, fixture in CHAIN_FIXTURE.items()) + """
 @pytest.mark.parametrize("i", range(6))
 def test_alone_{m}(record, i):
-    pass
+    time.sleep(0.5)
 """
 
 
