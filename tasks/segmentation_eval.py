@@ -67,8 +67,10 @@ class SegEvalOutcome:
     predict_segmenter: dict[str, Any] = field(default_factory=dict)
 
 
-def _arrays(run: StageRun, *paths: str) -> list[np.ndarray]:
-    return [read_array(run.layout.resolve(p)) for p in paths]
+def _masks(run: StageRun, lung_path: str, infection_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A scan's (lung, infection) masks from their data-root paths."""
+    return (read_array(run.layout.resolve(lung_path)),
+            read_array(run.layout.resolve(infection_path)))
 
 
 @task(name="segmentation_figures_task", cache_policy=NO_CACHE, persist_result=False)
@@ -87,7 +89,7 @@ def segmentation_figures_task(data_root: Path, config: SegmentationConfig,
             chosen = table if config.max_overlays is None else table.head(config.max_overlays)
             for row in chosen.itertuples(index=False):
                 image = read_image(run.layout.resolve(row.volume_path))
-                lung, infection_mask = _arrays(run, row.lung_path, row.infection_path)
+                lung, infection_mask = _masks(run, row.lung_path, row.infection_path)
                 title = f"{row.scan_id} ({row.label}, ratio {row.infection_ratio:.4f})"
                 figure = overlay_figure(image_array(image), lung, infection_mask,
                                         image.GetSpacing(), title=title)
@@ -112,11 +114,11 @@ def _evaluate(run: StageRun, key: str, held: pd.DataFrame, predicted: pd.DataFra
                        unit="scans") as progress:
         for case in held.itertuples(index=False):
             image = read_image(run.layout.resolve(case.volume_path))
-            truth = _arrays(run, case.lung_path, case.infection_path)
-            masks = _arrays(run, *predicted.loc[case.scan_id, ["lung_path", "infection_path"]])
+            made = predicted.loc[case.scan_id]
             found, problem = score_held_out_scan(
                 case.scan_id, image_array(image, np.float32), image.GetSpacing(),
-                (truth[0], truth[1]), (masks[0], masks[1]), config, standin)
+                _masks(run, case.lung_path, case.infection_path),
+                _masks(run, made["lung_path"], made["infection_path"]), config, standin)
             rows += found
             if problem:
                 logger.warning("classical baseline failed: %s", problem)
