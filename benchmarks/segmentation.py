@@ -27,17 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+
 SIZES = {
-    # (z, y, x) input, spacing (x, y, z) mm, VBNetConfig overrides (from the profiles).
-    "demo": ((96, 128, 128), (2.8125, 2.8125, 1.25),
-             {"base_width": 16, "depth": 4, "spacing_mm": (3.0, 3.0, 3.0),
-              "patch_size": (48, 64, 64), "overlap": 0.125}),
-    "demo-gpu": ((96, 128, 128), (2.8125, 2.8125, 1.25),
-                 {"base_width": 16, "depth": 4, "spacing_mm": (2.8125, 2.8125, 1.5),
-                  "patch_size": (64, 96, 96)}),
-    "paper": ((300, 512, 512), (0.703125, 0.703125, 1.25),
-              {"base_width": 32, "depth": 5, "blocks_per_level": 2,
-               "spacing_mm": (1.0, 1.0, 1.0), "patch_size": (96, 128, 128)}),
+    # (z, y, x) input and spacing (x, y, z) mm; the VB-Net is the profile of that name's.
+    "demo": ((96, 128, 128), (2.8125, 2.8125, 1.25)),
+    "demo-gpu": ((96, 128, 128), (2.8125, 2.8125, 1.25)),
+    "paper": ((300, 512, 512), (0.703125, 0.703125, 1.25)),
 }
 
 
@@ -80,17 +76,19 @@ def _run_one(size: str, device_name: str, threads: int | None, window_only: bool
     import numpy as np
     import torch
 
-    from dsan_core.config import VBNetConfig
+    from dsan_core.config import load_profile
     from dsan_core.segmentation.inference import _starts, network_shape, segment_volume
     from dsan_core.segmentation.vbnet import build_vbnet
 
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
-    shape, spacing, overrides = SIZES[size]
+    shape, spacing = SIZES[size]
+    update: dict[str, object] = {"mixed_precision": amp}
     if overlap is not None:
-        overrides = {**overrides, "overlap": overlap}
-    config = VBNetConfig(**overrides, mixed_precision=amp)  # type: ignore[arg-type]
+        update["overlap"] = overlap
+    config = load_profile(PROFILES / f"{size}.yaml").segmentation.vbnet.model_copy(
+        update=update)
     use_amp = device.type == "cuda" and amp
     torch.manual_seed(0)
     model = build_vbnet(config).to(device)
