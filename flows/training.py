@@ -4,12 +4,10 @@ concurrency limit; then the training tables."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-from prefect.exceptions import MissingContextError
+from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
 
 from dsan_core.branches import TRAINED
@@ -58,41 +56,23 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
     return devices, concurrency
 
 
-def set_concurrency_limit(tag: str, limit: int, *, reclaim: bool | None = None) -> int:
-    """Create or update the tag's concurrency limit on the Prefect API in use; returns
-    how many held slots were reclaimed.
-
-    A run killed while a training held a slot leaves the slot counted. A Prefect server
-    frees it when the slot's lease expires (its repossessor service), but the embedded
-    API of `dsan run` stops with its process, so the lease is never revoked and the next
-    run would wait forever. There the database is the data root's own and the data root
-    has one writer (we hold its lock), so every held slot is a leftover: with `reclaim`
-    (default: when no PREFECT_API_URL is set) they are set free.
-    """
+def set_concurrency_limit(tag: str, limit: int) -> None:
+    """Create or update the tag's concurrency limit on the Prefect API in use. A slot
+    held by a killed run is freed when its lease expires (a Prefect server's
+    repossessor); the embedded API takes none (`_submit_here`)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+
+
+def shared_prefect_api() -> bool:
+    """Whether other runs can use the same Prefect API (PREFECT_API_URL is set: a `dsan
+    server`, a worker's, the test harness). Without it the API is the embedded one of
+    this process: its database is the data root's own, which has one writer (the lock)."""
     from prefect.settings import get_current_settings
 
-    if reclaim is None:
-        reclaim = get_current_settings().api.url is None
-    name = f"tag:{tag}"
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit)
-        if not reclaim:
-            return 0
-        held = int(client.read_global_concurrency_limit_by_name(name).active_slots)
-        if held:
-            client.update_global_concurrency_limit(
-                name, GlobalConcurrencyLimitUpdate(active_slots=0))
-            _warn(f"{held} training slot(s) of tag {tag!r} were held by a killed run; freed")
-    return held
-
-
-def _warn(message: str) -> None:
-    try:
-        get_run_logger().warning(message)
-    except MissingContextError:  # called outside a flow: the plain logger
-        logging.getLogger("dsan").warning(message)
+    return get_current_settings().api.url is not None
 
 
 @flow(name=STAGE, validate_parameters=False)
@@ -128,9 +108,15 @@ def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
                  pairs: list[tuple[int, str]], run_id: str | None
                  ) -> tuple[list[PrefectFuture[BranchOutcome]], list[str], int]:
     """Trainings in this process: pinned round-robin to the visible GPUs, `concurrency`
-    at a time behind the `gpu` tag's limit."""
+    at a time; on a shared Prefect API also behind the `gpu` tag's limit."""
     devices, concurrency = training_devices(runtime)
-    set_concurrency_limit(GPU_TAG, concurrency)
+    # The tag's limit caps the trainings of every run on a shared API. On the embedded
+    # API no other run can take a slot and the loop below caps this run's own; there
+    # the tag is left off, since Prefect's slot acquisition on SQLite often meets a
+    # "database is locked" 503 and retries 2 s later (13 of the demo's 15 trainings).
+    tags = [GPU_TAG] if shared_prefect_api() else []
+    if tags:
+        set_concurrency_limit(GPU_TAG, concurrency)
     # Cached models only read their manifests: submitted at once, outside the tag's
     # limit (a slot costs Prefect's acquire/release round trips, ~2 s per task).
     cached = set(find_trained_task(data_root, config, pairs, run_id))
@@ -150,7 +136,7 @@ def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
                 finished = next(as_completed(list(running)))
                 free.append(running.pop(finished))
                 progress.advance()
-            named = train_branch_task.with_options(tags=[GPU_TAG],
+            named = train_branch_task.with_options(tags=tags,
                                                    task_run_name=f"train fold {fold} {branch}")
             device = free.pop(0)
             future = named.submit(data_root, config, fold, branch, device, run_id)

@@ -4,6 +4,8 @@ branches as concurrent tasks behind the `gpu` tag's limit, the three tables, the
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,17 +13,42 @@ import torch
 
 from dsan_core.branches import TRAINED
 from dsan_core.groups import LABEL_COVID
-from flows.training import training_flow
+from flows import training
+from flows.training import GPU_TAG, training_flow
 from storage.layout import DataLayout
 from storage.tables import read_table
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
-def test_training_writes_three_tables_and_reruns_from_cache(prepared_copy: Path,
-                                                            test_config) -> None:  # type: ignore[no-untyped-def]
+def _task_run_tags(name: str, since: datetime) -> list[str]:
+    """The tags of the one task run called `name` that started after `since` (this
+    worker's harness has run others of that name), once Prefect has recorded it: from
+    its events, up to a few seconds after it ran."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterStartTime,
+    )
+
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(any_=[name]),
+                start_time=TaskRunFilterStartTime(after_=since)))
+            if runs or time.monotonic() > deadline:
+                assert len(runs) == 1, [run.name for run in runs]
+                return sorted(runs[0].tags)
+            time.sleep(0.2)
+
+
+def test_training_writes_three_tables_and_reruns_from_cache(
+        prepared_copy: Path, test_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     root = prepared_copy  # segmented, split and pre-processed (conftest)
     layout = DataLayout(root)
+    started = datetime.now(UTC)
     first = training_flow(test_config.train, test_config.split, test_config.runtime, root)
     n_folds = test_config.split.n_folds
     assert len(first.branches) == n_folds * 3 and all(b.trained for b in first.branches)
@@ -58,26 +85,13 @@ def test_training_writes_three_tables_and_reruns_from_cache(prepared_copy: Path,
     again = training_flow(test_config.train, test_config.split, test_config.runtime, root)
     assert not any(b.trained for b in again.branches)
     other_seed = test_config.train.model_copy(update={"seed": 99})
+    # ... here as on the embedded API of `dsan run`, which no other run shares: the
+    # trainings go without the `gpu` tag (on the harness, a shared API, they carry it).
+    assert _task_run_tags("train fold 1 att_ss", started) == [GPU_TAG]
+    monkeypatch.setattr(training, "shared_prefect_api", lambda: False)
+    started = datetime.now(UTC)
     one = training_flow(other_seed, test_config.split, test_config.runtime, root, folds=(1,),
                         branches=("att_ss",))
     assert [(b.fold, b.branch, b.trained) for b in one.branches] == [(1, "att_ss", True)]
     assert one.tables.models == 1 and len(one.tables.missing) == n_folds * 3 - 1
-
-
-def test_slots_left_by_a_killed_run_are_reclaimed_on_the_embedded_api() -> None:
-    from prefect.client.orchestration import get_client
-
-    from flows.training import set_concurrency_limit
-
-    tag = "gpu-reclaim-test"
-    assert set_concurrency_limit(tag, 1) == 0
-    with get_client(sync_client=True) as client:
-        client.increment_concurrency_slots(names=[f"tag:{tag}"], slots=1, mode="concurrency")
-        held = client.read_global_concurrency_limit_by_name(f"tag:{tag}").active_slots
-    assert held == 1
-    # A shared server (PREFECT_API_URL set, as under the test harness) keeps the slot: its
-    # lease may belong to another data root's run.
-    assert set_concurrency_limit(tag, 1) == 0
-    assert set_concurrency_limit(tag, 1, reclaim=True) == 1
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(f"tag:{tag}").active_slots == 0
+    assert _task_run_tags("train fold 1 att_ss", started) == []
