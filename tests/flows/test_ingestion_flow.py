@@ -21,6 +21,7 @@ from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
 from tasks.ingest import IngestOutcome
+from tests.flows.conftest import copy_patients
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -127,9 +128,11 @@ def test_a_ground_truth_mask_that_is_not_binary_is_quarantined(cohort: Path, tmp
                                                                test_config) -> None:  # type: ignore[no-untyped-def]
     import SimpleITK as sitk
 
-    export = tmp_path / "export"
-    shutil.copytree(cohort, export)
-    victim = sorted((export / "masks").glob("*_lung.nii.gz"))[0]
+    export = copy_patients(cohort, tmp_path / "export", 2)
+    in_export = {pydicom.dcmread(next(series.glob("*.dcm")), stop_before_pixels=True)
+            .SeriesInstanceUID for series in (export / "dicom").glob("P*/S*/SE*")}
+    victim = next(mask for mask in sorted((export / "masks").glob("*_lung.nii.gz"))
+                  if mask.name.removesuffix("_lung.nii.gz") in in_export)
     image = sitk.ReadImage(str(victim))
     scaled = sitk.Cast(image, sitk.sitkUInt8) * 255  # a 0/255 export
     scaled.CopyInformation(image)

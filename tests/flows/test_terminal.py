@@ -7,7 +7,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tests.flows.conftest import copy_patients
 
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "TF_BUILD")
 
@@ -74,13 +74,8 @@ def test_no_telemetry_and_a_user_error_is_one_line_in_a_terminal(tmp_path: Path)
 @pytest.mark.slow
 def test_bad_labels_print_one_line_and_no_raw_path_reaches_prefects_database(
         cohort: Path, tmp_path: Path) -> None:
-    # Export folders of real hospitals carry patient names and record numbers. Two of the
-    # cohort's patients (the others' labels stay, recorded as labels without DICOM).
-    export = tmp_path / "DOE^JANE_MRN0012345"
-    for patient in sorted(p.name for p in (cohort / "dicom").glob("P*"))[:2]:
-        shutil.copytree(cohort / "dicom" / patient, export / "dicom" / patient)
-    shutil.copytree(cohort / "masks", export / "masks")
-    shutil.copy(cohort / "labels.csv", export / "labels.csv")
+    # Export folders of real hospitals carry patient names and record numbers.
+    export = copy_patients(cohort, tmp_path / "DOE^JANE_MRN0012345", 2)
     bad = tmp_path / "labels-JANE-DOE.csv"
     bad.write_text("a,b\n1,2\n")
     env = _clean_env(tmp_path / "home")
