@@ -82,6 +82,15 @@ def prefect_environment(data_root: Path) -> dict[str, str]:
     return applied
 
 
+def shared_prefect_api() -> bool:
+    """Whether other runs can use the same Prefect API: PREFECT_API_URL is set (a `dsan
+    server`, a worker's, the test harness). Without it the API is the embedded one of
+    this process, on the data root's own database, which has one writer (the lock)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 class EphemeralApi:
     """Prefect's ephemeral API server, started in a background thread.
 
@@ -106,9 +115,9 @@ class EphemeralApi:
     def start(self) -> None:
         if self._thread is not None:
             return
-        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
 
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        if shared_prefect_api() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
             return
         # Imported here, on the calling thread: imports stay off the background thread.
         from prefect.server.api.server import SubprocessASGIServer

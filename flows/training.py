@@ -13,6 +13,7 @@ from prefect.futures import PrefectFuture, as_completed
 from dsan_core.branches import TRAINED
 from dsan_core.config import RuntimeConfig, SplitConfig, TrainConfig
 from dsan_core.errors import StageError
+from flows.runtime import shared_prefect_api
 from flows.segmentation import pick_device
 from tasks._common.progress import StageProgress
 from tasks.training import (
@@ -66,15 +67,6 @@ def set_concurrency_limit(tag: str, limit: int) -> None:
         client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
 
 
-def shared_prefect_api() -> bool:
-    """Whether other runs can use the same Prefect API (PREFECT_API_URL is set: a `dsan
-    server`, a worker's, the test harness). Without it the API is the embedded one of
-    this process: its database is the data root's own, which has one writer (the lock)."""
-    from prefect.settings import get_current_settings
-
-    return get_current_settings().api.url is not None
-
-
 @flow(name=STAGE, validate_parameters=False)
 def training_flow(config: TrainConfig, split: SplitConfig, runtime: RuntimeConfig,
                   data_root: Path, *, folds: tuple[int, ...] | None = None,
@@ -111,9 +103,8 @@ def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
     at a time; on a shared Prefect API also behind the `gpu` tag's limit."""
     devices, concurrency = training_devices(runtime)
     # The tag's limit caps the trainings of every run on a shared API. On the embedded
-    # API no other run can take a slot and the loop below caps this run's own; there
-    # the tag is left off, since Prefect's slot acquisition on SQLite often meets a
-    # "database is locked" 503 and retries 2 s later (13 of the demo's 15 trainings).
+    # one no other run can take a slot, the loop below caps this run's, and a slot
+    # would cost Prefect's SQLite a "database is locked" 503 and a 2 s retry.
     tags = [GPU_TAG] if shared_prefect_api() else []
     if tags:
         set_concurrency_limit(GPU_TAG, concurrency)
