@@ -32,13 +32,14 @@ def drop(tmp_path_factory: pytest.TempPathFactory, test_config) -> Path:  # type
     return out
 
 
-def copy_patients(cohort: Path, target: Path, n_patients: int) -> Path:
-    """An export of the cohort's first `n_patients` patients at `target`: their DICOM,
-    every ground-truth mask (those of the others match no scan) and every label (the
+def copy_patients(cohort: Path, target: Path, numbers: tuple[int, ...]) -> Path:
+    """An export of the cohort's patients `numbers` (folders P0001, ...) at `target`:
+    their DICOM, every ground-truth mask (the others' match no scan) and every label (the
     others' are recorded as labels without DICOM). For checks that need a real export
     but not all of it (ingesting all 20 patients takes ~10 s more)."""
-    for patient in sorted(p.name for p in (cohort / "dicom").glob("P*"))[:n_patients]:
-        shutil.copytree(cohort / "dicom" / patient, target / "dicom" / patient)
+    for number in numbers:
+        folder = f"P{number:04d}"
+        shutil.copytree(cohort / "dicom" / folder, target / "dicom" / folder)
     shutil.copytree(cohort / "masks", target / "masks")
     shutil.copy(cohort / "labels.csv", target / "labels.csv")
     return target

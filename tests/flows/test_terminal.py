@@ -75,7 +75,7 @@ def test_no_telemetry_and_a_user_error_is_one_line_in_a_terminal(tmp_path: Path)
 def test_bad_labels_print_one_line_and_no_raw_path_reaches_prefects_database(
         cohort: Path, tmp_path: Path) -> None:
     # Export folders of real hospitals carry patient names and record numbers.
-    export = copy_patients(cohort, tmp_path / "DOE^JANE_MRN0012345", 2)
+    export = copy_patients(cohort, tmp_path / "DOE^JANE_MRN0012345", (1, 2))
     bad = tmp_path / "labels-JANE-DOE.csv"
     bad.write_text("a,b\n1,2\n")
     env = _clean_env(tmp_path / "home")
