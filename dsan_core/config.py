@@ -550,7 +550,7 @@ class RuntimeConfig(_Section):
     #: "auto": CUDA when available, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = None
-    #: Classifier trainings running at once (the `gpu` tag's concurrency limit). None:
+    #: Classifier trainings running at once (on a server, the `gpu` concurrency limit). None:
     #: one per visible GPU, 1 on CPU (one training with every core was faster there).
     train_concurrency: int | None = Field(default=None, ge=1)
     dask: DaskConfig = DaskConfig()

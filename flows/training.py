@@ -1,9 +1,11 @@
 """The training flow: every (fold, branch) training as its own Prefect task, submitted
-at once, pinned round-robin to the visible GPUs and capped by the `gpu` tag's
-concurrency limit; then the training tables."""
+as a slot frees, pinned round-robin to the visible GPUs; on a shared Prefect API behind
+the `gpu` concurrency limit, held by the flow; then the training tables."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from tasks.training import (
 )
 from tasks.training_tables import STAGE, TrainingOutcome, training_tables_task
 
-#: Prefect tag of the training tasks; its concurrency limit caps how many run at once.
-GPU_TAG = "gpu"
+#: The Prefect concurrency limit that caps the trainings of every run on a shared API:
+#: Prefect's limit for the tag `gpu` (`tag:gpu`), held by the training flow.
+GPU_LIMIT = "tag:gpu"
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,29 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
     return devices, concurrency
 
 
-def set_concurrency_limit(tag: str, limit: int) -> None:
-    """Create or update the tag's concurrency limit on the Prefect API in use. A slot
-    held by a killed run is freed when its lease expires (a Prefect server's
-    repossessor); the embedded API takes none (`_submit_here`)."""
+def set_concurrency_limit(name: str, limit: int) -> None:
+    """Create or update the concurrency limit `name` on the Prefect API in use."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(f"tag:{tag}", limit)
+        client.upsert_global_concurrency_limit_by_name(name, limit)
+
+
+@contextlib.contextmanager
+def gpu_slots(slots: int) -> Iterator[None]:
+    """Hold `slots` of the `gpu` limit (set to `slots` first) for this flow run; waits
+    while other runs hold them. Its lease is renewed while held; a killed run's slots are
+    freed when it expires (a Prefect server's repossessor)."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+    from prefect.context import FlowRunContext
+
+    set_concurrency_limit(GPU_LIMIT, slots)
+    context = FlowRunContext.get()
+    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
+              if context is not None and context.flow_run is not None else None)
+    with concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=holder):
+        yield
 
 
 @flow(name=STAGE, validate_parameters=False)
@@ -100,41 +118,41 @@ def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
                  pairs: list[tuple[int, str]], run_id: str | None
                  ) -> tuple[list[PrefectFuture[BranchOutcome]], list[str], int]:
     """Trainings in this process: pinned round-robin to the visible GPUs, `concurrency`
-    at a time; on a shared Prefect API also behind the `gpu` tag's limit."""
+    at a time; on a shared Prefect API also behind the `gpu` limit (`gpu_slots`)."""
     devices, concurrency = training_devices(runtime)
-    # The tag's limit caps the trainings of every run on a shared API. On the embedded
-    # one no other run can take a slot, the loop below caps this run's, and a slot
-    # would cost Prefect's SQLite a "database is locked" 503 and a 2 s retry.
-    tags = [GPU_TAG] if shared_prefect_api() else []
-    if tags:
-        set_concurrency_limit(GPU_TAG, concurrency)
-    # Cached models only read their manifests: submitted at once, outside the tag's
-    # limit (a slot costs Prefect's acquire/release round trips, ~2 s per task).
+    # Cached models only read their manifests: submitted at once, without a slot.
     cached = set(find_trained_task(data_root, config, pairs, run_id))
     futures: list[PrefectFuture[BranchOutcome]] = [
         train_branch_task.with_options(task_run_name=f"find fold {fold} {branch}").submit(
             data_root, config, fold, branch, devices[0], run_id)
         for fold, branch in pairs if (fold, branch) in cached]
+    todo = [pair for pair in pairs if pair not in cached]
+    # On a shared API the `gpu` limit caps the trainings of every run there: this flow
+    # holds all its slots while it trains (one acquisition: each one on Prefect's SQLite
+    # may meet a "database is locked" 503 and a 2 s retry). On the embedded API no other
+    # run can take a slot; the loop below caps this run's.
+    held = (gpu_slots(concurrency) if todo and shared_prefect_api()
+            else contextlib.nullcontext())
     running: dict[PrefectFuture[BranchOutcome], str] = {}  # future -> its device
     free = [devices[i % len(devices)] for i in range(concurrency)]  # round-robin slots
     with StageProgress("training models (fold x branch)", len(pairs), unit="models") as progress:
         for _ in as_completed(list(futures)):
             progress.advance()
-        for fold, branch in (pair for pair in pairs if pair not in cached):
-            # Submitted as a slot frees up, on the device it frees: a task waiting on the
-            # tag's limit would sleep through Prefect's retry back-off (5-10 s a task).
-            if not free:
-                finished = next(as_completed(list(running)))
-                free.append(running.pop(finished))
+        with held:
+            for fold, branch in todo:
+                # Submitted as a slot frees up, on the device it frees.
+                if not free:
+                    finished = next(as_completed(list(running)))
+                    free.append(running.pop(finished))
+                    progress.advance()
+                named = train_branch_task.with_options(
+                    task_run_name=f"train fold {fold} {branch}")
+                device = free.pop(0)
+                future = named.submit(data_root, config, fold, branch, device, run_id)
+                futures.append(future)
+                running[future] = device
+            for _ in as_completed(list(running)):
                 progress.advance()
-            named = train_branch_task.with_options(tags=tags,
-                                                   task_run_name=f"train fold {fold} {branch}")
-            device = free.pop(0)
-            future = named.submit(data_root, config, fold, branch, device, run_id)
-            futures.append(future)
-            running[future] = device
-        for _ in as_completed(list(running)):
-            progress.advance()
     return futures, devices, concurrency
 
 

@@ -1,10 +1,14 @@
 """Classifier training through the real Prefect engine on the test profile: 2 folds x 3
-branches as concurrent tasks behind the `gpu` tag's limit, the three tables, the cache."""
+branches as concurrent tasks behind the `gpu` limit on a shared API, the three tables, the
+cache."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,41 +18,38 @@ import torch
 from dsan_core.branches import TRAINED
 from dsan_core.groups import LABEL_COVID
 from flows import training
-from flows.training import GPU_TAG, training_flow
+from flows.training import GPU_LIMIT, TrainingResult, training_flow
 from storage.layout import DataLayout
+from storage.lineage import read_lineage
 from storage.tables import read_table
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
-def _task_run_tags(name: str, since: datetime) -> list[str]:
-    """The tags of the one task run called `name` that started after `since` (this
-    worker's harness has run others of that name), once Prefect has recorded it: from
-    its events, up to a few seconds after it ran."""
+@contextlib.contextmanager
+def _gpu_limit_held() -> Iterator[None]:
+    """Hold the `gpu` limit's only slot, as another run's trainings would."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        TaskRunFilter,
-        TaskRunFilterName,
-        TaskRunFilterStartTime,
-    )
 
-    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(any_=[name]),
-                start_time=TaskRunFilterStartTime(after_=since)))
-            if runs or time.monotonic() > deadline:
-                assert len(runs) == 1, [run.name for run in runs]
-                return sorted(runs[0].tags)
-            time.sleep(0.2)
+        client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, 1)
+        lease = client.increment_concurrency_slots_with_lease(
+            names=[GPU_LIMIT], slots=1, mode="concurrency", lease_duration=60).json()
+        try:
+            yield
+        finally:
+            client.release_concurrency_slots_with_lease(lease["lease_id"])
+
+
+def _last_training_start(layout: DataLayout) -> datetime:
+    rows = read_lineage(layout)
+    return rows[rows["stage"] == "classifier-train"]["started_at"].iloc[-1].to_pydatetime()
 
 
 def test_training_writes_three_tables_and_reruns_from_cache(
         prepared_copy: Path, test_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     root = prepared_copy  # segmented, split and pre-processed (conftest)
     layout = DataLayout(root)
-    started = datetime.now(UTC)
     first = training_flow(test_config.train, test_config.split, test_config.runtime, root)
     n_folds = test_config.split.n_folds
     assert len(first.branches) == n_folds * 3 and all(b.trained for b in first.branches)
@@ -84,14 +85,30 @@ def test_training_writes_three_tables_and_reruns_from_cache(
     # A rerun trains nothing; retraining one branch of one fold leaves the others alone.
     again = training_flow(test_config.train, test_config.split, test_config.runtime, root)
     assert not any(b.trained for b in again.branches)
-    other_seed = test_config.train.model_copy(update={"seed": 99})
-    # ... here as on the embedded API of `dsan run`, which no other run shares: the
-    # trainings go without the `gpu` tag (on the harness, a shared API, they carry it).
-    assert _task_run_tags("train fold 1 att_ss", started) == [GPU_TAG]
-    monkeypatch.setattr(training, "shared_prefect_api", lambda: False)
-    started = datetime.now(UTC)
-    one = training_flow(other_seed, test_config.split, test_config.runtime, root, folds=(1,),
-                        branches=("att_ss",))
+    # Retraining one branch of one fold: on the embedded API of `dsan run`, which no other
+    # run shares, it takes no slot of the `gpu` limit (it trains while another run holds it).
+    def retrain(seed: int) -> TrainingResult:
+        return training_flow(test_config.train.model_copy(update={"seed": seed}),
+                             test_config.split, test_config.runtime, root, folds=(1,),
+                             branches=("att_ss",))
+
+    done: list[TrainingResult] = []
+    with monkeypatch.context() as embedded, _gpu_limit_held():
+        embedded.setattr(training, "shared_prefect_api", lambda: False)
+        alone = threading.Thread(target=lambda: done.append(retrain(99)))
+        alone.start()
+        alone.join(timeout=120)
+        assert done, "the training on the embedded API waited for the held slot"
+    one = done.pop()
     assert [(b.fold, b.branch, b.trained) for b in one.branches] == [(1, "att_ss", True)]
     assert one.tables.models == 1 and len(one.tables.missing) == n_folds * 3 - 1
-    assert _task_run_tags("train fold 1 att_ss", started) == []
+    # On a shared API (the harness) it waits for the slot.
+    with _gpu_limit_held():
+        waiting = threading.Thread(target=lambda: done.append(retrain(98)))
+        waiting.start()
+        time.sleep(2.0)  # the training alone takes < 1 s here
+        released = datetime.now(UTC)
+    waiting.join(timeout=120)
+    assert done, "the training that waited for the slot did not finish"
+    assert [(b.fold, b.branch, b.trained) for b in done[0].branches] == [(1, "att_ss", True)]
+    assert _last_training_start(layout) > released
