@@ -10,7 +10,6 @@ in the pipeline): each scan is copied once, into its batch.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dsan_core.errors import InputError
 from dsan_core.groups import COVID_LARGE, COVID_SMALL, LABEL_COVID, SAMPLING_GROUPS
+from dsan_core.tensors import shared_tensor
 
 #: Label values: 1 COVID-19 (the positive class), 0 CAP.
 COVID, CAP = 1, 0
@@ -115,17 +115,6 @@ def read_infection(case: ClassifierCase, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(mask)
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor sharing `array`'s memory, read-only memory maps included.
-
-    torch warns that it cannot protect a read-only array from writes; nothing here
-    writes to these tensors (collation and the network only read them).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
-
-
 class ClassifierDataset(Dataset[dict[str, Any]]):
     """Item i: {"index", "image" (1, z, y, x), "label" float32 scalar, and with
     `with_infection` "infection" (1, z, y, x) uint8}. Reads nothing until asked."""
@@ -142,11 +131,11 @@ class ClassifierDataset(Dataset[dict[str, Any]]):
         image = read_image(case)
         item: dict[str, Any] = {
             "index": index,
-            "image": as_tensor(image)[None],
+            "image": shared_tensor(image)[None],
             "label": torch.tensor(float(case.label), dtype=torch.float32),
         }
         if self.with_infection:
-            item["infection"] = as_tensor(read_infection(case, image.shape))[None]
+            item["infection"] = shared_tensor(read_infection(case, image.shape))[None]
         return item
 
 

@@ -15,10 +15,11 @@ from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from dsan_core.classifier.attention import normalise_per_sample, soft_attention, upsample_cam
-from dsan_core.classifier.data import ClassifierCase, as_tensor, make_loader, read_image
+from dsan_core.classifier.data import ClassifierCase, make_loader, read_image
 from dsan_core.classifier.gradcam import grad_cam
 from dsan_core.classifier.network import DSANet
 from dsan_core.config import ATTENTION_ALPHA, ATTENTION_BETA
+from dsan_core.tensors import shared_tensor
 
 MapKind = Literal["attention", "soft_attention", "grad_cam"]
 
@@ -127,7 +128,7 @@ def attention_map(
     if kind not in ("attention", "soft_attention", "grad_cam"):
         raise ValueError(f"expected kind attention, soft_attention or grad_cam, found {kind!r}")
     device = torch.device(device)
-    image = as_tensor(read_image(case))[None, None]
+    image = shared_tensor(read_image(case))[None, None]
     x = to_network_input(image, device)
     with evaluating(model):
         if kind == "grad_cam":

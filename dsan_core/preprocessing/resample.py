@@ -15,8 +15,6 @@ for tests and the benchmark.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -29,6 +27,7 @@ from dsan_core.preprocessing.kernels import (
     nearest_index,
     two_step_matrix,
 )
+from dsan_core.tensors import shared_tensor
 
 #: Output rows per block of the block-banded y and x products.
 _BLOCK = 16
@@ -106,10 +105,7 @@ def resample_image(volume: np.ndarray, geometry: GridGeometry, *, pad: float,
     (z0, z1), (y0, y1), (x0, x1) = op_z.active(), op_y.active(), op_x.active()
     if z1 <= z0 or y1 <= y0 or x1 <= x0:
         return out
-    with warnings.catch_warnings():
-        # Read-only input (a SimpleITK view) is fine: it is never written to.
-        warnings.simplefilter("ignore", UserWarning)
-        source = torch.from_numpy(np.ascontiguousarray(volume))
+    source = shared_tensor(np.ascontiguousarray(volume))  # a read-only view is fine
     n_y, n_x = source.shape[1], source.shape[2]
     y_blocks = _block_matrices(op_y, y0, y1, n_y)
     x_blocks = _block_matrices(op_x, x0, x1, n_x)

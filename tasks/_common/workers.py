@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from dsan_core.config import PreprocessConfig, TrainConfig
 from dsan_core.dicom import decode_series, index_headers
 from dsan_core.errors import StageError
 from dsan_core.preprocessing import preprocess_scan
+from dsan_core.quiet import keep_ignored
 from storage.atomic import write_json
 from storage.hashing import sha256_file
 from storage.layout import DataLayout
@@ -35,11 +35,17 @@ PREPROCESS_OUTPUTS = ("input", "lung", "infection", "geometry")
 
 # --- ingestion -------------------------------------------------------------------------
 
+def _quiet_pydicom() -> None:
+    """pydicom warns loudly about odd real-world files; what makes one unusable is
+    quarantined with a reason. (Not `warnings.catch_warnings`: these run on several
+    threads at once, see `dsan_core.quiet`.)"""
+    keep_ignored(module=r"pydicom(\.|$)")
+
+
 def index_chunk(paths: list[str], known: list[str | None]) -> tuple[pd.DataFrame, list, list]:
     """Header records + failures + content hash of every file of a chunk."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns loudly about odd real-world files
-        frame, failures = index_headers([Path(p) for p in paths])
+    _quiet_pydicom()
+    frame, failures = index_headers([Path(p) for p in paths])
     hashes: list[str | None] = []
     for path, hash_ in zip(paths, known, strict=True):
         if hash_ is None and os.path.isfile(path):
@@ -53,9 +59,8 @@ def index_chunk(paths: list[str], known: list[str | None]) -> tuple[pd.DataFrame
 
 def decode_and_write(paths: list[str], destination: str, scan_id: str) -> dict[str, Any]:
     """Decode one series to HU and write it as NIfTI; returns its small manifest."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        volume = decode_series([Path(p) for p in paths], scan_id=scan_id)
+    _quiet_pydicom()
+    volume = decode_series([Path(p) for p in paths], scan_id=scan_id)
     write_image(volume.to_sitk(), Path(destination))
     z, y, x = volume.hu.shape
     return {
