@@ -60,12 +60,14 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
     return devices, concurrency
 
 
-def set_concurrency_limit(name: str, limit: int) -> None:
-    """Create or update the concurrency limit `name` on the Prefect API in use."""
+def set_concurrency_limit(name: str, limit: int) -> int:
+    """Create or update the concurrency limit `name` on the Prefect API in use; returns
+    how many of its slots are held now."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit)
+        return client.read_global_concurrency_limit_by_name(name).active_slots
 
 
 @contextlib.contextmanager
@@ -73,11 +75,15 @@ def gpu_slots(slots: int) -> Iterator[None]:
     """Hold `slots` of the `gpu` limit (set to `slots` first) for this flow run; waits
     while other runs hold them. Its lease is renewed while held; a killed run's slots are
     freed when it expires (a Prefect server's repossessor)."""
+    from prefect import get_run_logger
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
     from prefect.context import FlowRunContext
 
-    set_concurrency_limit(GPU_LIMIT, slots)
+    if held := set_concurrency_limit(GPU_LIMIT, slots):
+        get_run_logger().info("training waits for the `gpu` limit: other runs hold %d of "
+                              "its %d slots (`prefect global-concurrency-limit inspect "
+                              "%s`)", held, slots, GPU_LIMIT)
     context = FlowRunContext.get()
     holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
               if context is not None and context.flow_run is not None else None)

@@ -47,7 +47,8 @@ def _last_training_start(layout: DataLayout) -> datetime:
 
 
 def test_training_writes_three_tables_and_reruns_from_cache(
-        prepared_copy: Path, test_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        prepared_copy: Path, test_config, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
     root = prepared_copy  # segmented, split and pre-processed (conftest)
     layout = DataLayout(root)
     first = training_flow(test_config.train, test_config.split, test_config.runtime, root)
@@ -112,3 +113,4 @@ def test_training_writes_three_tables_and_reruns_from_cache(
     assert done, "the training that waited for the slot did not finish"
     assert [(b.fold, b.branch, b.trained) for b in done[0].branches] == [(1, "att_ss", True)]
     assert _last_training_start(layout) > released
+    assert "training waits for the `gpu` limit: other runs hold 1 of its 1 slots" in caplog.text
