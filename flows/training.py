@@ -60,33 +60,27 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
     return devices, concurrency
 
 
-def set_concurrency_limit(name: str, limit: int) -> int:
-    """Create or update the concurrency limit `name` on the Prefect API in use; returns
-    how many of its slots are held now."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit)
-        return client.read_global_concurrency_limit_by_name(name).active_slots
-
-
 @contextlib.contextmanager
 def gpu_slots(slots: int) -> Iterator[None]:
     """Hold `slots` of the `gpu` limit (set to `slots` first) for this flow run; waits
     while other runs hold them. Its lease is renewed while held; a killed run's slots are
     freed when it expires (a Prefect server's repossessor)."""
     from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
     from prefect.context import FlowRunContext
 
-    if held := set_concurrency_limit(GPU_LIMIT, slots):
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, slots)
+        held = client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots
+    if held:
         get_run_logger().info("training waits for the `gpu` limit: other runs hold %d of "
                               "its %d slots (`prefect global-concurrency-limit inspect "
                               "%s`)", held, slots, GPU_LIMIT)
     context = FlowRunContext.get()
     holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
-              if context is not None and context.flow_run is not None else None)
+              if context and context.flow_run else None)
     with concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=holder):
         yield
 
@@ -141,24 +135,23 @@ def _submit_here(config: TrainConfig, runtime: RuntimeConfig, data_root: Path,
             else contextlib.nullcontext())
     running: dict[PrefectFuture[BranchOutcome], str] = {}  # future -> its device
     free = [devices[i % len(devices)] for i in range(concurrency)]  # round-robin slots
-    with StageProgress("training models (fold x branch)", len(pairs), unit="models") as progress:
+    with held, StageProgress("training models (fold x branch)", len(pairs),
+                             unit="models") as progress:
         for _ in as_completed(list(futures)):
             progress.advance()
-        with held:
-            for fold, branch in todo:
-                # Submitted as a slot frees up, on the device it frees.
-                if not free:
-                    finished = next(as_completed(list(running)))
-                    free.append(running.pop(finished))
-                    progress.advance()
-                named = train_branch_task.with_options(
-                    task_run_name=f"train fold {fold} {branch}")
-                device = free.pop(0)
-                future = named.submit(data_root, config, fold, branch, device, run_id)
-                futures.append(future)
-                running[future] = device
-            for _ in as_completed(list(running)):
+        for fold, branch in todo:
+            # Submitted as a slot frees up, on the device it frees.
+            if not free:
+                finished = next(as_completed(list(running)))
+                free.append(running.pop(finished))
                 progress.advance()
+            named = train_branch_task.with_options(task_run_name=f"train fold {fold} {branch}")
+            device = free.pop(0)
+            future = named.submit(data_root, config, fold, branch, device, run_id)
+            futures.append(future)
+            running[future] = device
+        for _ in as_completed(list(running)):
+            progress.advance()
     return futures, devices, concurrency
 
 
