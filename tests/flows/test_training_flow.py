@@ -4,11 +4,9 @@ cache."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,27 +16,12 @@ import torch
 from dsan_core.branches import TRAINED
 from dsan_core.groups import LABEL_COVID
 from flows import training
-from flows.training import GPU_LIMIT, TrainingResult, training_flow
+from flows.training import TrainingResult, training_flow
 from storage.layout import DataLayout
 from storage.lineage import read_lineage
 from storage.tables import read_table
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
-
-
-@contextlib.contextmanager
-def _gpu_limit_held() -> Iterator[None]:
-    """Hold the `gpu` limit's only slot, as another run's trainings would."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, 1)
-        lease = client.increment_concurrency_slots_with_lease(
-            names=[GPU_LIMIT], slots=1, mode="concurrency", lease_duration=60).json()
-        try:
-            yield
-        finally:
-            client.release_concurrency_slots_with_lease(lease["lease_id"])
 
 
 def _last_training_start(layout: DataLayout) -> datetime:
@@ -94,7 +77,8 @@ def test_training_writes_three_tables_and_reruns_from_cache(
                              branches=("att_ss",))
 
     done: list[TrainingResult] = []
-    with monkeypatch.context() as embedded, _gpu_limit_held():
+    # The test holds the `gpu` limit's only slot, as another run's trainings would.
+    with monkeypatch.context() as embedded, training.gpu_slots(1):
         embedded.setattr(training, "shared_prefect_api", lambda: False)
         alone = threading.Thread(target=lambda: done.append(retrain(99)))
         alone.start()
@@ -104,7 +88,7 @@ def test_training_writes_three_tables_and_reruns_from_cache(
     assert [(b.fold, b.branch, b.trained) for b in one.branches] == [(1, "att_ss", True)]
     assert one.tables.models == 1 and len(one.tables.missing) == n_folds * 3 - 1
     # On a shared API (the harness) it waits for the slot.
-    with _gpu_limit_held():
+    with training.gpu_slots(1):
         waiting = threading.Thread(target=lambda: done.append(retrain(98)))
         waiting.start()
         time.sleep(2.0)  # the training alone takes < 1 s here
