@@ -9,9 +9,9 @@ same cohort), so the pipeline deployment finds every stage cached and the retrai
 the drop is the one computation here; what a retraining promises (known patients keep their
 place, the champion / challenger gate, people overruling it) is checked on that run. The
 runs happen once per module (fixtures
-`pipeline_run`, `retrain_run`) and the tests assert on what they saw then, and `dsan serve`
-hands the deployments back to the pool when its test ends: any test passes alone or in
-any order.
+`pipeline_run`, `retrain_run`) and the tests assert on what they saw then; what needs the
+pool's deployments deploys them again where `dsan serve` replaced them (`in_the_pool`): any
+test passes alone or in any order.
 
 Each process gets an environment with PREFECT_API_URL at the test server, telemetry off,
 and PREFECT_HOME, HOME and caches in temporary folders, so nothing is written elsewhere.
@@ -194,6 +194,22 @@ def deploy_to_the_pool(stack: Stack) -> None:
                   "deployments/prefect.yaml")
 
 
+def in_the_pool(stack: Stack) -> Stack:
+    """The stack with prefect.yaml's deployments in the pool: deployed again only where
+    `dsan serve` left its own of the same names (a test that ran before, in any order)."""
+    from prefect.exceptions import ObjectNotFound
+
+    with stack.client() as client:
+        try:
+            pools = {client.read_deployment_by_name(name).work_pool_name
+                     for name in DEPLOYMENTS}
+        except ObjectNotFound:  # deleted by a test that stopped half-way
+            pools = set()
+    if pools != {"dsan-cpu"}:
+        deploy_to_the_pool(stack)
+    return stack
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, test_config, cohort: Path,  # type: ignore[no-untyped-def]
           drop: Path, pipeline_root: Path) -> Iterator[Stack]:
@@ -267,7 +283,7 @@ class DeploymentRun:
 @pytest.fixture(scope="module")
 def pipeline_run(stack: Stack) -> DeploymentRun:
     cohort = stack.cohort
-    before = read_tables(stack.root)
+    before = read_tables(in_the_pool(stack).root)
     run = stack.run_deployment("dsan-pipeline/dsan-pipeline", {
         "dicom_root": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
         "masks": str(cohort / "masks")})
@@ -277,7 +293,7 @@ def pipeline_run(stack: Stack) -> DeploymentRun:
 @pytest.fixture(scope="module")
 def retrain_run(stack: Stack, pipeline_run: DeploymentRun) -> DeploymentRun:
     # The test profile segments with ground-truth masks: the drop's come with this run.
-    before = read_tables(stack.root)
+    before = read_tables(in_the_pool(stack).root)
     run = stack.run_deployment("dsan-retrain/dsan-retrain", {"masks": str(stack.drop / "masks")})
     return DeploymentRun(run, before, read_tables(stack.root))
 
@@ -290,6 +306,7 @@ def test_server_prints_the_api_url_and_keeps_its_database_under_the_data_root(
 
 
 def test_deployments_are_registered_from_prefect_yaml(stack: Stack) -> None:
+    in_the_pool(stack)
     with stack.client() as client:
         retrain = client.read_deployment_by_name("dsan-retrain/dsan-retrain")
         pipeline = client.read_deployment_by_name("dsan-pipeline/dsan-pipeline")
@@ -426,9 +443,8 @@ def test_serve_takes_over_the_deployments_and_runs_them(
         stack.run_deployment("dsan-retrain/dsan-retrain")
         assert "serving on" in (stack.processes.logs / "serve.log").read_text()
     finally:
-        # The pool's deployments back, for the tests that come after this one.
+        # The tests that need the pool's deployments deploy them again (`in_the_pool`).
         stack.processes.stop(served_by)
-        deploy_to_the_pool(stack)
 
 
 def test_ui_serves_the_data_roots_past_runs(stack: Stack, pipeline_run: DeploymentRun) -> None:
