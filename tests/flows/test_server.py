@@ -181,33 +181,22 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], processes: Process
         time.sleep(0.5)
 
 
-def deploy_to_the_pool(stack: Stack) -> None:
-    """`prefect deploy` of deployments/prefect.yaml (into the work pool dsan-cpu), first
-    deleting deployments of the same names (those `dsan serve` registers, say)."""
+def in_the_pool(stack: Stack) -> None:
+    """prefect.yaml's deployments in the work pool dsan-cpu: `prefect deploy` where they
+    are missing or `dsan serve` registered its own of the same names (deleted first)."""
     from prefect.exceptions import ObjectNotFound
 
     with stack.client() as client:
+        found = []
         for name in DEPLOYMENTS:
             with contextlib.suppress(ObjectNotFound):  # none of that name
-                client.delete_deployment(client.read_deployment_by_name(name).id)
+                found.append(client.read_deployment_by_name(name))
+        if [d.work_pool_name for d in found] == ["dsan-cpu"] * len(DEPLOYMENTS):
+            return
+        for deployment in found:
+            client.delete_deployment(deployment.id)
     stack.prefect("--no-prompt", "deploy", "--all", "--prefect-file",
                   "deployments/prefect.yaml")
-
-
-def in_the_pool(stack: Stack) -> Stack:
-    """The stack with prefect.yaml's deployments in the pool: deployed again only where
-    `dsan serve` left its own of the same names (a test that ran before, in any order)."""
-    from prefect.exceptions import ObjectNotFound
-
-    with stack.client() as client:
-        try:
-            pools = {client.read_deployment_by_name(name).work_pool_name
-                     for name in DEPLOYMENTS}
-        except ObjectNotFound:  # deleted by a test that stopped half-way
-            pools = set()
-    if pools != {"dsan-cpu"}:
-        deploy_to_the_pool(stack)
-    return stack
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +228,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_config, cohort: Path,  
         with environment(PREFECT_HOME=str(tmp / "prefect-client"), DO_NOT_TRACK="1",
                          PREFECT_SERVER_ANALYTICS_ENABLED="false"):
             import prefect.client.orchestration  # noqa: F401
-        deploy_to_the_pool(stack)
+        in_the_pool(stack)
         processes.start("worker", [*PREFECT, "worker", "start", "--pool", "dsan-cpu",
                                    "--name", "test-worker"], env, tmp)
         yield stack
@@ -283,7 +272,8 @@ class DeploymentRun:
 @pytest.fixture(scope="module")
 def pipeline_run(stack: Stack) -> DeploymentRun:
     cohort = stack.cohort
-    before = read_tables(in_the_pool(stack).root)
+    in_the_pool(stack)
+    before = read_tables(stack.root)
     run = stack.run_deployment("dsan-pipeline/dsan-pipeline", {
         "dicom_root": str(cohort / "dicom"), "labels": str(cohort / "labels.csv"),
         "masks": str(cohort / "masks")})
@@ -293,7 +283,8 @@ def pipeline_run(stack: Stack) -> DeploymentRun:
 @pytest.fixture(scope="module")
 def retrain_run(stack: Stack, pipeline_run: DeploymentRun) -> DeploymentRun:
     # The test profile segments with ground-truth masks: the drop's come with this run.
-    before = read_tables(in_the_pool(stack).root)
+    in_the_pool(stack)
+    before = read_tables(stack.root)
     run = stack.run_deployment("dsan-retrain/dsan-retrain", {"masks": str(stack.drop / "masks")})
     return DeploymentRun(run, before, read_tables(stack.root))
 
