@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 
 # Installed packages no dsan process imports (a check on 2026-12-08: every process of
 # `make test`), and the packages' own test folders: not compiled (~8 s).
-NO_COMPILE := /site-packages/((pip|setuptools|pkg_resources|networkx|apprise|dateparser|mypy|mypyc)/|(.+/)?tests?/)
+NO_COMPILE := /site-packages/((pip|setuptools|pkg_resources|networkx|apprise|dateparser)/|(.+/)?tests?/)
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
