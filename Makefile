@@ -14,10 +14,18 @@ TORCH_PIN ?= torch==2.13.0
 # `make test`), and the packages' own test folders: not compiled (~8 s).
 NO_COMPILE := /site-packages/((pip|setuptools|pkg_resources|networkx|apprise|dateparser)/|(.+/)?tests?/)
 
+# uv installs what pip would (the same versions; checked on 2026-12-08), with its
+# downloads and unpacking in parallel: 19 s against pip's 47 s with empty caches, 3 s
+# against 31 s with warm ones. uv reads no pip.conf, so pip's find-links (where a machine
+# keeps its torch build) are passed on. Should uv fail, pip does the install.
+FIND_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+PIP_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python $(FIND_LINKS) $(1) \
+	|| $(BIN)/python -m pip install -q --no-compile $(1)
+
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e ".[test]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q "uv>=0.5" || true
+	$(call PIP_INSTALL,-e ".[test]" "$(TORCH_PIN)")
 	# The byte code pip would compile on one core, on all of them, less NO_COMPILE. As
 	# with pip, files written for a newer Python (3.12 syntax in torch and whenever)
 	# stay uncompiled.
@@ -27,7 +35,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 install: $(BIN)/.installed
 
 $(BIN)/.lint-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH_PIN)"
+	$(call PIP_INSTALL,-e ".[dev]" "$(TORCH_PIN)")
 	touch $@
 
 demo: install
@@ -47,7 +55,7 @@ lint: $(BIN)/.lint-installed
 	$(BIN)/mypy
 
 bench-install: install
-	$(BIN)/python -m pip install -q -e ".[dev,bench]" "$(TORCH_PIN)"
+	$(call PIP_INSTALL,-e ".[dev,bench]" "$(TORCH_PIN)")
 
 clean:
 	rm -rf $(VENV) $(DATA_ROOT)
