@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from dsan_core.branches import ATT_DS, ATT_SS, ATT_US
 from dsan_core.config import EnsembleConfig
@@ -106,6 +105,8 @@ def weight_grid(step: float) -> np.ndarray:
 
 def _twice_within_pairs(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     """2 x (Mann-Whitney count of COVID-over-CAP pairs, ties 1/2) per row, within a band."""
+    from scipy.stats import rankdata
+
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
         return np.zeros(scores.shape[0], dtype=np.int64)

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from dsan_core.classifier.data import ClassifierCase
 from dsan_core.config import TrainConfig
@@ -97,6 +96,8 @@ def selection_split(cases: Sequence[ClassifierCase], config: TrainConfig, seed: 
 def selection_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(AUC, mean BCE) of the selection scans' logits; AUC NaN with one class, both NaN
     when there are none."""
+    from sklearn.metrics import roc_auc_score
+
     if logits.size == 0:
         return math.nan, math.nan
     bce = np.logaddexp(0.0, logits) - labels * logits

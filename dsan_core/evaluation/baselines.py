@@ -35,9 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from dsan_core.errors import InputError
 from dsan_core.evaluation.calibration import probability_bins
@@ -135,6 +132,10 @@ def _fit(rows: pd.DataFrame, columns: Sequence[str], fold: int) -> object:
     if y.min() == y.max():
         raise InputError(f"a baseline needs COVID and CAP scans outside fold {fold}, found "
                          f"{int(y.sum())} COVID of {y.size}")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     model.fit(rows[list(columns)].to_numpy(np.float64), y)
     return model

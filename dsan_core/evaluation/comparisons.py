@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_rel
 
 from dsan_core.branches import ATT_DS, MODELS
 from dsan_core.evaluation.delong import delong_test
@@ -92,6 +91,8 @@ def holm_adjust(p_values: np.ndarray | list[float]) -> np.ndarray:
 def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(t, two-sided p) of scipy's `ttest_rel`; both NaN when the differences a - b have
     (numerically) zero spread, where t is undefined (scipy gives inf or ~1e15)."""
+    from scipy.stats import ttest_rel
+
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.size < 2:
         return _NAN, _NAN

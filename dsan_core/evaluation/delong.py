@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import norm, rankdata
 
 from dsan_core.errors import InputError
 
@@ -60,6 +59,8 @@ def _split(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray
 def structural_components(y_true: ArrayLike,
                           scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(aucs (k,), V10 (k, m), V01 (k, n)) by midranks; scores (k, n_scans) or (n_scans,)."""
+    from scipy.stats import rankdata
+
     x, y = _split(y_true, scores)
     m, n = x.shape[1], y.shape[1]
     tz = rankdata(np.concatenate([x, y], axis=1), axis=1)
@@ -87,6 +88,8 @@ def delong_test(y_true: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike,
     With zero variance (e.g. identical scores) z is 0 and p is 1 when the AUCs are
     equal, NaN otherwise.
     """
+    from scipy.stats import norm
+
     aucs, cov = delong_covariance(y_true, np.vstack([scores_a, scores_b]))
     difference = float(aucs[0] - aucs[1])
     variance = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
 from dsan_core.config import DECISION_THRESHOLD
 from dsan_core.errors import InputError
@@ -55,6 +54,8 @@ def binary_metrics(y_true: ArrayLike, probability: ArrayLike,
     Undefined metrics are NaN (see the module docstring); F1 is NaN only when there is
     neither a COVID scan nor a COVID call.
     """
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+
     y, p = as_binary_arrays(y_true, probability)
     if y.size == 0:
         return {name: float("nan") for name in CLASSIFICATION_METRICS}

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from dsan_core.ensemble import PAPER_WEIGHTS, EnsembleSearch
 from dsan_core.errors import InputError
 from dsan_core.groups import ANALYSIS_BINS, LABEL_COVID
+from dsan_core.plots.canvas import new_figure
 from dsan_core.prediction_table import (
     BASELINES,
     MODEL_NAMES,
@@ -30,18 +28,18 @@ from dsan_core.prediction_table import (
     ordered_models,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 _COLOURS = ("tab:gray", "tab:blue", "tab:orange", "tab:red", "tab:pink", "tab:green",
             "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def _roc_panel(axes: Axes, rows: pd.DataFrame, models: list[str], title: str,
                per_fold: bool) -> None:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     for colour, model in zip(_COLOURS, models, strict=False):
         part = rows.loc[rows["branch"] == model]
         y, p = part["y"].to_numpy(), part["probability"].to_numpy()
@@ -78,7 +76,7 @@ def roc_figure(predictions: pd.DataFrame, groups: pd.DataFrame) -> Figure:
     n_panels = 1 + len(folds)
     n_cols = min(3, n_panels)
     n_rows = -(-n_panels // n_cols)
-    figure = _new_figure(4.0 * n_cols, 4.0 * n_rows)
+    figure = new_figure(4.0 * n_cols, 4.0 * n_rows)
     grid = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
     _roc_panel(grid[0], rows.loc[rows["set"] == SET_VAL], models,
                "TV: validation folds pooled", per_fold=True)
@@ -124,7 +122,7 @@ def attention_panel_figure(cases: Sequence[AttentionCase]) -> Figure:
         raise InputError("expected at least one case for the attention panel, found none")
     titles = ("CT", "lung mask", "infection mask", "Grad-CAM RN34 + US", "attention US",
               "attention SS")
-    figure = _new_figure(2.2 * len(titles), 2.3 * 2 * len(cases))
+    figure = new_figure(2.2 * len(titles), 2.3 * 2 * len(cases))
     grid = figure.subplots(2 * len(cases), len(titles), squeeze=False)
     for index, case in enumerate(cases):
         arrays = (case.ct, case.lung, case.infection, case.grad_cam, case.attention_us,
@@ -185,7 +183,7 @@ def ensemble_surface_figure(search: EnsembleSearch) -> Figure:
     """The search's objective over (w_middle, w_extreme), the paper's point (star) and
     the chosen point (circle) marked."""
     surface = search.surface.pivot(index="w_extreme", columns="w_middle", values="objective")
-    figure = _new_figure(6.0, 5.0)
+    figure = new_figure(6.0, 5.0)
     axes = figure.add_subplot()
     x, y = surface.columns.to_numpy(float), surface.index.to_numpy(float)
     half = (x[1] - x[0]) / 2 if x.size > 1 else 0.5
@@ -217,7 +215,7 @@ def reliability_figure(reliability: pd.DataFrame) -> Figure:
     models = ordered_models(reliability["model"])
     if not models:
         raise InputError("expected reliability rows, found none")
-    figure = _new_figure(3.2 * len(models), 3.4)
+    figure = new_figure(3.2 * len(models), 3.4)
     panels = figure.subplots(1, len(models), squeeze=False)[0]
     for axes, model in zip(panels, models, strict=True):
         part = reliability.loc[(reliability["model"] == model) & (reliability["n_scans"] > 0)]

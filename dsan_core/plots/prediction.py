@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH
 from dsan_core.errors import InputError
+from dsan_core.plots.canvas import new_figure
 from dsan_core.preprocessing.intensity import window_bounds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def attention_overlay_figure(hu: np.ndarray, attention: np.ndarray, spacing: Sequence[float],
@@ -25,8 +28,7 @@ def attention_overlay_figure(hu: np.ndarray, attention: np.ndarray, spacing: Seq
     low, high = window_bounds(*window)
     z, y, _ = (int(v) for v in np.unravel_index(int(np.argmax(attention)), attention.shape))
     sx, sy, sz = (float(v) for v in spacing)
-    figure = Figure(figsize=(9.0, 4.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(9.0, 4.6)
     for axes, ct, heat, aspect, name in zip(
             figure.subplots(1, 2), (hu[z], hu[::-1, y, :]),
             (attention[z], attention[::-1, y, :]), (sy / sx, sz / sx), ("axial", "coronal"),

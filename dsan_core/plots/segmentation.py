@@ -6,26 +6,23 @@ Volumes are (z, y, x) HU; masks (z, y, x) 0/1; spacing (x, y, z) mm.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from dsan_core.config import CT_WINDOW_LEVEL, CT_WINDOW_WIDTH, RATIO_LARGE, RATIO_SMALL, RATIO_TINY
 from dsan_core.errors import InputError
+from dsan_core.plots.canvas import new_figure
 from dsan_core.preprocessing.intensity import window_bounds
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Ratios below this are drawn in the "zero" bar (log axes cannot show 0).
 ZERO_RATIO = 1e-5
 _COLOURS = {"COVID": "tab:red", "CAP": "tab:blue"}
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def ratio_histogram_figure(df: pd.DataFrame, *, bins: int = 30) -> Figure:
@@ -38,7 +35,7 @@ def ratio_histogram_figure(df: pd.DataFrame, *, bins: int = 30) -> Figure:
         if column not in df.columns:
             raise InputError(f"expected column {column!r} in the ratio table, found "
                              f"{list(df.columns)}")
-    figure = _new_figure(7.0, 4.0)
+    figure = new_figure(7.0, 4.0)
     axes = figure.add_subplot()
     ratios = df["infection_ratio"].to_numpy(dtype=float)
     positive = ratios[ratios >= ZERO_RATIO]
@@ -98,7 +95,7 @@ def overlay_figure(
                          f"{lung.shape}, {infection.shape}")
     sx, sy, sz = (float(s) for s in spacing)
     z, y, _ = _centre(lung, infection)
-    figure = _new_figure(9.0, 4.5)
+    figure = new_figure(9.0, 4.5)
     left, right = figure.subplots(1, 2)
     _panel(left, hu[z], lung[z], infection[z], sy / sx, f"axial z={z}")
     # Coronal: rows are z; flip so the head is at the top.

@@ -11,13 +11,17 @@ set.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from dsan_core.branches import ATT_SS, ATT_US, MODEL_NAMES, RN34_US
 from dsan_core.errors import InputError
+from dsan_core.plots.canvas import new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("branch", "epoch", "loss", "select_auc")
 #: The paper's names and one colour per branch; other branches get matplotlib's cycle.
@@ -35,8 +39,7 @@ def training_curves_figure(history: pd.DataFrame, *, fold: str | int | None = No
     if missing:
         raise InputError(f"expected columns {list(REQUIRED_COLUMNS)} in the training history, "
                          f"missing {missing}")
-    figure = Figure(figsize=(10.0, 4.0), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(10.0, 4.0)
     loss_axes, auc_axes = figure.subplots(1, 2)
     for index, (branch, rows) in enumerate(history.groupby("branch", sort=True)):
         rows = rows.sort_values("epoch")

@@ -14,11 +14,12 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from distributed import Client, as_completed
+from typing import TYPE_CHECKING, Any
 
 from tasks._common.progress import StageProgress
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Items per Dask task at most (a killed run recomputes at most one batch per thread
 #: beyond the items already stored).
@@ -60,6 +61,8 @@ def map_on_dask(
     """
     if not items:
         return []
+    from distributed import Client, as_completed
+
     results: list[Any] = [None] * len(items)
     prefix = "-".join(description.split()) or "item"
     with Client(address, set_as_default=False) as client, \

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import chi2_contingency
 
 from dsan_core.errors import InputError
 from dsan_core.groups import LABELS, SAMPLING_GROUPS, size_balanced_weights
@@ -184,6 +183,8 @@ def sampler_weight_table(groups: pd.DataFrame, n_folds: int, min_group_scans: in
 
 def balance_table(tables: dict[str, pd.DataFrame], n_folds: int) -> pd.DataFrame:
     """Chi-square tests of independence between fold and label / analysis bin (TV only)."""
+    from scipy.stats import chi2_contingency
+
     rows = []
     for name, source in (("label x fold", "overview"), ("analysis_bin x fold", "analysis_bins")):
         if source not in tables:
