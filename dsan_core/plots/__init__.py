@@ -1,6 +1,7 @@
 """Figures as `matplotlib.figure.Figure` objects (no pyplot, no global backend).
 
-The Agg canvas is attached on creation; the tasks save them with
+The Agg canvas is attached on creation (`canvas.new_figure`, where matplotlib is
+imported, with the first figure); the tasks save them with
 `storage.volumes.write_figure` (or `figure_png` for the bytes), at one draw each: the
 figures use constrained layout, so no `bbox_inches="tight"` re-draw is needed.
 """
