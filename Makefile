@@ -17,9 +17,10 @@ NO_COMPILE := /site-packages/((pip|setuptools|pkg_resources|networkx|apprise|dat
 # uv installs what pip would (the same versions; checked on 2026-12-08), with its
 # downloads and unpacking in parallel: 19 s against pip's 47 s with empty caches, 3 s
 # against 31 s with warm ones. uv reads no pip.conf, so pip's find-links (where a machine
-# keeps its torch build) are passed on. Should uv fail, pip does the install.
+# keeps its torch build) are passed on, and it trusts the system's certificates, as pip
+# does (a proxy's own CA included). Should uv fail, pip does the install.
 FIND_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
-PIP_INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python $(FIND_LINKS) $(1) \
+PIP_INSTALL = UV_NATIVE_TLS=1 $(BIN)/uv pip install -q --python $(BIN)/python $(FIND_LINKS) $(1) \
 	|| $(BIN)/python -m pip install -q --no-compile $(1)
 
 $(BIN)/.installed: pyproject.toml Makefile
