@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,16 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def loaded_on_import(modules: str, watched: set[str]) -> list[str]:
+    """Which of `watched` a fresh interpreter holds after `import <modules>` (what a
+    process pays before it runs anything), sorted."""
+    probe = (f"import json, sys, {modules}; "
+             f"print(json.dumps(sorted(set({sorted(watched)!r}) & set(sys.modules))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return list(json.loads(done.stdout))
 
 
 @pytest.fixture(scope="session")

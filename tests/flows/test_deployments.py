@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from deployments.entrypoints import pipeline_deployment, retrain_deployment
 from dsan_core.errors import ConfigError
+from tests.conftest import loaded_on_import
 
 
 @pytest.mark.parametrize("entry", [pipeline_deployment, retrain_deployment])
@@ -50,8 +48,5 @@ def test_the_stages_of_a_deployment_send_no_heartbeats(entry, stages, tmp_path, 
 def test_deploying_imports_no_pipeline() -> None:
     # `prefect deploy` and `dsan serve` import the entry points to read the flows' names
     # and parameters: the pipeline (torch, scikit-learn, matplotlib: ~5 s) waits for a run.
-    heavy = "{'flows.pipeline', 'torch', 'sklearn', 'matplotlib'}"
-    probe = f"import sys, deployments.entrypoints; print(sorted({heavy} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+    heavy = {"flows.pipeline", "torch", "sklearn", "matplotlib"}
+    assert loaded_on_import("deployments.entrypoints", heavy) == []

@@ -6,14 +6,9 @@ imported where that work is done, not with the modules."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.conftest import loaded_on_import
 
 
 def test_the_pipeline_and_status_import_no_library_only_their_work_needs() -> None:
     work_only = {"sklearn", "matplotlib", "scipy.stats", "distributed", "dask"}
-    probe = ("import sys, flows.pipeline, tasks.status; "
-             f"print(sorted({work_only!r} & set(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+    assert loaded_on_import("flows.pipeline, tasks.status", work_only) == []

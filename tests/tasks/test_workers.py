@@ -4,8 +4,6 @@ functions run on several threads of one process at once (a threaded Dask cluster
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,12 +11,11 @@ from pathlib import Path
 from pydicom.data import get_testdata_file
 
 from tasks._common.workers import index_chunk
+from tests.conftest import loaded_on_import
 
 
 def test_worker_module_does_not_import_prefect() -> None:
-    code = "import sys, tasks._common.workers; print('prefect' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert loaded_on_import("tasks._common.workers", {"prefect"}) == []
 
 
 def test_indexing_on_threads_keeps_pydicom_quiet_and_the_warning_filters_intact(
