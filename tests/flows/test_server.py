@@ -52,6 +52,7 @@ DSAN = [sys.executable, "-c",
 PREFECT = [sys.executable, "-m", "prefect"]
 RUN_TIMEOUT = 420.0  # seconds a flow run may take (the test profile needs ~40 s here)
 DEPLOYMENTS = ("dsan-pipeline/dsan-pipeline", "dsan-retrain/dsan-retrain")
+POOL = "dsan-cpu"  # the process pool of deployments/prefect.yaml
 
 
 def free_port() -> int:
@@ -182,7 +183,7 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], processes: Process
 
 
 def in_the_pool(stack: Stack) -> None:
-    """prefect.yaml's deployments in the work pool dsan-cpu: `prefect deploy` where they
+    """prefect.yaml's deployments in the work pool POOL: `prefect deploy` where they
     are missing or `dsan serve` registered its own of the same names (deleted first)."""
     from prefect.exceptions import ObjectNotFound
 
@@ -191,7 +192,7 @@ def in_the_pool(stack: Stack) -> None:
         for name in DEPLOYMENTS:
             with contextlib.suppress(ObjectNotFound):  # none of that name
                 found.append(client.read_deployment_by_name(name))
-        if [d.work_pool_name for d in found] == ["dsan-cpu"] * len(DEPLOYMENTS):
+        if [d.work_pool_name for d in found] == [POOL] * len(DEPLOYMENTS):
             return
         for deployment in found:
             client.delete_deployment(deployment.id)
@@ -221,15 +222,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_config, cohort: Path,  
         server = processes.start("server", [*DSAN, "server", "--port", str(port),
                                             "--data-root", str(root)], env, tmp)
         wait_until_up(url, server, processes)
-        stack.prefect("work-pool", "create", "dsan-cpu", "--type", "process")
-        stack.prefect("work-pool", "set-concurrency-limit", "dsan-cpu", "1")
+        stack.prefect("work-pool", "create", POOL, "--type", "process")
+        stack.prefect("work-pool", "set-concurrency-limit", POOL, "1")
         # The test process's own Prefect client (imported here at the latest) keeps its
         # home in tmp too.
         with environment(PREFECT_HOME=str(tmp / "prefect-client"), DO_NOT_TRACK="1",
                          PREFECT_SERVER_ANALYTICS_ENABLED="false"):
             import prefect.client.orchestration  # noqa: F401
         in_the_pool(stack)
-        processes.start("worker", [*PREFECT, "worker", "start", "--pool", "dsan-cpu",
+        processes.start("worker", [*PREFECT, "worker", "start", "--pool", POOL,
                                    "--name", "test-worker"], env, tmp)
         yield stack
     finally:
@@ -301,7 +302,7 @@ def test_deployments_are_registered_from_prefect_yaml(stack: Stack) -> None:
     with stack.client() as client:
         retrain = client.read_deployment_by_name("dsan-retrain/dsan-retrain")
         pipeline = client.read_deployment_by_name("dsan-pipeline/dsan-pipeline")
-    assert retrain.work_pool_name == pipeline.work_pool_name == "dsan-cpu"
+    assert retrain.work_pool_name == pipeline.work_pool_name == POOL
     assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 0"]
     assert retrain.parameters == {"profile": str(PROFILES / "test.yaml"),
                                   "data_root": str(stack.root),
