@@ -8,8 +8,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
 from dsan_core.branches import TRAINED
@@ -29,6 +30,8 @@ from tasks.training_tables import STAGE, TrainingOutcome, training_tables_task
 #: The Prefect concurrency limit that caps the trainings of every run on a shared API:
 #: Prefect's limit for the tag `gpu` (`tag:gpu`), held by the training flow.
 GPU_LIMIT = "tag:gpu"
+#: How often a training sets the limit again after another run lowered it (`gpu_slots`).
+LIMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -64,25 +67,57 @@ def training_devices(runtime: RuntimeConfig) -> tuple[list[str], int]:
 def gpu_slots(slots: int) -> Iterator[None]:
     """Hold `slots` of the `gpu` limit (set to `slots` first) for this flow run; waits
     while other runs hold them. Its lease is renewed while held; a killed run's slots are
-    freed when it expires (a Prefect server's repossessor)."""
-    from prefect import get_run_logger
+    freed when it expires (a Prefect server's repossessor).
+
+    Another run may set the limit lower while this one waits (a run with fewer devices):
+    Prefect then refuses the request (more slots than the limit), and this sets the
+    limit again and goes on waiting, up to `LIMIT_ATTEMPTS` times."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    holder = context.flow_run.id if context and context.flow_run else None
+    with contextlib.ExitStack() as held:
+        for attempt in range(1, LIMIT_ATTEMPTS + 1):
+            try:
+                held.enter_context(_acquire_gpu_slots(slots, holder))
+                break
+            except Exception as error:
+                if attempt == LIMIT_ATTEMPTS or not _limit_lowered(error):
+                    raise
+                get_run_logger().info("another run set the `gpu` limit below the %d slots "
+                                      "this training asked for: set to %d again", slots,
+                                      slots)
+        yield
+
+
+def _acquire_gpu_slots(slots: int, holder: UUID | None
+                       ) -> contextlib.AbstractContextManager[None]:
+    """Set the `gpu` limit to `slots` and wait for as many (what `gpu_slots` holds)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
-    from prefect.context import FlowRunContext
 
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, slots)
         held = client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots
     if held:
         get_run_logger().info("training waits for the `gpu` limit: other runs hold %d of "
-                              "its %d slots (`prefect global-concurrency-limit inspect "
-                              "%s`)", held, slots, GPU_LIMIT)
-    context = FlowRunContext.get()
-    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
-              if context and context.flow_run else None)
-    with concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=holder):
-        yield
+                              "its %d slots (`prefect global-concurrency-limit inspect %s`)",
+                              held, slots, GPU_LIMIT)
+    lease_holder = (ConcurrencyLeaseHolder(type="flow_run", id=holder)
+                    if holder is not None else None)
+    return concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=lease_holder)
+
+
+def _limit_lowered(error: Exception) -> bool:
+    """Whether Prefect refused a slot request for asking more than the limit (422)."""
+    import httpx
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    cause = error.__cause__
+    return (isinstance(error, ConcurrencySlotAcquisitionError)
+            and isinstance(cause, httpx.HTTPStatusError)
+            and cause.response.status_code == 422)
 
 
 @flow(name=STAGE, validate_parameters=False)

@@ -98,3 +98,44 @@ def test_training_writes_three_tables_and_reruns_from_cache(
     assert [(b.fold, b.branch, b.trained) for b in done[0].branches] == [(1, "att_ss", True)]
     assert _last_training_start(layout) > released
     assert "training waits for the `gpu` limit: other runs hold 1 of its 1 slots" in caplog.text
+
+
+def test_a_run_lowering_the_gpu_limit_does_not_fail_one_waiting_for_its_slots(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two runs on one server ask for different numbers of slots (2 and 1 devices, say).
+    The run with one device sets the limit to 1 while the other waits for 2: Prefect then
+    refuses the waiting run's request (422, more slots than the limit), which used to
+    fail its training flow. It sets the limit again and goes on waiting."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    entered = threading.Event()
+    failures: list[BaseException] = []
+
+    @flow(name="two-devices")
+    def two_devices() -> None:
+        with training.gpu_slots(2):
+            entered.set()
+
+    def run() -> None:
+        try:
+            two_devices()
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    with training.gpu_slots(2):  # another run holds both slots
+        waiting = threading.Thread(target=run)
+        waiting.start()
+        time.sleep(1.5)  # it asked for its slots and waits
+        with get_client(sync_client=True) as client:  # the run with one device
+            client.update_global_concurrency_limit(training.GPU_LIMIT,
+                                                   GlobalConcurrencyLimitUpdate(limit=1))
+    waiting.join(timeout=120)
+    assert not failures, failures
+    assert entered.is_set()
+    assert ("another run set the `gpu` limit below the 2 slots this training asked for: "
+            "set to 2 again") in caplog.text
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(training.GPU_LIMIT)
+    assert (limit.limit, limit.active_slots) == (2, 0)
