@@ -112,7 +112,7 @@ def _acquire_gpu_slots(slots: int, holder: UUID | None
 def _limit_lowered(error: Exception) -> bool:
     """Whether Prefect refused a slot request for asking more than the limit (422)."""
     import httpx
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
     cause = error.__cause__
     return (isinstance(error, ConcurrencySlotAcquisitionError)
