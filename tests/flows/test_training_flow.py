@@ -127,7 +127,10 @@ def test_a_run_lowering_the_gpu_limit_does_not_fail_one_waiting_for_its_slots(
     with training.gpu_slots(2):  # another run holds both slots
         waiting = threading.Thread(target=run)
         waiting.start()
-        time.sleep(1.5)  # it asked for its slots and waits
+        deadline = time.monotonic() + 60
+        while "training waits for the `gpu` limit" not in caplog.text:  # it set the limit
+            assert time.monotonic() < deadline and waiting.is_alive(), failures
+            time.sleep(0.1)
         with get_client(sync_client=True) as client:  # the run with one device
             client.update_global_concurrency_limit(training.GPU_LIMIT,
                                                    GlobalConcurrencyLimitUpdate(limit=1))
