@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
@@ -26,6 +26,9 @@ from tasks.training import (
     train_branch_task,
 )
 from tasks.training_tables import STAGE, TrainingOutcome, training_tables_task
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 
 #: The Prefect concurrency limit that caps the trainings of every run on a shared API:
 #: Prefect's limit for the tag `gpu` (`tag:gpu`), held by the training flow.
@@ -72,29 +75,31 @@ def gpu_slots(slots: int) -> Iterator[None]:
     Another run may set the limit lower while this one waits (a run with fewer devices):
     Prefect then refuses the request (more slots than the limit), and this sets the
     limit again and goes on waiting, up to `LIMIT_ATTEMPTS` times."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
-    holder = context.flow_run.id if context and context.flow_run else None
-    with contextlib.ExitStack() as held:
+    holder = (ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id)
+              if context and context.flow_run else None)
+    with contextlib.ExitStack() as stack:
         for attempt in range(1, LIMIT_ATTEMPTS + 1):
             try:
-                held.enter_context(_acquire_gpu_slots(slots, holder))
-                break
+                stack.enter_context(_acquire_gpu_slots(slots, holder))
             except Exception as error:
                 if attempt == LIMIT_ATTEMPTS or not _limit_lowered(error):
                     raise
                 get_run_logger().info("another run set the `gpu` limit below the %d slots "
                                       "this training asked for: set to %d again", slots,
                                       slots)
+            else:
+                break
         yield
 
 
-def _acquire_gpu_slots(slots: int, holder: UUID | None
+def _acquire_gpu_slots(slots: int, holder: ConcurrencyLeaseHolder | None
                        ) -> contextlib.AbstractContextManager[None]:
     """Set the `gpu` limit to `slots` and wait for as many (what `gpu_slots` holds)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
 
     with get_client(sync_client=True) as client:
@@ -104,9 +109,7 @@ def _acquire_gpu_slots(slots: int, holder: UUID | None
         get_run_logger().info("training waits for the `gpu` limit: other runs hold %d of "
                               "its %d slots (`prefect global-concurrency-limit inspect %s`)",
                               held, slots, GPU_LIMIT)
-    lease_holder = (ConcurrencyLeaseHolder(type="flow_run", id=holder)
-                    if holder is not None else None)
-    return concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=lease_holder)
+    return concurrency(GPU_LIMIT, occupy=slots, lease_duration=60, holder=holder)
 
 
 def _limit_lowered(error: Exception) -> bool:
